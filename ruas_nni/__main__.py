@@ -1,0 +1,5 @@
+import sys
+
+from ruas_nni.cli import main
+
+sys.exit(main())

@@ -1,0 +1,201 @@
+"""Reading and writing images, and finding them in folders.
+
+Images become float32 tensors ``3 x H x W`` in ``[0, 1]`` exactly as the authors' code makes them
+(8-bit values divided by 255), so that the network's outputs match theirs bit for bit. Outputs are
+PNGs written to a temporary name and renamed, so an interrupted run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import atomic_write
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageReadError",
+    "LoadedImage",
+    "read_image",
+    "write_png",
+    "find_images",
+    "to_uint",
+]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"})
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+class ImageReadError(Exception):
+    """An input file that is not a readable image; the message says why."""
+
+
+@dataclass
+class LoadedImage:
+    """One image as the network sees it, plus what is needed to write the result back alike."""
+
+    rgb: torch.Tensor
+    """float32 ``3 x H x W`` in ``[0, 1]``."""
+    alpha: torch.Tensor | None
+    """float32 ``1 x H x W`` in ``[0, 1]``, or ``None`` when the image has no transparency."""
+    bit_depth: int
+    """8 or 16: the precision of the source, and of the PNG written for it."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)``."""
+        return int(self.rgb.shape[2]), int(self.rgb.shape[1])
+
+
+def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+    """Read an image file (EXIF orientation applied) as RGB in ``[0, 1]``.
+
+    Grayscale becomes three equal channels; palette and CMYK images are converted to RGB; an alpha
+    channel (RGBA, LA, palette transparency) is kept apart. 16-bit grayscale keeps 16 bits.
+    Raises :class:`ImageReadError` with a one-line reason for anything unreadable.
+    """
+    path = Path(path)
+    if _png_bit_depth(path) == 16:
+        return _read_png16(path)
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except FileNotFoundError:
+        raise ImageReadError("no such file") from None
+    except PermissionError:
+        raise ImageReadError("permission denied") from None
+    except IsADirectoryError:
+        raise ImageReadError("is a folder") from None
+    except UnidentifiedImageError:
+        reason = "empty file" if path.stat().st_size == 0 else "not an image (unrecognised format)"
+        raise ImageReadError(reason) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"cannot decode ({str(exc).strip() or type(exc).__name__})") from None
+    if image.width < 1 or image.height < 1:
+        raise ImageReadError("image has no pixels")
+    return _from_pil(image)
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """The bit depth in a PNG's header, or ``None`` when ``path`` is not a readable PNG."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
+def _read_png16(path: Path) -> LoadedImage:
+    """16-bit PNGs, which Pillow reduces to 8 bits, through torchvision's decoder."""
+    from torchvision.io import ImageReadMode, decode_png, read_file
+
+    try:
+        data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+    except (RuntimeError, ValueError) as exc:
+        raise ImageReadError(f"cannot decode 16-bit PNG ({str(exc).strip().splitlines()[0][:120]})") from None
+    values = data.to(torch.float32) / 65535.0
+    channels = values.shape[0]
+    if channels in (1, 2):
+        rgb = values[:1].expand(3, -1, -1).contiguous()
+    else:
+        rgb = values[:3].contiguous()
+    alpha = values[-1:].contiguous() if channels in (2, 4) else None
+    return LoadedImage(rgb, alpha, 16)
+
+
+def _from_pil(image: Image.Image) -> LoadedImage:
+    alpha = None
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.uint32).astype(np.float32)
+        gray = torch.from_numpy(np.clip(values, 0, 65535) / np.float32(65535.0))
+        return LoadedImage(gray.unsqueeze(0).expand(3, -1, -1).contiguous(), None, 16)
+    if image.mode == "F":
+        values = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        gray = torch.from_numpy(values)
+        return LoadedImage(gray.unsqueeze(0).expand(3, -1, -1).contiguous(), None, 16)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / np.float32(255.0)
+        alpha = torch.from_numpy(np.ascontiguousarray(rgba[:, :, 3:4])).permute(2, 0, 1).contiguous()
+        rgb = rgba[:, :, :3]
+    else:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+    return LoadedImage(tensor, alpha, 8)
+
+
+def to_uint(values: torch.Tensor, bit_depth: int = 8) -> np.ndarray:
+    """``C x H x W`` floats -> ``H x W x C`` unsigned integers: clip to ``[0, 1]``, scale, round."""
+    top = 255.0 if bit_depth == 8 else 65535.0
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    scaled = torch.round(values.detach().float().clamp(0.0, 1.0) * top)
+    return scaled.permute(1, 2, 0).to("cpu").numpy().astype(dtype)
+
+
+def _encode_png16(array: np.ndarray) -> bytes:
+    """A 16-bit RGB or RGBA PNG (Pillow cannot write those); ``array`` is ``H x W x C`` uint16."""
+    height, width, channels = array.shape
+    color_type = {3: 2, 4: 6}[channels]
+    rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return _PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def write_png(path: str | os.PathLike[str], rgb: torch.Tensor, alpha: torch.Tensor | None = None,
+              bit_depth: int = 8) -> Path:
+    """Write ``rgb`` (``3 x H x W``, clipped to ``[0, 1]``) and optional ``alpha`` as an 8- or
+    16-bit PNG, atomically: the file appears under its final name only once complete."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
+    path = Path(path)
+    channels = torch.cat([rgb, alpha], dim=0) if alpha is not None else rgb
+    array = to_uint(channels, bit_depth)
+    with atomic_write(path) as handle:
+        if bit_depth == 16:
+            handle.write(_encode_png16(array))
+        else:
+            Image.fromarray(array).save(handle, format="PNG")
+    return path
+
+
+def find_images(inputs: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[Path]:
+    """Expand files and folders into a sorted list of image files (by suffix), keeping file
+    arguments as given. Hidden files are skipped; raises ``FileNotFoundError`` for a missing path."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = path.rglob("*") if recursive else path.iterdir()
+            found.extend(sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                                and not p.name.startswith(".")))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(str(path))
+    return found
+
+
+def images_in(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """All image files directly inside (or below) each folder, sorted, for training and search."""
+    return find_images(folders, recursive=True)

@@ -1,0 +1,72 @@
+"""Export a genotype to the plain-PyTorch :class:`~ruas_nni.network.RUASNet` (no NNI needed)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from .genotype import Genotype
+from .network import WARM_STARTS, RUASNet
+from .ops import make_operation
+
+__all__ = ["NetworkOptions", "export"]
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """Everything besides the genotype that fixes the network's shape and arithmetic."""
+
+    iem_stages: int = 3
+    nrm_cells: int = 3
+    iem_channels: int = 3
+    nrm_channels: int = 6
+    gamma: float = 0.5
+    warm_start: str = "rectified"
+
+    def __post_init__(self) -> None:
+        for name in ("iem_stages", "nrm_cells", "iem_channels", "nrm_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"network option {name!r} must be a positive integer, got {value!r}")
+        if self.iem_channels != 3:
+            raise ValueError(f"network option 'iem_channels' must be 3 (the IEM works on RGB), got {self.iem_channels}")
+        if self.warm_start not in WARM_STARTS:
+            raise ValueError(f"network option 'warm_start' must be one of {', '.join(WARM_STARTS)}, got {self.warm_start!r}")
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
+            raise ValueError(f"network option 'gamma' must be a number, got {self.gamma!r}")
+        object.__setattr__(self, "gamma", float(self.gamma))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> NetworkOptions:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown network option(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def network_kwargs(self) -> dict[str, Any]:
+        return self.to_dict()
+
+
+def export(arch: Any, options: NetworkOptions | Mapping[str, Any] | None = None) -> RUASNet:
+    """Build the plain-PyTorch network for ``arch`` (freshly initialised weights).
+
+    ``arch`` is a :class:`~ruas_nni.genotype.Genotype`, an ``arch.json``-style dict
+    ``{"iem": [7 op names], "nrm": [7 op names] | None}`` or an NNI sample
+    ``{"iem/e1": op, ..., "nrm/e7": op}``. Without ``nrm`` the network is IEM only.
+    """
+    genotype = Genotype.from_any(arch)
+    if not isinstance(options, NetworkOptions):
+        options = NetworkOptions.from_dict(options)
+
+    def iem_edge(index: int, channels: int):
+        return make_operation(genotype.iem[index], channels)
+
+    def nrm_edge(index: int, channels: int):
+        return make_operation(genotype.nrm[index], channels)  # type: ignore[index]
+
+    return RUASNet(iem_edge, nrm_edge if genotype.nrm is not None else None, **options.network_kwargs())

@@ -1,0 +1,242 @@
+"""The RUAS enhancement network, written once for both search and export.
+
+Paper: Liu et al., "Retinex-inspired Unrolling with Cooperative Prior Architecture Search for
+Low-light Image Enhancement", CVPR 2021. The network is the unrolled optimisation of Sec. 3.1-3.2:
+
+* :class:`IlluminationEstimation` (IEM, Eq. 3-4): ``K`` stages that refine the illumination ``t``
+  from a warm start and divide the input by it.
+* :class:`NoiseRemoval` (NRM, Eq. 5): a residual denoiser over the IEM output.
+* :class:`DistillationCell` (Fig. 2(d)): the searched cell both modules are made of.
+
+Every module takes an *edge factory* ``(edge_index, channels) -> nn.Module`` that fills the seven
+cell edges. The exported network (:func:`ruas_nni.export.export`) fills them with plain operations,
+the NNI search space (:mod:`search_spaces.ruas`) with ``LayerChoice``\\ s over all candidates, so
+the searched and the exported network cannot drift apart. This module never imports NNI.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import receptive_radius
+
+__all__ = [
+    "EDGE_NAMES",
+    "WARM_STARTS",
+    "EdgeFactory",
+    "DistillationCell",
+    "IlluminationEstimation",
+    "NoiseRemoval",
+    "Enhancement",
+    "RUASNet",
+    "warm_start",
+]
+
+EDGE_NAMES: tuple[str, ...] = ("e1", "e2", "e3", "e4", "e5", "e6", "e7")
+"""The seven searchable edges of a distillation cell, in the order of a genotype."""
+
+WARM_STARTS: tuple[str, ...] = ("rectified", "plain", "fixed")
+"""Warm-start strategies of the paper's ablation (Fig. 6): with residual rectification,
+without it (``t_hat_k = S(u_k)``), and fixed at ``t_hat_0``."""
+
+EdgeFactory = Callable[[int, int], nn.Module]
+"""``(edge_index in 0..6, channels) -> module`` filling one edge of a distillation cell."""
+
+LEAKY_SLOPE = 0.05
+T_MIN = 0.001
+
+
+def warm_start(x: torch.Tensor) -> torch.Tensor:
+    """``S(x)``: per-channel 2x2 max filter, zero padded on the bottom and right (Sec. 3.1).
+
+    ``S(x)[i, j] = max(x[i, j], x[i+1, j], x[i, j+1], x[i+1, j+1])``; keeps the size of ``x``.
+    """
+    return F.max_pool2d(F.pad(x, (0, 1, 0, 1)), kernel_size=2, stride=1)
+
+
+class DistillationCell(nn.Module):
+    """The searched distillation cell (paper Fig. 2(d)); ``C`` channels in and out.
+
+    ::
+
+        d1 = act(e1(h));   r1 = act(e2(h)  + h)
+        d2 = act(e3(r1));  r2 = act(e4(r1) + r1)
+        d3 = act(e5(r2));  r3 = act(e6(r2) + r2)
+        r4 = act(e7(r3))
+        out = fuse(concat(d1, d2, d3, r4))       # fuse: 1x1 convolution 4C -> C
+
+    ``act`` is LeakyReLU(0.05). Edges are named ``e1`` .. ``e7`` as in a genotype.
+    """
+
+    def __init__(self, channels: int, edge_factory: EdgeFactory) -> None:
+        super().__init__()
+        self.channels = channels
+        for index, name in enumerate(EDGE_NAMES):
+            self.add_module(name, edge_factory(index, channels))
+        self.fuse = nn.Conv2d(4 * channels, channels, kernel_size=1, bias=True)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        act = self.act
+        d1 = act(self.e1(h))
+        r1 = act(self.e2(h) + h)
+        d2 = act(self.e3(r1))
+        r2 = act(self.e4(r1) + r1)
+        d3 = act(self.e5(r2))
+        r3 = act(self.e6(r2) + r2)
+        r4 = act(self.e7(r3))
+        return self.fuse(torch.cat([d1, d2, d3, r4], dim=1))
+
+    def receptive_radius(self) -> int:
+        """Pixels one output pixel can see in each direction (longest chain of edges)."""
+        r = [receptive_radius(getattr(self, name)) for name in EDGE_NAMES]
+        return max(r[0], r[1] + r[2], r[1] + r[3] + r[4], r[1] + r[3] + r[5] + r[6])
+
+
+class IlluminationEstimation(nn.Module):
+    """Illumination Estimation Module (IEM): ``K`` unrolled stages (paper Eq. 3-4).
+
+    For stage ``k``: ``t_hat_0 = S(y)``; for ``k >= 1`` the warm start is
+
+    * ``rectified``: ``t_hat_k = S(u_k) - gamma * (u_k - y)`` (residual rectification, default),
+    * ``plain``: ``t_hat_k = S(u_k)``,
+    * ``fixed``: ``t_hat_k = t_hat_0``;
+
+    then ``t_k = clamp(sigmoid(cell_k(t_hat_k)), 0.001, 1)`` and ``u_{k+1} = clamp(y / t_k, 0, 1)``.
+    (The paper writes ``t = t_hat - dphi(t_hat)``; the authors' code, and their checkpoints, use the
+    sigmoid form above.) Each stage has its own weights; the edges' operations are shared.
+    """
+
+    def __init__(
+        self,
+        edge_factory: EdgeFactory,
+        stages: int = 3,
+        channels: int = 3,
+        gamma: float = 0.5,
+        warm_start: str = "rectified",
+    ) -> None:
+        super().__init__()
+        if stages < 1:
+            raise ValueError(f"IEM needs at least one stage, got {stages}")
+        if warm_start not in WARM_STARTS:
+            raise ValueError(f"unknown warm start {warm_start!r}; expected one of {', '.join(WARM_STARTS)}")
+        if channels != 3:
+            raise ValueError(f"the IEM works on RGB images: its width must be 3, got {channels}")
+        self.gamma = float(gamma)
+        self.warm_start = warm_start
+        self.stages = nn.ModuleList(DistillationCell(channels, edge_factory) for _ in range(stages))
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return the IEM output ``u_K`` and the illuminations ``[t_0, ..., t_{K-1}]``."""
+        t_hat_0 = warm_start(y)
+        u = y
+        illuminations: list[torch.Tensor] = []
+        for k, cell in enumerate(self.stages):
+            if k == 0 or self.warm_start == "fixed":
+                t_hat = t_hat_0
+            elif self.warm_start == "plain":
+                t_hat = warm_start(u)
+            else:
+                t_hat = warm_start(u) - self.gamma * (u - y)
+            t = torch.clamp(torch.sigmoid(cell(t_hat)), T_MIN, 1.0)
+            u = torch.clamp(y / t, 0.0, 1.0)
+            illuminations.append(t)
+        return u, illuminations
+
+    def receptive_radius(self) -> int:
+        radius = 0
+        for cell in self.stages:
+            radius = radius + 1 + cell.receptive_radius()  # S(.) reaches one pixel further
+        return radius if self.warm_start != "fixed" else 1 + max(c.receptive_radius() for c in self.stages)
+
+
+class NoiseRemoval(nn.Module):
+    """Noise Removal Module (NRM, paper Eq. 5): ``x = u - head(cells(stem(u)))``.
+
+    ``stem`` is a 3x3 convolution 3 -> C, ``N`` distillation cells of width ``C``, and ``head`` a
+    3x3 convolution C -> 3 that predicts the noise ``n``.
+    """
+
+    def __init__(self, edge_factory: EdgeFactory, cells: int = 3, channels: int = 6) -> None:
+        super().__init__()
+        if cells < 1:
+            raise ValueError(f"NRM needs at least one cell, got {cells}")
+        self.stem = nn.Conv2d(3, channels, kernel_size=3, padding=1, bias=True)
+        self.cells = nn.ModuleList(DistillationCell(channels, edge_factory) for _ in range(cells))
+        self.head = nn.Conv2d(channels, 3, kernel_size=3, padding=1, bias=True)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        features = self.stem(u)
+        for cell in self.cells:
+            features = cell(features)
+        return u - self.head(features)
+
+    def receptive_radius(self) -> int:
+        return 2 + sum(cell.receptive_radius() for cell in self.cells)
+
+
+class Enhancement(NamedTuple):
+    """Everything the network computes for one batch."""
+
+    final: torch.Tensor
+    """The enhanced image ``x`` (IEM + NRM; equals ``iem`` without an NRM). Not clipped."""
+    iem: torch.Tensor
+    """The IEM output ``u_K``."""
+    illuminations: Sequence[torch.Tensor]
+    """The illumination maps ``t_0 .. t_{K-1}``."""
+
+
+class RUASForward:
+    """The top-level forward, shared by :class:`RUASNet` and the NNI search space.
+
+    Subclasses provide ``self.iem`` (an :class:`IlluminationEstimation`) and ``self.nrm`` (a
+    :class:`NoiseRemoval` or ``None``).
+    """
+
+    iem: IlluminationEstimation
+    nrm: NoiseRemoval | None
+
+    def enhance(self, y: torch.Tensor) -> Enhancement:
+        """Run the whole network on ``y`` (B x 3 x H x W in [0, 1]); return all outputs."""
+        u, illuminations = self.iem(y)
+        x = self.nrm(u) if self.nrm is not None else u
+        return Enhancement(x, u, illuminations)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """The enhanced image ``x`` (not clipped); see :meth:`enhance` for the IEM output."""
+        return self.enhance(y).final
+
+    def receptive_radius(self) -> int:
+        """Pixels one output pixel can see in each direction: the halo that makes tiling exact."""
+        radius = self.iem.receptive_radius()
+        if self.nrm is not None:
+            radius += self.nrm.receptive_radius()
+        return radius
+
+
+class RUASNet(RUASForward, nn.Module):
+    """The RUAS enhancement network: IEM then (optionally) NRM, in plain PyTorch.
+
+    Build one from a genotype with :func:`ruas_nni.export.export`; this constructor takes edge
+    factories so that the NNI search space can reuse it.
+    """
+
+    def __init__(
+        self,
+        iem_edges: EdgeFactory,
+        nrm_edges: EdgeFactory | None,
+        *,
+        iem_stages: int = 3,
+        nrm_cells: int = 3,
+        iem_channels: int = 3,
+        nrm_channels: int = 6,
+        gamma: float = 0.5,
+        warm_start: str = "rectified",
+    ) -> None:
+        nn.Module.__init__(self)
+        self.iem = IlluminationEstimation(iem_edges, iem_stages, iem_channels, gamma, warm_start)
+        self.nrm = NoiseRemoval(nrm_edges, nrm_cells, nrm_channels) if nrm_edges is not None else None

@@ -1,0 +1,5 @@
+"""NNI model spaces of ruas-nni."""
+
+from .ruas import RUASSpace
+
+__all__ = ["RUASSpace"]
