@@ -1,21 +1,22 @@
-"""``ruas-nni``: the command line. Each subcommand lives in its own module with
-``register(subparsers)``; heavy imports (NNI, Lightning) happen inside the subcommand that needs
-them, so that ``ruas-nni enhance`` starts without them."""
+"""``ruas-nni``: the command line.
+
+Each subcommand is a module of this package with ``ORDER`` (its place in ``--help``) and
+``register(subparsers)``; they are discovered, so adding a command is adding a file. Modules import
+heavy dependencies (NNI, Lightning) inside ``run``, so that ``ruas-nni enhance`` starts without them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 from typing import Sequence
 
 from ruas_nni.errors import RuasError
 
 __all__ = ["main", "build_parser"]
-
-SUBCOMMANDS = ("enhance", "demo")
-"""Modules of :mod:`ruas_nni.cli`, one per subcommand, in the order ``--help`` lists them."""
 
 DESCRIPTION = """\
 RUAS low-light enhancement on NNI: search a tiny enhancement network without ground truth,
@@ -26,16 +27,22 @@ Low-light Image Enhancement", CVPR 2021.
 """
 
 
+def _subcommand_modules() -> list:
+    modules = [importlib.import_module(f"{__name__}.{info.name}")
+               for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
+    return sorted((m for m in modules if hasattr(m, "register")), key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ruas_nni import __version__
+
     parser = argparse.ArgumentParser(
         prog="ruas-nni", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    from ruas_nni import __version__
-
     parser.add_argument("--version", action="version", version=f"ruas-nni {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"ruas_nni.cli.{name.replace('-', '_')}").register(subparsers)
+    for module in _subcommand_modules():
+        module.register(subparsers)
     return parser
 
 

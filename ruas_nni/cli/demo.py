@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+ORDER = 10
 HELP = "run the whole pipeline on built-in demo data (what `make demo` does)"
 
 DESCRIPTION = """\

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+ORDER = 50
 HELP = "enhance low-light images (files or folders) into PNGs"
 
 DESCRIPTION = """\

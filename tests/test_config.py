@@ -1,0 +1,47 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from ruas_nni.config import ConfigError, load_config
+
+
+@dataclass
+class _Example:
+    epochs: int = field(default=20, metadata={"min": 1})
+    lr: float = 0.005
+    strategy: str = field(default="cooperative", metadata={"choices": ("cooperative", "darts")})
+    data: list[str] = field(default_factory=list)
+    sigma: float | None = None
+    flip: bool = True
+
+
+def test_defaults_file_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\nlr: 1\ndata: [a, b]\nsigma: 0.1\n")
+    config = load_config(_Example, path, {"epochs": 5, "strategy": None})
+    assert config == _Example(epochs=5, lr=1.0, data=["a", "b"], sigma=0.1)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epocs: 3\n", "unknown key 'epocs'; allowed keys: data, epochs, flip, lr, sigma, strategy"),
+    ("epochs: three\n", "'epochs' must be an integer, got 'three'"),
+    ("strategy: enas\n", "'strategy' must be one of cooperative, darts; got 'enas'"),
+    ("epochs: 0\n", "'epochs' must be at least 1"),
+    ("flip: 1\n", "'flip' must be true or false"),
+    ("data: a\n", "'data' must be a list of a string"),
+    ("epochs: [\n", "invalid YAML at line 2"),
+    ("- 1\n- 2\n", "expected a mapping"),
+])
+def test_file_errors_name_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(_Example, path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_flag_errors_name_the_flag():
+    with pytest.raises(ConfigError, match="^--strategy must be one of cooperative, darts; got 'enas'$"):
+        load_config(_Example, None, {"strategy": "enas"})
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(_Example, "/nonexistent/c.yaml")
