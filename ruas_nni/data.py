@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,26 +66,41 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     Raises :class:`ImageReadError` with a one-line reason for anything unreadable.
     """
     path = Path(path)
-    if _png_bit_depth(path) == 16:
-        return _read_png16(path)
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
+        with warnings.catch_warnings():
+            # Decoders warn about odd tags in damaged files; the file either decodes or fails below.
+            # torchvision 0.29 marks its (pinned, working) PNG decoder as deprecated.
+            warnings.simplefilter("ignore")
+            if _png_bit_depth(path) == 16:
+                return _read_png16(path)
+            with Image.open(path) as opened:
+                image = ImageOps.exif_transpose(opened)
+                image.load()
+        if image.width < 1 or image.height < 1:
+            raise ImageReadError("image has no pixels")
+        return _from_pil(image)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError("no such file") from None
     except PermissionError:
         raise ImageReadError("permission denied") from None
     except IsADirectoryError:
-        raise ImageReadError("is a folder") from None
+        raise ImageReadError("is a folder, not an image file") from None
     except UnidentifiedImageError:
         reason = "empty file" if path.stat().st_size == 0 else "not an image (unrecognised format)"
         raise ImageReadError(reason) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"cannot decode ({str(exc).strip() or type(exc).__name__})") from None
-    if image.width < 1 or image.height < 1:
-        raise ImageReadError("image has no pixels")
-    return _from_pil(image)
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"too many pixels (more than {2 * Image.MAX_IMAGE_PIXELS}); refusing to decode") from None
+    except MemoryError:
+        raise ImageReadError("too large to decode in memory") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt file may break a decoder in any way
+        raise ImageReadError(f"cannot decode ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:160]
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -106,7 +122,7 @@ def _read_png16(path: Path) -> LoadedImage:
     try:
         data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError) as exc:
-        raise ImageReadError(f"cannot decode 16-bit PNG ({str(exc).strip().splitlines()[0][:120]})") from None
+        raise ImageReadError(f"cannot decode 16-bit PNG ({_one_line(exc)})") from None
     values = data.to(torch.float32) / 65535.0
     channels = values.shape[0]
     if channels in (1, 2):
