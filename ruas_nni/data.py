@@ -168,7 +168,7 @@ def _encode_png16(array: np.ndarray) -> bytes:
     """A 16-bit RGB or RGBA PNG (Pillow cannot write those); ``array`` is ``H x W x C`` uint16."""
     height, width, channels = array.shape
     color_type = {3: 2, 4: 6}[channels]
-    rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    rows = np.ascontiguousarray(array, dtype=">u2").reshape(height, width * channels).view(np.uint8)
     raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
 
     def chunk(kind: bytes, body: bytes) -> bytes:
