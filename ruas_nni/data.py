@@ -13,7 +13,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -210,8 +210,3 @@ def find_images(inputs: Iterable[str | os.PathLike[str]], recursive: bool = Fals
         else:
             raise FileNotFoundError(str(path))
     return found
-
-
-def images_in(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """All image files directly inside (or below) each folder, sorted, for training and search."""
-    return find_images(folders, recursive=True)

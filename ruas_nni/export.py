@@ -48,9 +48,6 @@ class NetworkOptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def network_kwargs(self) -> dict[str, Any]:
-        return self.to_dict()
-
 
 def export(arch: Any, options: NetworkOptions | Mapping[str, Any] | None = None) -> RUASNet:
     """Build the plain-PyTorch network for ``arch`` (freshly initialised weights).
@@ -69,4 +66,4 @@ def export(arch: Any, options: NetworkOptions | Mapping[str, Any] | None = None)
     def nrm_edge(index: int, channels: int):
         return make_operation(genotype.nrm[index], channels)  # type: ignore[index]
 
-    return RUASNet(iem_edge, nrm_edge if genotype.nrm is not None else None, **options.network_kwargs())
+    return RUASNet(iem_edge, nrm_edge if genotype.nrm is not None else None, **options.to_dict())
