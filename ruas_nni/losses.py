@@ -66,11 +66,12 @@ def _pairs(x: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tenso
 
 def smoothness(guide: torch.Tensor, t: torch.Tensor, coefficient: float = REFERENCE_SMOOTH_COEFFICIENT) -> torch.Tensor:
     """``R(g, t)``: sum over the 24 neighbour offsets ``q - p`` with ``|dy|, |dx| <= 2`` of
-    ``mean(w) * mean(w * |t(p) - t(q)|_1)`` with ``w = exp(c * sum_channels (g(p) - g(q))^2)``.
+    ``mean(w) * mean(|t(p) - t(q)|)`` with ``w = exp(c * sum_channels (g(p) - g(q))^2)`` (spec Sec. 2).
 
-    ``|.|_1`` sums over channels, as in the authors' code. Each unordered pair of offsets contributes
-    twice (both directions give the same value), which is how the authors enumerate them.
-    Offsets that do not fit in the image are left out.
+    As in the authors' ``SmoothLoss``, the weight map and the absolute differences are averaged
+    separately (``torch.mean(w * norm(diff))`` with ``norm`` the mean over every element, channels
+    included) and multiplied. Each unordered pair of offsets contributes twice (both directions give
+    the same value), which is how the authors enumerate them. Offsets that do not fit are left out.
     """
     total = t.new_zeros(())
     h, w = t.shape[-2:]
@@ -80,8 +81,7 @@ def smoothness(guide: torch.Tensor, t: torch.Tensor, coefficient: float = REFERE
         g_p, g_q = _pairs(guide, dy, dx)
         t_p, t_q = _pairs(t, dy, dx)
         weight = torch.exp(coefficient * (g_p - g_q).pow(2).sum(dim=1, keepdim=True))
-        grad = (t_p - t_q).abs().sum(dim=1, keepdim=True)
-        total = total + 2.0 * weight.mean() * (weight * grad).mean()
+        total = total + 2.0 * weight.mean() * (t_p - t_q).abs().mean()
     return total
 
 
