@@ -1,0 +1,73 @@
+"""``ruas-nni evaluate``: PSNR and SSIM of a model on paired low-light / ground-truth images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+ORDER = 40
+HELP = "score a model on paired images (PSNR / SSIM per image and mean)"
+
+DESCRIPTION = """\
+Enhance every image of PAIRED_DIR/low and score it against PAIRED_DIR/high (same file names).
+
+Scores follow the project's reference definitions (the ones of the authors' LOL checkpoint's
+16.446 dB / 0.4993 on the 15 LOL test pairs): the output is clamped to [0, 1] and rounded to 8 bits;
+PSNR over RGB with data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5) per channel, averaged,
+data range 1 (torchmetrics). The mean is the plain mean over images.
+
+--json OUT writes {"mean": {"psnr", "ssim"}, "per_image": {"<name>": {"psnr", "ssim"}}}.
+--side-by-side DIR writes DIR/<name>.png showing input | ours | ground truth.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", metavar="PATH", default=None,
+                        help="model to score (default: the model shipped with ruas-nni); ours or the authors' lol/upe/dark.pt")
+    parser.add_argument("--data", required=True, metavar="PAIRED_DIR", help="folder with low/ and high/ sub-folders")
+    parser.add_argument("--stage", choices=("final", "iem"), default="final",
+                        help="score the final output (IEM + NRM, default) or the IEM output (meant for upe.pt, dark.pt)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the scores as JSON")
+    parser.add_argument("--side-by-side", metavar="DIR", default=None,
+                        help="write input | ours | ground truth pictures into DIR")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-image table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ruas_nni.enhance import load_model, resolve_device
+    from ruas_nni.errors import UsageError
+    from ruas_nni.evaluation import evaluate, find_pairs, format_table
+
+    pairs = find_pairs(args.data)
+    if args.json is not None and Path(args.json).is_dir():
+        raise UsageError(f"--json {args.json}: is a folder, expected a file name")
+    if args.side_by_side is not None and Path(args.side_by_side).exists() and not Path(args.side_by_side).is_dir():
+        raise UsageError(f"--side-by-side {args.side_by_side}: exists and is not a folder")
+    device = resolve_device(args.device)
+    checkpoint, _ = load_model(args.checkpoint)
+
+    def progress(items):
+        return tqdm(items, desc="evaluate", unit="img", disable=args.quiet, file=sys.stderr)
+
+    result = evaluate(checkpoint, pairs, stage=args.stage, device=device,
+                      side_by_side_dir=args.side_by_side, progress=progress)
+    if args.quiet:
+        mean = result.mean
+        print(f"mean  PSNR {mean.psnr:.3f} dB  SSIM {mean.ssim:.4f}  ({len(result.per_image)} images)")
+    else:
+        print(format_table(result))
+    if args.json is not None:
+        result.write_json(args.json)
+        print(f"scores written to {args.json}", file=sys.stderr)
+    if args.side_by_side is not None:
+        print(f"side-by-side pictures (input | ours | ground truth) in {args.side_by_side}", file=sys.stderr)
+    return 0

@@ -1,0 +1,172 @@
+"""Evaluating a trained network on paired images: the engine behind ``ruas-nni evaluate``.
+
+A paired folder holds ``low/`` (inputs) and ``high/`` (ground truth) with the same file names, as
+the LOL test split does. Every low-light image is enhanced at full size, its output is scored with
+:mod:`ruas_nni.metrics` (8-bit rounding, PSNR, SSIM as the reference numbers define them) and,
+on request, a side-by-side picture ``input | ours | ground truth`` is written.
+
+Plain PyTorch only (no NNI, no Lightning).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from .atomic import atomic_write
+from .checkpoint import Checkpoint
+from .data import IMAGE_SUFFIXES, ImageReadError, read_image, write_png
+from .enhance import Enhancer
+from .errors import UsageError
+from .metrics import ImageScores, score_image
+
+__all__ = ["ImagePair", "EvaluationResult", "find_pairs", "side_by_side", "evaluate", "format_table"]
+
+SEPARATOR_PIXELS = 4
+"""Width of the white bar between the panels of a side-by-side picture."""
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """A low-light input and its ground truth, sharing a file name."""
+
+    name: str
+    low: Path
+    high: Path
+
+
+@dataclass
+class EvaluationResult:
+    """Per-image scores (in file-name order) and their means."""
+
+    per_image: dict[str, ImageScores] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> ImageScores:
+        if not self.per_image:
+            raise ValueError("no images were scored")
+        return ImageScores(
+            statistics.fmean(s.psnr for s in self.per_image.values()),
+            statistics.fmean(s.ssim for s in self.per_image.values()),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """``{"mean": {"psnr", "ssim"}, "per_image": {name: {"psnr", "ssim"}}}`` (the ``--json`` file)."""
+        return {
+            "mean": self.mean.to_dict(),
+            "per_image": {name: scores.to_dict() for name, scores in self.per_image.items()},
+        }
+
+    def write_json(self, path: str | os.PathLike[str], extra: dict[str, object] | None = None) -> Path:
+        """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the checkpoint) atomically."""
+        payload = self.to_dict()
+        if extra:
+            payload.update(extra)
+        path = Path(path)
+        with atomic_write(path) as handle:
+            handle.write((json.dumps(payload, indent=2) + "\n").encode())
+        return path
+
+
+def _natural_key(name: str) -> tuple:
+    stem = Path(name).stem
+    return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
+
+
+def find_pairs(folder: str | os.PathLike[str], flag: str = "--data") -> list[ImagePair]:
+    """The pairs of a paired folder (``low/`` and ``high/``, same names), in natural name order.
+
+    Raises :class:`UsageError` naming the folder when a side is missing, empty, or when names do
+    not match (all mismatches are listed, up to five)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"{flag} {root}: no such folder")
+    sides = {}
+    for side in ("low", "high"):
+        path = root / side
+        if not path.is_dir():
+            raise UsageError(f"{flag} {root}: expected sub-folders low/ and high/ with matching file names; {side}/ is missing")
+        sides[side] = {p.name: p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+        if not sides[side]:
+            raise UsageError(f"{flag} {path}: no image files")
+    only_low = sorted(set(sides["low"]) - set(sides["high"]))
+    only_high = sorted(set(sides["high"]) - set(sides["low"]))
+    if only_low or only_high:
+        details = []
+        if only_low:
+            details.append(f"no ground truth for {', '.join(only_low[:5])}{' ...' if len(only_low) > 5 else ''}")
+        if only_high:
+            details.append(f"no input for {', '.join(only_high[:5])}{' ...' if len(only_high) > 5 else ''}")
+        raise UsageError(f"{flag} {root}: low/ and high/ must hold the same file names: {'; '.join(details)}")
+    names = sorted(sides["low"], key=_natural_key)
+    return [ImagePair(name, sides["low"][name], sides["high"][name]) for name in names]
+
+
+def side_by_side(panels: Sequence[torch.Tensor], separator: int = SEPARATOR_PIXELS) -> torch.Tensor:
+    """Panels (``3 x H x W``, same height) left to right with white bars between them."""
+    if not panels:
+        raise ValueError("no panels")
+    height = panels[0].shape[1]
+    pieces: list[torch.Tensor] = []
+    for index, panel in enumerate(panels):
+        if panel.shape[1] != height:
+            raise ValueError("side-by-side panels must have the same height")
+        if index and separator:
+            pieces.append(torch.ones(3, height, separator))
+        pieces.append(panel.detach().float().clamp(0.0, 1.0).cpu())
+    return torch.cat(pieces, dim=2)
+
+
+def evaluate(
+    checkpoint: Checkpoint,
+    pairs: Iterable[ImagePair],
+    *,
+    stage: str = "final",
+    device: torch.device | str = "cpu",
+    side_by_side_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[Iterable[ImagePair]], Iterable[ImagePair]] | None = None,
+) -> EvaluationResult:
+    """Enhance every pair's input with ``checkpoint`` and score it against the ground truth.
+
+    ``stage`` picks the final output (IEM + NRM) or the IEM output (``iem``; what the authors meant
+    ``upe.pt`` and ``dark.pt`` for). With ``side_by_side_dir``, ``<name stem>.png`` there shows
+    input | ours | ground truth.
+    """
+    enhancer = Enhancer(checkpoint, stage=stage, device=torch.device(device))
+    result = EvaluationResult()
+    pairs = list(pairs)
+    iterator = progress(pairs) if progress is not None else pairs
+    for pair in iterator:
+        try:
+            low = read_image(pair.low).rgb
+            high = read_image(pair.high).rgb
+        except ImageReadError as exc:
+            raise UsageError(f"{pair.name}: cannot read ({exc})") from None
+        if low.shape != high.shape:
+            raise UsageError(
+                f"{pair.name}: input is {low.shape[2]}x{low.shape[1]} but its ground truth is {high.shape[2]}x{high.shape[1]}"
+            )
+        enhanced = enhancer(low)
+        result.per_image[pair.name] = score_image(enhanced, high)
+        if side_by_side_dir is not None:
+            picture = side_by_side([low, enhanced, high])
+            write_png(Path(side_by_side_dir) / f"{Path(pair.name).stem}.png", picture)
+    return result
+
+
+def format_table(result: EvaluationResult) -> str:
+    """A plain-text table: one row per image, then the mean."""
+    width = max([len("mean")] + [len(name) for name in result.per_image])
+    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}"]
+    for name, scores in result.per_image.items():
+        lines.append(f"{name:<{width}}  {scores.psnr:>8.3f}  {scores.ssim:>6.4f}")
+    mean = result.mean
+    lines.append(f"{'mean':<{width}}  {mean.psnr:>8.3f}  {mean.ssim:>6.4f}")
+    return "\n".join(lines)
