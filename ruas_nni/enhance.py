@@ -1,26 +1,73 @@
 """Enhancing images with a trained network: the engine behind ``ruas-nni enhance``.
 
 Plain PyTorch only (no NNI, no Lightning), so that inference starts fast and deploys anywhere.
+
+What makes it fast (measured in ``docs/speed.md``):
+
+* the network is folded for inference (:mod:`ruas_nni.fold`): about 40 % less work than the
+  network as trained, same outputs up to float32 rounding;
+* on CPU, images are cut into tiles with an exact halo (:mod:`ruas_nni.tiling`) and the tiles run on
+  one worker thread per core, each with a single intra-op thread: the network's convolutions are
+  far too small for PyTorch's own intra-op threading, which is slower with two threads than with
+  one;
+* glibc's allocator is told to keep freed memory (:func:`tune_allocator`): the network allocates
+  dozens of multi-megabyte tensors per image, and by default every one of them is a fresh mapping
+  whose pages the kernel zeroes on first touch, which costs more than the convolutions;
+* :func:`enhance_files` decodes the next images and encodes the finished ones in background threads
+  while the network runs.
+
+On CUDA: optional half precision and CUDA graphs for repeated sizes (one graph per input shape).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import os
-from dataclasses import dataclass
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import torch
+from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import UsageError
+from .tiling import DEFAULT_MAX_TILE_PIXELS, Tile, plan_tiles
 
-__all__ = ["STAGES", "Enhancer", "default_checkpoint_path", "resolve_device", "load_model"]
+__all__ = [
+    "STAGES",
+    "Enhancer",
+    "EnhanceJob",
+    "EnhanceSummary",
+    "default_checkpoint_path",
+    "resolve_device",
+    "load_model",
+    "tune_allocator",
+    "available_cores",
+    "enhance_files",
+    "write_enhanced",
+]
+
+log = logging.getLogger(__name__)
 
 STAGES = ("final", "iem")
 """Which output to keep: the whole network's (IEM + NRM) or the IEM's alone."""
 
 DEFAULT_CHECKPOINT = "default.pt"
+
+CUDA_MAX_TILE_PIXELS = 9_000_000
+"""On a GPU a 3840x2160 frame runs as one tile (about 2 GB of activations in float32)."""
+
+DEFAULT_PNG_COMPRESSION = 1
+"""zlib level for 8-bit PNG outputs. Pillow's default (6) makes files about 20 % smaller but takes
+about three times as long, which is a large part of the whole run once the network is fast."""
 
 
 def default_checkpoint_path() -> Path | None:
@@ -55,23 +102,488 @@ def load_model(path: str | os.PathLike[str] | None) -> tuple[Checkpoint, Path]:
     return load_checkpoint(path), Path(path)
 
 
-@dataclass
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> bool:
+    """Ask glibc's ``malloc`` to keep freed memory for reuse instead of unmapping it.
+
+    By default glibc serves every allocation above a (self-adjusting) threshold with a fresh
+    ``mmap`` and returns it on ``free``; the kernel then zeroes every page again on first touch. For
+    a network that allocates dozens of 1-30 MB tensors per image that costs more time than the
+    arithmetic (measured: 114 -> 65 ms per 600x400 image on one core). Raising the mmap threshold to
+    its maximum (32 MB) and the trim threshold to 1 GB keeps such blocks in the heap. This changes
+    the process's allocator settings, so it is called by the command-line tools, not on import.
+    Returns whether the settings were applied (only with glibc; ``RUAS_NNI_MALLOC_TUNING=0`` in
+    the environment turns it off).
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if os.environ.get("RUAS_NNI_MALLOC_TUNING", "1") == "0":  # for measuring what it brings
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    applied = bool(mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    if os.environ.get("RUAS_NNI_ARENAS", "1") == "1":
+        mallopt(m_arena_max, 1)
+    _ALLOCATOR_TUNED = applied
+    return applied
+
+
+class _StageOutput(nn.Module):
+    """The unfolded network returning one stage's output (for ``fold=False``)."""
+
+    def __init__(self, network: nn.Module, stage: str) -> None:
+        super().__init__()
+        self.network = network
+        self.stage = stage
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        result = self.network.enhance(y)
+        return result.final if self.stage == "final" else result.iem
+
+    def receptive_radius(self) -> int:
+        if self.stage == "iem":
+            return self.network.iem.receptive_radius()
+        return self.network.receptive_radius()
+
+
+class _CudaGraphs:
+    """Replays one captured CUDA graph per input shape (at most ``capacity`` shapes)."""
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], capacity: int = 8) -> None:
+        self.model = model
+        self.capacity = capacity
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.failed = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed:
+            return self.model(x)
+        key = (tuple(x.shape), x.dtype, x.device)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= self.capacity:
+                return self.model(x)
+            try:
+                entry = self._capture(x)
+            except Exception as exc:  # noqa: BLE001 - graphs are an optimisation: fall back to eager
+                log.warning("CUDA graph capture failed (%s); running without CUDA graphs", exc)
+                self.failed = True
+                return self.model(x)
+            self.graphs[key] = entry
+        graph, static_in, static_out = entry
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
+
+    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        static_in = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm up (cuDNN algorithm choice, allocator) outside the graph
+                self.model(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.model(static_in)
+        return graph, static_in, static_out
+
+
+class PendingImage:
+    """An image whose tiles are being enhanced; :meth:`result` waits and assembles them."""
+
+    def __init__(self, height: int, width: int, tiles: list[Tile], futures: list[Future]) -> None:
+        self.height = height
+        self.width = width
+        self.tiles = tiles
+        self.futures = futures
+
+    def result(self) -> torch.Tensor:
+        """The enhanced image, ``3 x H x W`` float32 in ``[0, 1]`` on the CPU."""
+        if len(self.tiles) == 1 and self.tiles[0].pixels == self.height * self.width:
+            return self.futures[0].result()
+        out = torch.empty(3, self.height, self.width)
+        for tile, future in zip(self.tiles, self.futures):
+            out[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = future.result()
+        return out
+
+    def cancel(self) -> None:
+        for future in self.futures:
+            future.cancel()
+
+
+class _DoneFuture(Future):
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.set_result(value)
+
+
 class Enhancer:
-    """Runs one checkpoint's network on single images (``3 x H x W`` in ``[0, 1]``)."""
+    """Runs one checkpoint's network on single images (``3 x H x W`` in ``[0, 1]``).
 
-    checkpoint: Checkpoint
-    stage: str = "final"
-    device: torch.device = torch.device("cpu")
+    ``fold`` (default) runs the folded network (:mod:`ruas_nni.fold`), identical up to float32
+    rounding; ``fold=False`` runs the network exactly as trained. On CPU, ``workers`` threads
+    (default: one per core) enhance tiles of at most ``max_tile_pixels`` pixels in parallel; on
+    CUDA, ``half`` runs in float16 and ``cuda_graphs`` replays one CUDA graph per input size.
+    ``compile`` wraps the network in ``torch.compile`` (slower on CPU for this network; see
+    ``docs/speed.md``). Use as a context manager, or call :meth:`close`, to stop the worker threads.
+    """
 
-    def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
-        self.network = self.checkpoint.build().to(self.device)
+    def __init__(self, checkpoint: Checkpoint, stage: str = "final", device: torch.device | str = "cpu", *,
+                 fold: bool = True, half: bool = False, compile: bool = False, cuda_graphs: bool = True,
+                 workers: int | None = None, max_tile_pixels: int | None = None, layout: str = "nchw") -> None:
+        if stage not in STAGES:
+            raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        self.checkpoint = checkpoint
+        self.stage = stage
+        self.device = torch.device(device)
+        on_cuda = self.device.type == "cuda"
+        if half and not on_cuda:
+            raise UsageError("--half needs a GPU (--device cuda): float16 convolutions are slow on CPU")
+        self.dtype = torch.float16 if half else torch.float32
+        self.network = checkpoint.build()
+        if fold:
+            from .fold import FoldedRUAS
 
-    @torch.inference_mode()
+            model: nn.Module = FoldedRUAS(self.network, stage, functional=compile,
+                                          layout=layout if self.device.type == "cpu" else "nchw")
+        else:
+            model = _StageOutput(self.network, stage)
+        self.halo = int(model.receptive_radius())
+        self.model = model.to(self.device, self.dtype).eval()
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if compile:
+            self._forward = self._compiled(self.model)
+        if on_cuda and cuda_graphs:
+            self._forward = _CudaGraphs(self._forward)
+        if workers is None:
+            workers = available_cores() if not on_cuda else 1
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {workers}")
+        self.workers = 1 if on_cuda else int(workers)
+        if max_tile_pixels is None:
+            max_tile_pixels = CUDA_MAX_TILE_PIXELS if on_cuda else DEFAULT_MAX_TILE_PIXELS
+        self.max_tile_pixels = int(max_tile_pixels) if max_tile_pixels > 0 else sys.maxsize
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        try:
+            return torch.compile(model, dynamic=None)
+        except Exception as exc:  # noqa: BLE001 - compiling is optional: say why and run eagerly
+            log.warning("torch.compile is not available here (%s); running eagerly", exc)
+            return model
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _pool_or_none(self) -> ThreadPoolExecutor | None:
+        if self.workers <= 1:
+            return None
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ruas-enhance",
+                                                initializer=torch.set_num_threads, initargs=(1,))
+            return self._pool
+
+    def run_window(self, window: torch.Tensor) -> torch.Tensor:
+        """The network on one ``3 x h x w`` window: the output clipped to ``[0, 1]``, float32, CPU."""
+        with torch.inference_mode():
+            batch = window.unsqueeze(0).to(self.device, self.dtype, non_blocking=True).contiguous()
+            output = self._forward(batch)[0]
+            return output.to("cpu", torch.float32).clamp_(0.0, 1.0)
+
+    def plan(self, height: int, width: int, min_tiles: int = 1) -> list[Tile]:
+        """The tiles an image of this size is cut into."""
+        return plan_tiles(height, width, self.halo, self.max_tile_pixels, min_tiles)
+
+    def submit(self, rgb: torch.Tensor, min_tiles: int = 1) -> PendingImage:
+        """Start enhancing ``rgb`` (``3 x H x W``) on the worker threads; FIFO across calls."""
+        if rgb.dim() != 3 or rgb.shape[0] != 3:
+            raise ValueError(f"expected a 3 x H x W image, got shape {tuple(rgb.shape)}")
+        height, width = int(rgb.shape[1]), int(rgb.shape[2])
+        tiles = self.plan(height, width, min_tiles)
+        pool = self._pool_or_none()
+
+        def run(tile: Tile) -> torch.Tensor:
+            return tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right]))
+
+        if pool is None:
+            futures: list[Future] = [_DoneFuture(run(tile)) for tile in tiles]
+        else:
+            futures = [pool.submit(run, tile) for tile in tiles]
+        return PendingImage(height, width, tiles, futures)
+
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The enhanced image, clipped to ``[0, 1]``, on the CPU."""
-        batch = rgb.unsqueeze(0).to(self.device, torch.float32)
-        result = self.network.enhance(batch)
-        output = result.final if self.stage == "final" else result.iem
-        return output[0].clamp(0.0, 1.0).to("cpu")
+        """The enhanced image, clipped to ``[0, 1]``, on the CPU (tiles of one image in parallel)."""
+        return self.submit(rgb, min_tiles=self.workers).result()
+
+    def close(self) -> None:
+        """Stop the worker threads (waits for running tiles)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def __enter__(self) -> Enhancer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole folders: decode ahead, enhance, encode behind.
+
+
+@dataclass(frozen=True)
+class EnhanceJob:
+    """One input file and the PNG it becomes."""
+
+    source: Path
+    target: Path
+
+
+@dataclass
+class EnhanceSummary:
+    """What :func:`enhance_files` did."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def write_enhanced(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int,
+                   png_compression: int = DEFAULT_PNG_COMPRESSION) -> None:
+    """Write an enhanced image like :func:`ruas_nni.data.write_png` (atomically: a temporary name,
+    then a rename), with the zlib level ``png_compression`` for 8-bit PNGs."""
+    from PIL import Image
+
+    from .atomic import atomic_write
+    from .data import to_uint, write_png
+
+    if bit_depth != 8:
+        write_png(path, rgb, alpha, bit_depth)
+        return
+    channels = torch.cat([rgb, alpha], dim=0) if alpha is not None else rgb
+    array = to_uint(channels, 8)
+    with atomic_write(path) as handle:
+        Image.fromarray(array).save(handle, format="PNG", compress_level=int(png_compression))
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
+                  png_compression: int = DEFAULT_PNG_COMPRESSION,
+                  on_error: Callable[[Path, str], None] | None = None,
+                  on_done: Callable[[EnhanceJob], None] | None = None,
+                  read_ahead: int = 2) -> EnhanceSummary:
+    """Enhance every job's source into its target, overlapping decoding, the network and encoding.
+
+    The next ``read_ahead`` images are decoded in a background thread, the network works on up to
+    ``workers + 1`` images at once (their tiles queue on the worker threads in order), and finished
+    images are encoded and written by another background thread. A file that cannot be read or
+    written is reported through ``on_error(path, reason)`` and skipped; nothing is written for it.
+    """
+    from .data import ImageReadError, read_image
+
+    summary = EnhanceSummary()
+
+    def fail(path: Path, reason: str) -> None:
+        summary.failed.append((path, reason))
+        if on_error is not None:
+            on_error(path, reason)
+
+    def read(job: EnhanceJob):
+        return read_image(job.source)
+
+    def write(job: EnhanceJob, rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int) -> None:
+        write_enhanced(job.target, rgb, alpha, bit_depth, png_compression)
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="ruas-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="ruas-write")
+    reads: deque[tuple[EnhanceJob, Future]] = deque()
+    running: deque[tuple[EnhanceJob, object, PendingImage]] = deque()
+    writes: deque[tuple[EnhanceJob, Future]] = deque()
+    pending_jobs = iter(jobs)
+    max_running = enhancer.workers + 1
+    max_queued_writes = 2
+
+    def fill_reads() -> None:
+        while len(reads) < read_ahead:
+            job = next(pending_jobs, None)
+            if job is None:
+                return
+            reads.append((job, reader.submit(read, job)))
+
+    def finish_write(block: bool, limit: int | None = None) -> None:
+        count = 0
+        while writes and (block or writes[0][1].done()) and (limit is None or count < limit):
+            count += 1
+            job, future = writes.popleft()
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - report any failure to write as this file's
+                fail(job.source, f"cannot write {job.target} ({_describe(exc)})")
+            else:
+                summary.written.append(job.target)
+                if on_done is not None:
+                    on_done(job)
+
+    def finish_oldest() -> None:
+        job, image, pending = running.popleft()
+        try:
+            rgb = pending.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: this file fails, the rest go on
+            fail(job.source, f"enhancement failed ({_describe(exc)})")
+            return
+        writes.append((job, writer.submit(write, job, rgb, image.alpha, image.bit_depth)))
+        finish_write(block=False)
+        if len(writes) > max_queued_writes:  # bound the memory held by images waiting to be written
+            finish_write(block=True, limit=1)
+
+    try:
+        fill_reads()
+        while reads:
+            job, future = reads.popleft()
+            fill_reads()
+            try:
+                image = future.result()
+            except ImageReadError as exc:
+                fail(job.source, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - the loader should raise ImageReadError; never crash
+                fail(job.source, f"cannot read ({_describe(exc)})")
+                continue
+            running.append((job, image, enhancer.submit(image.rgb)))
+            while len(running) >= max_running:
+                finish_oldest()
+            finish_write(block=False)
+        while running:
+            finish_oldest()
+        finish_write(block=True)
+    except BaseException:
+        for _, future in reads:
+            future.cancel()
+        for _, _, pending in running:
+            pending.cancel()
+        raise
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        # A write that has started finishes (atomically: temporary name, then rename); queued ones
+        # are dropped when interrupted.
+        writer.shutdown(wait=True, cancel_futures=True)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Output names: never an input, never two inputs onto one output.
+
+
+@dataclass
+class JobPlan:
+    """What :func:`plan_jobs` decided."""
+
+    jobs: list[EnhanceJob] = field(default_factory=list)
+    existing: list[EnhanceJob] = field(default_factory=list)
+    """Jobs whose output exists already (kept: not run unless ``overwrite``)."""
+    notes: list[str] = field(default_factory=list)
+    """One line per renamed output, saying why."""
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def plan_jobs(sources: Iterable[tuple[Path, Path | None]], out_dir: Path, overwrite: bool = False) -> JobPlan:
+    """Choose an output PNG for every input: ``OUTDIR/<sub-folder>/<stem>.png``.
+
+    ``sources`` are ``(file, folder it was found in or None)``; files found in a folder keep their
+    sub-folder below it. The same file given twice is enhanced once. Inputs that would share an
+    output (``a.jpg`` and ``a.png``) get ``a_jpg.png`` and ``a_png.png``; an output that would be an
+    input file (``-o`` is the input folder and the input is a PNG) becomes ``<stem>_enhanced.png``;
+    a number is appended while a name is still taken. Every such rename is explained in ``notes``.
+    Existing outputs go to ``existing`` unless ``overwrite``.
+    """
+    plan = JobPlan()
+    unique: list[Path] = []
+    roots: dict[Path, Path | None] = {}
+    seen: set[Path] = set()
+    for path, root in sources:
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append(path)
+        roots[path] = root
+    inputs = seen
+    input_inodes = {_inode(p) for p in unique} - {None}
+
+    def is_input(target: Path) -> bool:
+        """Whether writing ``target`` would replace an input (same path, symlink or hard link)."""
+        return target.resolve() in inputs or (target.exists() and _inode(target) in input_inodes)
+
+    def wanted(path: Path, stem: str) -> Path:
+        root = roots[path]
+        parent = path.parent.relative_to(root) if root is not None else Path()
+        return out_dir / parent / f"{stem}.png"
+
+    by_name: dict[Path, list[Path]] = {}
+    for path in unique:
+        by_name.setdefault(wanted(path, path.stem).resolve(), []).append(path)
+    taken: set[Path] = set()
+    for path in unique:
+        target = wanted(path, path.stem)
+        clash = by_name[target.resolve()]
+        if len(clash) > 1:
+            suffix = path.suffix.lstrip(".").lower() or "noext"
+            target = wanted(path, f"{path.stem}_{suffix}")
+            others = ", ".join(str(p) for p in clash if p is not path)
+            plan.notes.append(f"{path}: {others} would get the same output name; writing {target}")
+        if is_input(target):
+            renamed = wanted(path, f"{target.stem}_enhanced")
+            plan.notes.append(f"{path}: output {target} would overwrite an input; writing {renamed}")
+            target = renamed
+        base, number = target, 2
+        while is_input(target) or target.resolve() in taken:
+            target = base.with_name(f"{base.stem}_{number}.png")
+            number += 1
+        if target != base:
+            plan.notes.append(f"{path}: {base} is taken; writing {target}")
+        taken.add(target.resolve())
+        job = EnhanceJob(path, target)
+        if target.exists() and not overwrite:
+            plan.existing.append(job)
+        else:
+            plan.jobs.append(job)
+    return plan

@@ -12,14 +12,44 @@ HELP = "enhance low-light images (files or folders) into PNGs"
 DESCRIPTION = """\
 Enhance low-light images with a RUAS network. Each INPUT is an image file or a folder of images;
 each result is OUTDIR/<input stem>.png at the input's size (16-bit for 16-bit inputs, alpha kept).
+With --recursive, images in sub-folders keep their sub-folder below OUTDIR.
+
+Inputs are never overwritten: when an output would be an input file (OUTDIR is the input folder),
+it is written as <stem>_enhanced.png; inputs that would share an output (a.jpg, a.png) become
+a_jpg.png and a_png.png. Each rename is said on stderr. Existing outputs are kept unless
+--overwrite. Outputs are written under a temporary name and renamed when complete.
 
 Checkpoints: a ruas-nni model.pt (from `ruas-nni train`), or one of the authors' RUAS checkpoints
 (lol.pt, upe.pt, dark.pt), recognised by their keys. The authors meant lol.pt for the final output
 and upe.pt / dark.pt for the IEM output: use --stage iem with those two.
 
-Exit status: 0 when every input was enhanced, 1 when some inputs failed (each named on stderr),
-2 for bad flags or an unusable checkpoint.
+Speed: the network is folded for inference and runs on one worker thread per CPU core, on tiles of
+at most --tile-pixels pixels with an exact halo (bounded memory for 4K images); images are decoded
+and encoded in background threads. See docs/speed.md.
+
+Exit status: 0 when every input was enhanced (or its output kept), 1 when some inputs failed (each
+named on stderr in one line), 2 for bad flags or an unusable checkpoint.
 """
+
+
+def _compression(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a zlib level 0-9, got {text!r}") from None
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"expected a zlib level 0-9, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,51 +66,98 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders of folder inputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--workers", type=_non_negative, default=0, metavar="N",
+                       help="CPU worker threads (default 0: one per core)")
+    speed.add_argument("--tile-pixels", type=_non_negative, default=None, metavar="N",
+                       help="largest tile, halo included, in pixels (default 330000 on CPU, 9000000 on CUDA; "
+                            "0: never tile). Tiles are exact: the halo covers the network's receptive field")
+    speed.add_argument("--png-compression", type=_compression, default=None, metavar="0-9",
+                       help="zlib level of 8-bit PNG outputs (default 1: fast; 6 is Pillow's default, ~20%% smaller)")
+    speed.add_argument("--half", action="store_true", help="float16 on the GPU (needs --device cuda)")
+    speed.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, do not replay CUDA graphs")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the network (long start-up; slower than the default on CPU)")
+    speed.add_argument("--layout", choices=("nchw", "nhwc", "iem-nhwc"), default="nchw",
+                       help="memory layout of the folded network on CPU (default nchw; see docs/speed.md)")
+    speed.add_argument("--no-fold", action="store_true",
+                       help="run the network exactly as trained instead of its folded inference form")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ruas_nni.data import ImageReadError, find_images, read_image, write_png
-    from ruas_nni.enhance import Enhancer, load_model, resolve_device
+def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, Path | None]]:
+    from ruas_nni.data import find_images
     from ruas_nni.errors import UsageError
 
-    try:
-        inputs = find_images(args.inputs, recursive=args.recursive)
-    except FileNotFoundError as exc:
-        raise UsageError(f"INPUT {exc.args[0]}: no such file or folder") from None
-    if not inputs:
+    sources: list[tuple[Path, Path | None]] = []
+    for argument in arguments:
+        path = Path(argument)
+        try:
+            found = find_images([path], recursive=recursive)
+        except FileNotFoundError:
+            raise UsageError(f"INPUT {argument}: no such file or folder") from None
+        except OSError as exc:
+            raise UsageError(f"INPUT {argument}: cannot list ({exc.strerror or exc})") from None
+        root = path if path.is_dir() else None
+        sources.extend((file, root) for file in found)
+    return sources
+
+
+def run(args: argparse.Namespace) -> int:
+    from ruas_nni.enhance import (
+        DEFAULT_PNG_COMPRESSION,
+        Enhancer,
+        enhance_files,
+        load_model,
+        plan_jobs,
+        resolve_device,
+        tune_allocator,
+    )
+    from ruas_nni.errors import UsageError
+
+    sources = _collect_sources(args.inputs, args.recursive)
+    if not sources:
         raise UsageError(f"no images found in {', '.join(args.inputs)}")
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: exists and is not a folder")
 
+    device = resolve_device(args.device)
     checkpoint, _ = load_model(args.checkpoint)
-    enhancer = Enhancer(checkpoint, stage=args.stage, device=resolve_device(args.device))
+    plan = plan_jobs(sources, out_dir, overwrite=args.overwrite)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"-o {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
 
-    resolved_inputs = {p.resolve() for p in inputs}
-    failures = 0
-    skipped = 0
-    for path in tqdm(inputs, desc="enhance", unit="img", disable=args.quiet, file=sys.stderr):
-        target = out_dir / f"{path.stem}.png"
-        if target.resolve() in resolved_inputs:
-            print(f"{path}: skipped: its output {target} would overwrite an input", file=sys.stderr)
-            failures += 1
-            continue
-        if target.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        try:
-            image = read_image(path)
-        except ImageReadError as exc:
-            print(f"{path}: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        write_png(target, enhancer(image.rgb), image.alpha, image.bit_depth)
-    if skipped:
-        print(f"kept {skipped} existing output(s) in {out_dir} (use --overwrite to replace them)", file=sys.stderr)
-    if failures:
-        print(f"{failures} of {len(inputs)} input(s) failed", file=sys.stderr)
+    tune_allocator()
+    enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
+                        compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
+                        workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout)
+
+    from tqdm import tqdm
+
+    progress = tqdm(total=len(plan.jobs), desc="enhance", unit="img", disable=True if args.quiet else None,
+                    file=sys.stderr)
+
+    def say(line: str) -> None:
+        progress.write(line, file=sys.stderr)
+
+    for note in plan.notes:
+        say(f"note: {note}")
+    with enhancer:
+        summary = enhance_files(
+            enhancer, plan.jobs,
+            png_compression=DEFAULT_PNG_COMPRESSION if args.png_compression is None else args.png_compression,
+            on_error=lambda path, reason: (say(f"{path}: {reason}"), progress.update(1)),
+            on_done=lambda job: progress.update(1),
+        )
+    progress.close()
+    if plan.existing:
+        print(f"kept {len(plan.existing)} existing output(s) in {out_dir} (use --overwrite to replace them)",
+              file=sys.stderr)
+    if summary.failed:
+        total = len(plan.jobs) + len(plan.existing)
+        print(f"{len(summary.failed)} of {total} input(s) failed", file=sys.stderr)
         return 1
     return 0

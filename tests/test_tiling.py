@@ -1,0 +1,133 @@
+"""Exact tiling: tiles with a halo of the receptive radius give the untiled result."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ruas_nni.checkpoint import Checkpoint
+from ruas_nni.enhance import Enhancer
+from ruas_nni.export import NetworkOptions, export
+from ruas_nni.genotype import PAPER_GENOTYPE
+from ruas_nni.tiling import plan_tiles, run_tiled
+
+
+@pytest.mark.parametrize("height,width,halo,limit,min_tiles", [
+    (1, 1, 17, 1000, 1), (400, 600, 17, 330_000, 1), (400, 600, 17, 330_000, 2), (1920, 1080, 17, 330_000, 1),
+    (2160, 3840, 17, 330_000, 1), (97, 1013, 5, 4000, 1), (3000, 7, 17, 5000, 3),
+])
+def test_tiles_cover_the_image_once_with_their_halo(height, width, halo, limit, min_tiles):
+    tiles = plan_tiles(height, width, halo, limit, min_tiles)
+    covered = torch.zeros(height, width, dtype=torch.int32)
+    for tile in tiles:
+        covered[tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] += 1
+        assert tile.top == max(0, tile.core_top - halo) and tile.bottom == min(height, tile.core_bottom + halo)
+        assert tile.left == max(0, tile.core_left - halo) and tile.right == min(width, tile.core_right + halo)
+        if len(tiles) > 1:
+            assert tile.pixels <= max(limit, (2 * halo + 16) ** 2) * 1.1
+    assert bool((covered == 1).all())
+    if height * width > limit:
+        assert len(tiles) > 1
+    if min_tiles > 1 and height >= 4 * halo * min_tiles:
+        assert len(tiles) >= min_tiles
+
+
+def _paper_checkpoint(seed: int = 0) -> Checkpoint:
+    torch.manual_seed(seed)
+    network = export(PAPER_GENOTYPE)
+    return Checkpoint.from_network(network, PAPER_GENOTYPE, NetworkOptions())
+
+
+# Tiles are exact up to float32 rounding: oneDNN's 3-channel convolutions sum in an order that
+# depends on the tensor's width (measured: 0 for most shapes, 1-2 ulp for 3-channel kernels), and
+# the IEM's division by t >= 0.001 can enlarge such a difference. Observed: <= 2e-6 on random
+# networks, 6e-7 with the authors' lol.pt; an 8-bit output never differs.
+TILE_TOLERANCE = 5e-6
+
+
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tiled_enhancement_equals_untiled(fold, seed):
+    checkpoint = _paper_checkpoint(seed)
+    image = torch.rand(3, 230, 190, generator=torch.Generator().manual_seed(3)) * 0.4
+    with Enhancer(checkpoint, fold=fold, max_tile_pixels=0, workers=1) as whole:
+        expected = whole(image)
+    with Enhancer(checkpoint, fold=fold, max_tile_pixels=9000, workers=2) as tiled:
+        assert len(tiled.plan(230, 190)) >= 6
+        got = tiled(image)
+    assert (got - expected).abs().max().item() <= TILE_TOLERANCE
+    assert (torch.round(got * 255) - torch.round(expected * 255)).abs().max().item() <= 1
+
+
+def test_tiled_authors_checkpoint_within_1e_6(reference_dir):
+    from ruas_nni.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(reference_dir / "lol.pt")
+    image = torch.rand(3, 230, 190, generator=torch.Generator().manual_seed(3)) * 0.4
+    with Enhancer(checkpoint, max_tile_pixels=0, workers=1) as whole, \
+            Enhancer(checkpoint, max_tile_pixels=9000, workers=2) as tiled:
+        assert (tiled(image) - whole(image)).abs().max().item() <= 1e-6
+
+
+def test_tiling_needs_the_full_halo():
+    """``run_tiled`` is exact with a halo of the receptive radius, and not with one pixel less."""
+    torch.manual_seed(0)
+    stack = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(3)]).eval()  # radius 3
+    image = torch.randn(1, 4, 90, 70)
+    with torch.inference_mode():
+        expected = stack(image)
+        exact = run_tiled(stack, image, plan_tiles(90, 70, 3, 900))
+        short = run_tiled(stack, image, plan_tiles(90, 70, 2, 900))
+    assert (exact - expected).abs().max().item() <= 1e-6
+    assert (short - expected).abs().max().item() > 1e-3
+
+
+def test_receptive_radius_bounds_what_an_output_pixel_sees():
+    """A change farther than ``receptive_radius()`` in any direction changes no output pixel."""
+    network = export(PAPER_GENOTYPE).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # positive weights: a change travels along every path, nothing cancels
+        for name, parameter in network.named_parameters():
+            parameter.copy_(torch.rand(parameter.shape, generator=generator) * 0.1 if "weight" in name else 0 * parameter)
+    radius = network.receptive_radius()
+    image = torch.rand(1, 3, 80, 80, generator=generator) * 0.4
+    with torch.inference_mode():
+        base = network(image)
+        reach = 0
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            for distance in range(1, radius + 2):
+                changed = image.clone()
+                changed[0, :, 40 + dy * distance, 40 + dx * distance] += 0.5
+                if (network(changed) - base)[0, :, 40, 40].abs().max() > 0:
+                    reach = max(reach, distance)
+    assert 0 < reach <= radius
+
+
+def test_4k_image_enhances_in_under_2_gb(tmp_path):
+    """The whole command on a 3840x2160 PNG, peak resident memory measured in the child process."""
+    from PIL import Image
+
+    from ruas_nni.checkpoint import save_checkpoint
+
+    checkpoint_path = save_checkpoint(_paper_checkpoint(), tmp_path / "model.pt")
+    source = tmp_path / "in"
+    source.mkdir()
+    pixels = (torch.rand(2160, 3840, 3, generator=torch.Generator().manual_seed(5)) * 90).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(source / "frame.png", compress_level=1)
+    code = textwrap.dedent(f"""
+        import resource, sys
+        from ruas_nni.cli import main
+        status = main(["enhance", {str(source)!r}, "-o", {str(tmp_path / 'out')!r}, "--checkpoint",
+                       {str(checkpoint_path)!r}, "--device", "cpu", "--quiet"])
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        sys.exit(status)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    peak_mb = int(result.stdout.strip().splitlines()[-1]) / 1024
+    assert peak_mb < 2048, f"peak RSS {peak_mb:.0f} MB"
+    assert Image.open(tmp_path / "out" / "frame.png").size == (3840, 2160)
