@@ -1,0 +1,174 @@
+"""Whole-process speed of ``ruas-nni enhance`` against the reference-style script.
+
+Builds a folder of 16 real low-light photos from ``../shared/data/unpaired`` (500x375 up to
+1080x1920), then runs, as separate processes, alternated, ``--rounds`` times each:
+
+* ``reference``: ``benchmarks/reference_enhance.py`` (the authors' inference, see there);
+* ``ruas-nni``: ``python -m ruas_nni enhance DIR -o OUT --checkpoint lol.pt --stage final --quiet``;
+* with ``--variants``, ``ruas-nni`` with one optimisation turned off at a time.
+
+Prints the median wall time of each, the ratio reference / each, and the largest difference of
+``ruas-nni``'s outputs from the reference's, in 8-bit levels. Timings on a shared machine are noisy:
+read the ratios (same run, interleaved), not the absolute numbers.
+
+Usage: ``python benchmarks/enhance_speed.py [--checkpoint lol.pt] [--rounds 3] [--variants] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RUAS_SHARED", ROOT.parent / "shared"))
+
+# (folder, (width, height), how many): 16 photos, 13.6 megapixels in all.
+PHOTO_SET = [
+    ("zerodce_real", (1080, 1920), 4),
+    ("lime", (500, 375), 1),
+    ("lime", (560, 420), 1),
+    ("lime", (720, 680), 1),
+    ("lime", (1039, 789), 1),
+    ("dicm", (640, 480), 2),
+    ("dicm", (800, 480), 2),
+    ("dicm", (960, 720), 1),
+    ("dicm", (960, 640), 1),
+    ("sci_medium", (600, 400), 1),
+    ("sci_medium", (960, 640), 1),
+]
+
+VARIANTS = {
+    "no fold (network as trained)": ["--no-fold"],
+    "one worker thread": ["--workers", "1"],
+    "PNG zlib level 6": ["--png-compression", "6"],
+    "no tiling": ["--tile-pixels", "0"],
+    "glibc malloc defaults": [],  # RUAS_NNI_MALLOC_TUNING=0
+}
+
+
+def build_photo_folder(target: Path) -> list[Path]:
+    """Copy the benchmark photos into ``target``; returns them."""
+    unpaired = SHARED / "data" / "unpaired"
+    if not unpaired.is_dir():
+        sys.exit(f"needs {unpaired} (the project's ../shared material)")
+    target.mkdir(parents=True, exist_ok=True)
+    chosen: list[Path] = []
+    for folder, size, count in PHOTO_SET:
+        found = 0
+        for path in sorted((unpaired / folder).iterdir()):
+            if found == count:
+                break
+            with Image.open(path) as image:
+                if image.size != size:
+                    continue
+            copy = target / f"{folder}_{path.name}"
+            if copy in chosen:
+                continue
+            shutil.copyfile(path, copy)
+            chosen.append(copy)
+            found += 1
+    return chosen
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def import_time(code: str, repeats: int = 5) -> float:
+    return statistics.median(timed([sys.executable, "-c", code]) for _ in range(repeats))
+
+
+def largest_difference(ours: Path, reference: Path) -> int:
+    worst = 0
+    for path in sorted(reference.iterdir()):
+        a = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+        b = np.asarray(Image.open(ours / path.name).convert("RGB"), dtype=np.int16)
+        if a.shape != b.shape:
+            raise SystemExit(f"{path.name}: size differs: {a.shape} vs {b.shape}")
+        worst = max(worst, int(np.abs(a - b).max()))
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(SHARED / "reference" / "ruas_official" / "lol.pt"))
+    parser.add_argument("--stage", choices=("final", "iem"), default="final")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", action="store_true", help="also time ruas-nni with each optimisation off")
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="ruas-speed-"))
+    try:
+        photos = build_photo_folder(work / "photos")
+        megapixels = sum(np.prod(Image.open(p).size) for p in photos) / 1e6
+        print(f"{len(photos)} photos, {megapixels:.1f} megapixels, in {work / 'photos'}")
+        python = sys.executable
+        common = ["--checkpoint", args.checkpoint, "--stage", args.stage]
+        runs: dict[str, tuple[list[str], dict[str, str] | None]] = {
+            "reference": ([python, str(ROOT / "benchmarks" / "reference_enhance.py"), *common,
+                           str(work / "photos"), "{out}"], None),
+            "ruas-nni": ([python, "-m", "ruas_nni", "enhance", str(work / "photos"), "-o", "{out}", *common, "--quiet"],
+                         None),
+        }
+        if args.variants:
+            for name, flags in VARIANTS.items():
+                env = dict(os.environ, RUAS_NNI_MALLOC_TUNING="0") if name == "glibc malloc defaults" else None
+                runs[name] = ([*runs["ruas-nni"][0], *flags], env)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for round_index in range(args.rounds):
+            for name, (command, env) in runs.items():
+                out = work / f"out-{round_index}-{len(times[name])}-{abs(hash(name))}"
+                if name == "reference" and round_index == 0:
+                    reference_out = out
+                if name == "ruas-nni" and round_index == 0:
+                    ours_out = out
+                times[name].append(timed([c.replace("{out}", str(out)) for c in command], env))
+                print(f"round {round_index + 1}: {name:<30} {times[name][-1]:6.2f} s", flush=True)
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        worst = largest_difference(ours_out, reference_out)
+        results = {
+            "photos": len(photos),
+            "megapixels": round(float(megapixels), 2),
+            "cpu_cores": len(os.sched_getaffinity(0)),
+            "median_seconds": {k: round(v, 3) for k, v in medians.items()},
+            "all_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "reference_over": {k: round(medians["reference"] / v, 2) for k, v in medians.items()},
+            "largest_difference_8bit_levels": worst,
+            "import_seconds": {
+                "python -c 'import torch'": round(import_time("import torch"), 3),
+                "python -c 'import ruas_nni.cli'": round(import_time("import ruas_nni.cli"), 3),
+            },
+        }
+        print()
+        print(f"{'run':<30} {'median s':>9} {'reference / run':>16}")
+        for name, value in medians.items():
+            print(f"{name:<30} {value:9.2f} {medians['reference'] / value:16.2f}")
+        print(f"\nruas-nni vs reference outputs: largest difference {worst} 8-bit level(s)")
+        for what, seconds in results["import_seconds"].items():
+            print(f"{what}: {seconds:.2f} s")
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
