@@ -1,0 +1,54 @@
+"""``ruas-nni benchmark``: parameters and FLOPs of the paper genotype agree with the paper's Table 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ruas_nni.benchmark import PAPER_TABLE2, count_flops, count_parameters, parse_size
+from ruas_nni.export import export
+from ruas_nni.genotype import PAPER_GENOTYPE
+
+
+def test_paper_genotype_parameters():
+    counts = count_parameters(export(PAPER_GENOTYPE))
+    assert counts["whole"] == 3438  # paper Table 2: 0.003 M
+    assert round(counts["whole"] / 1e6, 3) == 0.003 and round(counts["iem"] / 1e6, 3) == 0.001
+
+
+def test_paper_genotype_flops_match_table2_as_multiply_adds():
+    flops = count_flops(export(PAPER_GENOTYPE).eval(), 600, 400)
+    for part in ("whole", "iem"):
+        paper = PAPER_TABLE2[part]["gflops"] * 1e9
+        counted = flops[part]
+        assert counted["flops"] == 2 * counted["macs"]  # PyTorch's counter: a multiply-add is 2 FLOPs
+        # The paper's numbers are multiply-adds: MACs are within 6 %, MACs with bias additions within 1.5 %;
+        # the counter's FLOPs are twice the paper's.
+        assert abs(counted["macs"] / paper - 1) < 0.06
+        assert abs(counted["macs_plus_bias"] / paper - 1) < 0.015
+        assert counted["flops"] / paper > 1.8
+
+
+def test_parse_size():
+    assert parse_size("600x400") == (600, 400)
+    with pytest.raises(ValueError):
+        parse_size("600")
+
+
+def test_benchmark_command_reports_both_paths(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "ruas_nni", "benchmark", "--latency-size", "64x48", "--rounds", "1",
+                             "--runs", "1", "--json", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "random weights" in result.stdout and "GMACs" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["parameters"]["whole"] == 3438
+    latency = report["latency"]
+    assert {"eager", "optimised"} <= set(latency)
+    for kind in ("eager", "optimised"):
+        entry = latency[kind]["sizes"]["64x48"]
+        assert entry["median_ms"] > 0
+        assert entry["peak_mb"] is None or entry["peak_mb"] > 0
