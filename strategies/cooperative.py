@@ -243,9 +243,15 @@ class CooperativeBilevelLightningModule(DartsLightningModule):
         self._nonfinite_in_a_row = 0
 
     # ----------------------------------------------------------------- architecture parameters
+    def searched_module(self) -> nn.Module:
+        """The model space (``training_module.model``), or the whole evaluator module when it keeps
+        its model elsewhere. Group weight patterns match parameter names relative to it."""
+        model = getattr(self.training_module, "model", None)
+        return model if isinstance(model, nn.Module) else self.training_module
+
     def labelled_arch_parameters(self) -> dict[str, nn.Parameter]:
         """Architecture weights by label (sorted): see :func:`labelled_architecture_parameters`."""
-        return labelled_architecture_parameters(self.model)
+        return labelled_architecture_parameters(self.searched_module())
 
     def arch_parameters(self) -> list[nn.Parameter]:
         # A deterministic order (NNI's DARTS uses a set): the optimiser state in a checkpoint must map
@@ -289,7 +295,7 @@ class CooperativeBilevelLightningModule(DartsLightningModule):
                 if p.requires_grad and id(p) not in seen and id(p) not in arch_ids:
                     seen.add(id(p))
                     trainable.append(p)
-        names = {id(p): name for name, p in self.model.named_parameters()}
+        names = {id(p): name for name, p in self.searched_module().named_parameters()}
 
         resolved: list[_Group] = []
         owner_of_label: dict[str, str] = {}
@@ -371,7 +377,7 @@ class CooperativeBilevelLightningModule(DartsLightningModule):
     @contextlib.contextmanager
     def _buffers_kept(self) -> Iterator[None]:
         """Restore the model's buffers (batch-norm statistics) after the hypergradient's extra passes."""
-        saved = [(b, b.detach().clone()) for b in self.model.buffers()]
+        saved = [(b, b.detach().clone()) for b in self.searched_module().buffers()]
         try:
             yield
         finally:
