@@ -179,3 +179,27 @@ def test_a_diverging_search_stops_with_one_line_and_keeps_its_checkpoint(demo_da
     assert len(errors) == 1 and "non-finite" in errors[0] and "last good checkpoint" in errors[0]
     assert "Traceback" not in err and not (out / "arch.json").exists()
     assert (out / "checkpoints" / "last.ckpt").exists()
+
+
+def test_example_config_lists_every_setting_with_its_default():
+    import dataclasses
+
+    from ruas_nni.search import SearchConfig, load_search_config
+
+    example = ROOT / "examples" / "search.yaml"
+    written = yaml.safe_load(example.read_text())
+    assert set(written) == {f.name for f in dataclasses.fields(SearchConfig)}
+    config = load_search_config(example)
+    assert config == SearchConfig(data=config.data)
+    assert not any("lol_eval15" in d for d in config.data)
+
+
+def test_step_benchmark_runs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import search_step
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    result = search_step.measure(crop=16, rounds=1, batches=3, nrm_period=2)
+    assert result["samples"] == {"darts": 2, "iem": 1, "iem_nrm": 1}
+    assert result["darts_first_order_s"] > 0 and result["ratio_amortised"] > 0
