@@ -32,12 +32,13 @@ if str(ROOT) not in sys.path:
 
 def _fit(strategy_name: str, crop: int, batches: int, device: str, seed: int) -> list[tuple[int, float]]:
     """Run ``batches`` batches of one strategy; return ``(batch_idx, seconds)`` per batch."""
+    import nni.nas.strategy  # noqa: F401, I001  (before nni.nas.oneshot: see strategies/cooperative.py)
     import pytorch_lightning as pl
     import torch
     from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
     from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.oneshot.pytorch.strategy import DARTS
     from nni.nas.space import RawFormatModelSpace
+    from nni.nas.strategy import DARTS
     from torch.utils.data import TensorDataset
 
     from search_spaces import RUASSpace

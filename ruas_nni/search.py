@@ -169,11 +169,9 @@ def load_search_config(yaml_path: str | os.PathLike[str] | None = None,
 # ------------------------------------------------------------------------------------ strategy
 def build_strategy(config: SearchConfig) -> Strategy:
     """The NNI strategy named by ``config.strategy`` with the configuration's settings."""
-    # Import NNI's one-shot strategies from their module: importing ``nni.nas.strategy`` first can hit
-    # a circular import that NNI silently replaces by a placeholder strategy.
-    from nni.nas.oneshot.pytorch.strategy import DARTS, GumbelDARTS
+    from strategies import CooperativeBilevel, JointDARTS, SeparateSearch, ruas_groups  # imports NNI in a safe order
 
-    from strategies import CooperativeBilevel, JointDARTS, SeparateSearch, ruas_groups
+    from nni.nas.strategy import DARTS, GumbelDARTS  # isort: skip
 
     common = {"arc_learning_rate": config.arch_lr, "gradient_clip_val": config.grad_clip}
     if config.strategy in ("darts", "gumbel-darts"):

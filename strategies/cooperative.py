@@ -44,11 +44,15 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Iterator, Mapping, Sequence
 
+# ``nni.nas.strategy`` must be imported before ``nni.nas.oneshot.pytorch``: the other order runs
+# into a circular import that NNI papers over by replacing ``nni.nas.strategy.DARTS`` (and the other
+# one-shot strategies) with a placeholder for the rest of the process.
+import nni.nas.strategy  # noqa: F401, I001  (import order matters, see above)
 import torch
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
-from nni.nas.oneshot.pytorch.strategy import DARTS
+from nni.nas.strategy import DARTS
 from torch import Tensor, nn
 
 from .hypergradient import Hypergradient, LowerStep, first_order_hypergradient, unrolled_hypergradient
@@ -483,7 +487,7 @@ class CooperativeBilevelLightningModule(DartsLightningModule):
             self.log_dict(finite_logs, prog_bar=False)
         total = sum(v for k, v in finite_logs.items() if k.endswith("/train_loss"))
         if isinstance(total, Tensor):
-            self.log("train_loss", total, prog_bar=True)
+            self.log("search_loss", total, prog_bar=True)
         if batch_idx % self.log_prob_every_n_step == 0:
             self.log_probs(self.export_probs())
         return {"loss": total if isinstance(total, Tensor) else torch.tensor(0.0), **logs}

@@ -97,13 +97,13 @@ def test_same_seed_same_architecture_and_tensorboard(demo_data, tmp_path):
     assert [e.step for e in events.Images("alpha/iem")] == [0, 1, 2]  # start and every epoch's end
     image = events.Images("alpha/iem")[-1]
     assert image.width == image.height == 7 * 24
-    assert {"iem/train_loss", "iem/val_loss", "nrm/train_loss", "nrm/val_loss", "train_loss"} <= set(tags["scalars"])
+    assert {"iem/train_loss", "iem/val_loss", "nrm/train_loss", "nrm/val_loss", "search_loss"} <= set(tags["scalars"])
     assert "prob/iem/e1/skip_connect" in tags["scalars"]
 
 
 def test_killed_search_resumes_to_the_uninterrupted_result(demo_data, tmp_path):
     settings = dict(checkpoint_every=1, nrm_period=2)
-    flags = ["--epochs", "3", "--steps", "4", "--crop", "32", "--seed", "3"]
+    flags = ["--epochs", "3", "--steps", "3", "--crop", "24", "--seed", "3"]
     assert _search(demo_data.train, tmp_path / "straight", *flags, "--config", _config(tmp_path, **settings)) == 0
     expected = json.loads((tmp_path / "straight" / "arch.json").read_text())
 
