@@ -87,11 +87,12 @@ def find_pairs(folder: str | os.PathLike[str], flag: str = "--data") -> list[Ima
     root = Path(folder)
     if not root.is_dir():
         raise UsageError(f"{flag} {root}: no such folder")
+    for side in ("low", "high"):
+        if not (root / side).is_dir():
+            raise UsageError(f"{flag} {root}: expected sub-folders low/ and high/ with matching file names; {side}/ is missing")
     sides = {}
     for side in ("low", "high"):
         path = root / side
-        if not path.is_dir():
-            raise UsageError(f"{flag} {root}: expected sub-folders low/ and high/ with matching file names; {side}/ is missing")
         sides[side] = {p.name: p for p in path.iterdir()
                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
         if not sides[side]:
@@ -139,9 +140,14 @@ def evaluate(
     ``upe.pt`` and ``dark.pt`` for). With ``side_by_side_dir``, ``<name stem>.png`` there shows
     input | ours | ground truth.
     """
-    enhancer = Enhancer(checkpoint, stage=stage, device=torch.device(device))
+    # The network exactly as trained (no folding): scores must not depend on inference tricks.
+    with Enhancer(checkpoint, stage=stage, device=torch.device(device), fold=False) as enhancer:
+        return _evaluate(enhancer, list(pairs), side_by_side_dir, progress)
+
+
+def _evaluate(enhancer: Enhancer, pairs: list[ImagePair], side_by_side_dir: str | os.PathLike[str] | None,
+              progress: Callable[[Iterable[ImagePair]], Iterable[ImagePair]] | None) -> EvaluationResult:
     result = EvaluationResult()
-    pairs = list(pairs)
     iterator = progress(pairs) if progress is not None else pairs
     for pair in iterator:
         try:

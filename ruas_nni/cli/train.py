@@ -1,0 +1,94 @@
+"""``ruas-nni train``: train an exported genotype with the reference-free losses (spec Sec. 4)."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 30
+HELP = "train a searched (or the paper's) network on unpaired low-light images"
+
+DESCRIPTION = """\
+Train the plain-PyTorch RUAS network of ARCH (a search's arch.json, or `paper` for the paper's
+genotype) on unpaired low-light images, without ground truth, with the paper's losses.
+
+Defaults are the authors' recipe (spec Sec. 4): 800 steps, batch 1, random 320x320 crops; IEM SGD
+lr 0.015 every step, NRM SGD lr 0.001 every 50th step, momentum 0.9, weight decay 3e-4, gradient
+clipping 5; the NRM starts from --init-nrm (the authors' denoise.pt) when given. Every other knob
+(gamma, warm start, loss weights, smoothness sigma and guide, learning rates, NRM period, flips ...)
+is a key of the --config YAML; see examples/train.yaml and docs/training.md.
+
+Writes OUT/model.pt (load it with `ruas-nni enhance --checkpoint`), OUT/train_config.yaml,
+TensorBoard logs with losses and sample enhancements in OUT/tensorboard, and resumable state in
+OUT/checkpoints/last.ckpt every `checkpoint_every` steps: after an interruption, run the same command
+with --resume and the result equals an uninterrupted run's.
+
+On a GPU: --device cuda (or auto), several GPUs with --devices N (DDP), --precision bf16-mixed etc.
+Exit status: 0 done; 1 training diverged (the last good model.pt is kept); 2 bad flags or data.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", metavar="ARCH", default=None, help="a search's arch.json, or 'paper' (default: paper)")
+    parser.add_argument("--data", metavar="DIR", action="append", default=None,
+                        help="folder of unpaired low-light images (repeat for several)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 800)")
+    parser.add_argument("--crop", type=int, default=None, help="side of the random square crops (default 320)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of weights and crops (default 0)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--init-nrm", metavar="PATH", default=None,
+                        help="NRM initial weights: the authors' denoise.pt (or any checkpoint with an NRM)")
+    parser.add_argument("--config", metavar="YAML", default=None, help="recipe file; flags override its keys")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present, default), cpu, cuda")
+    parser.add_argument("--devices", default="1", help="how many devices (default 1; 'auto' for all)")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy for several devices (auto, ddp, ...)")
+    parser.add_argument("--precision", default="32-true",
+                        help="Lightning precision: 32-true (default), bf16-mixed, 16-mixed (GPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is fastest on busy shared cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _devices(value: str):
+    from ruas_nni.errors import UsageError
+
+    if value == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"--devices must be a positive integer or 'auto', got {value!r}") from None
+    if number < 1:
+        raise UsageError(f"--devices must be a positive integer or 'auto', got {value!r}")
+    return number
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ruas_nni.training import load_train_config, prepare_training, train
+
+    devices = _devices(args.devices)
+    if args.threads is not None and args.threads < 1:
+        from ruas_nni.errors import UsageError
+
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    overrides = {"arch": args.arch, "data": args.data, "steps": args.steps, "crop": args.crop, "seed": args.seed,
+                 "init_nrm": args.init_nrm}
+    config = load_train_config(args.config, overrides)
+    training_run = prepare_training(config, args.out, resume=args.resume)
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    print(f"training {training_run.arch_source} on {len(training_run.images.files)} images from "
+          f"{', '.join(config.data)}: {config.steps} steps of {config.batch_size} x {config.crop}x{config.crop} crops, "
+          f"seed {config.seed}" + (" (resuming)" if args.resume else ""))
+    result = train(training_run, device=args.device, devices=devices, strategy=args.strategy,
+                   precision=args.precision, progress=not args.quiet, threads=args.threads)
+    skipped = f", {result.skipped_steps} non-finite step(s) skipped" if result.skipped_steps else ""
+    print(f"model: {result.model_path} ({result.steps} steps, {result.seconds:.1f} s{skipped})")
+    print(f"TensorBoard: tensorboard --logdir {training_run.out / 'tensorboard'}")
+    return 0
