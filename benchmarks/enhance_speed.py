@@ -4,6 +4,9 @@ Builds a folder of 16 real low-light photos from ``../shared/data/unpaired`` (50
 1080x1920), then runs, as separate processes, alternated, ``--rounds`` times each:
 
 * ``reference``: ``benchmarks/reference_enhance.py`` (the authors' inference, see there);
+* ``reference, 1 thread``: the same with ``OMP_NUM_THREADS=1``: on a machine where other work keeps a
+  core busy, PyTorch's two OpenMP threads wait on each other and the default reference becomes very
+  slow; one thread is the conservative baseline then;
 * ``ruas-nni``: ``python -m ruas_nni enhance DIR -o OUT --checkpoint lol.pt --stage final --quiet``;
 * with ``--variants``, ``ruas-nni`` with one optimisation turned off at a time.
 
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, tuple[list[str], dict[str, str] | None]] = {
             "reference": ([python, str(ROOT / "benchmarks" / "reference_enhance.py"), *common,
                            str(work / "photos"), "{out}"], None),
+            "reference, 1 thread": ([python, str(ROOT / "benchmarks" / "reference_enhance.py"), *common,
+                                     str(work / "photos"), "{out}"], dict(os.environ, OMP_NUM_THREADS="1")),
             "ruas-nni": ([python, "-m", "ruas_nni", "enhance", str(work / "photos"), "-o", "{out}", *common, "--quiet"],
                          None),
         }
@@ -144,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         medians = {name: statistics.median(values) for name, values in times.items()}
         worst = largest_difference(ours_out, reference_out)
         results = {
+            "load_average_after": os.getloadavg(),
             "photos": len(photos),
             "megapixels": round(float(megapixels), 2),
             "cpu_cores": len(os.sched_getaffinity(0)),
             "median_seconds": {k: round(v, 3) for k, v in medians.items()},
             "all_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
             "reference_over": {k: round(medians["reference"] / v, 2) for k, v in medians.items()},
+            "one_thread_reference_over": {k: round(medians["reference, 1 thread"] / v, 2) for k, v in medians.items()},
             "largest_difference_8bit_levels": worst,
             "import_seconds": {
                 "python -c 'import torch'": round(import_time("import torch"), 3),
@@ -157,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         print()
-        print(f"{'run':<30} {'median s':>9} {'reference / run':>16}")
+        print(f"{'run':<30} {'median s':>9} {'reference / run':>16} {'1-thread ref / run':>19}")
         for name, value in medians.items():
-            print(f"{name:<30} {value:9.2f} {medians['reference'] / value:16.2f}")
+            print(f"{name:<30} {value:9.2f} {medians['reference'] / value:16.2f} "
+                  f"{medians['reference, 1 thread'] / value:19.2f}")
         print(f"\nruas-nni vs reference outputs: largest difference {worst} 8-bit level(s)")
+        print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         for what, seconds in results["import_seconds"].items():
             print(f"{what}: {seconds:.2f} s")
         if args.json:

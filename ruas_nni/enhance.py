@@ -65,9 +65,12 @@ DEFAULT_CHECKPOINT = "default.pt"
 CUDA_MAX_TILE_PIXELS = 9_000_000
 """On a GPU a 3840x2160 frame runs as one tile (about 2 GB of activations in float32)."""
 
-DEFAULT_PNG_COMPRESSION = 1
-"""zlib level for 8-bit PNG outputs. Pillow's default (6) makes files about 20 % smaller but takes
-about three times as long, which is a large part of the whole run once the network is fast."""
+DEFAULT_PNG_COMPRESSION: int | None = None
+"""zlib level for 8-bit PNG outputs; ``None``: zlib's run-length strategy (``Z_RLE``), which on
+enhanced photos writes files as small as Pillow's default (level 6) two to three times faster
+(measured in ``docs/speed.md``). A level 0-9 uses zlib's default strategy at that level."""
+
+_Z_RLE = 3
 
 
 def default_checkpoint_path() -> Path | None:
@@ -231,10 +234,14 @@ class PendingImage:
             future.cancel()
 
 
-class _DoneFuture(Future):
-    def __init__(self, value: torch.Tensor) -> None:
-        super().__init__()
-        self.set_result(value)
+def _run_now(function: Callable[[Tile], torch.Tensor], tile: Tile) -> Future:
+    """A finished future holding ``function(tile)`` or the exception it raised (as a pool would)."""
+    future: Future = Future()
+    try:
+        future.set_result(function(tile))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller through the future, like a pool
+        future.set_exception(exc)
+    return future
 
 
 class Enhancer:
@@ -328,7 +335,7 @@ class Enhancer:
             return tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right]))
 
         if pool is None:
-            futures: list[Future] = [_DoneFuture(run(tile)) for tile in tiles]
+            futures: list[Future] = [_run_now(run, tile) for tile in tiles]
         else:
             futures = [pool.submit(run, tile) for tile in tiles]
         return PendingImage(height, width, tiles, futures)
@@ -377,9 +384,9 @@ class EnhanceSummary:
 
 
 def write_enhanced(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int,
-                   png_compression: int = DEFAULT_PNG_COMPRESSION) -> None:
+                   png_compression: int | None = DEFAULT_PNG_COMPRESSION) -> None:
     """Write an enhanced image like :func:`ruas_nni.data.write_png` (atomically: a temporary name,
-    then a rename), with the zlib level ``png_compression`` for 8-bit PNGs."""
+    then a rename); 8-bit PNGs with zlib's run-length strategy, or at level ``png_compression``."""
     from PIL import Image
 
     from .atomic import atomic_write
@@ -390,8 +397,12 @@ def write_enhanced(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, bi
         return
     channels = torch.cat([rgb, alpha], dim=0) if alpha is not None else rgb
     array = to_uint(channels, 8)
+    if png_compression is None:
+        options = {"compress_level": 6, "compress_type": _Z_RLE}
+    else:
+        options = {"compress_level": int(png_compression)}
     with atomic_write(path) as handle:
-        Image.fromarray(array).save(handle, format="PNG", compress_level=int(png_compression))
+        Image.fromarray(array).save(handle, format="PNG", **options)
 
 
 def _describe(exc: BaseException) -> str:
@@ -400,7 +411,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
-                  png_compression: int = DEFAULT_PNG_COMPRESSION,
+                  png_compression: int | None = DEFAULT_PNG_COMPRESSION,
                   on_error: Callable[[Path, str], None] | None = None,
                   on_done: Callable[[EnhanceJob], None] | None = None,
                   read_ahead: int = 2) -> EnhanceSummary:

@@ -31,6 +31,7 @@ against the authors' reference outputs). The unfolded network is left untouched.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -228,6 +229,24 @@ class _CellProgram:
     steps: list[_Conv | _Act] = field(default_factory=list)
     fuse: _Conv | None = None  # None when the next cell composes the fuse into its first convolution
     channels: int = 0
+
+
+_WORKSPACES = threading.local()
+
+
+def _workspace(reference: torch.Tensor, shape: tuple[int, int, int, int], parity: int) -> torch.Tensor:
+    """A cell's fuse buffer. On CPU it is reused from call to call (one per thread, dtype and cell
+    parity, grown when needed): a fresh multi-megabyte tensor per cell would be mapped and zeroed by
+    the kernel every time. On other devices a new tensor (CUDA graphs keep raw pointers)."""
+    if reference.device.type != "cpu":
+        return reference.new_empty(shape)
+    store = _WORKSPACES.__dict__
+    key = (reference.dtype, parity)
+    numel = shape[0] * shape[1] * shape[2] * shape[3]
+    flat = store.get(key)
+    if flat is None or flat.numel() < numel:
+        flat = store[key] = torch.empty(numel, dtype=reference.dtype)
+    return flat[:numel].view(shape)
 
 
 class _Builder:
@@ -428,14 +447,14 @@ class FoldedRUAS(nn.Module):
             env[step.destination] = F.leaky_relu(env[step.source], LEAKY_SLOPE)
 
     def _run_cell(self, program: _CellProgram, prefix: str, env: dict[str, torch.Tensor],
-                  reference: torch.Tensor, channels_last: bool) -> None:
+                  reference: torch.Tensor, channels_last: bool, parity: int) -> None:
         """Run one cell. Channels-first, the activations write straight into the fuse convolution's
         input buffer; channels-last (or functional), the four inputs are concatenated."""
         channels = program.channels
         use_buffer = not self.functional and not channels_last
         if use_buffer:
             batch, _, height, width = reference.shape
-            buffer = reference.new_empty(batch, 4 * channels, height, width)
+            buffer = _workspace(reference, (batch, 4 * channels, height, width), parity)
             env[f"{prefix}.buffer"] = buffer
             for index, name in enumerate(_FUSE_SLOTS):
                 env[f"{prefix}.slot.{name}"] = buffer[:, index * channels:(index + 1) * channels]
@@ -467,7 +486,7 @@ class FoldedRUAS(nn.Module):
             else:
                 t_hat = warm(u).sub_(torch.sub(u, y).mul_(self.gamma))
             env: dict[str, torch.Tensor] = {"t_hat": t_hat}
-            self._run_cell(program, f"iem{k}", env, y, self.iem_channels_last)
+            self._run_cell(program, f"iem{k}", env, y, self.iem_channels_last, k % 2)
             z = env[f"iem{k}.out"]
             if self.functional:
                 u = torch.clamp(y / torch.clamp(torch.sigmoid(z), T_MIN, 1.0), 0.0, 1.0)
@@ -482,7 +501,7 @@ class FoldedRUAS(nn.Module):
         if self.nrm_stem is not None:
             self._conv(self.nrm_stem, env)
         for index, program in enumerate(self.nrm_cells):
-            self._run_cell(program, f"nrm{index}", env, u, self.nrm_channels_last)
+            self._run_cell(program, f"nrm{index}", env, u, self.nrm_channels_last, index % 2)
         assert self.nrm_head is not None
         self._conv(self.nrm_head, env)
         return u - env["noise"]

@@ -236,3 +236,28 @@ def test_plan_jobs_never_targets_an_input(tmp_path):
     assert by_source["b.jpg"] == "b_jpg.png" and by_source["b.png"] == "b_png.png"
     assert by_source["x.jpg"] == "x_enhanced.png" and by_source["y.jpg"] == "y_enhanced.png"
     assert len(plan.notes) >= 5
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failure_inside_the_network_fails_that_file_only(tmp_path, model_path, monkeypatch, capsys, workers):
+    from ruas_nni.cli import main
+    from ruas_nni.enhance import Enhancer
+
+    source = tmp_path / "in"
+    source.mkdir()
+    Image.fromarray(_rgb(10, 12, 1)).save(source / "fine.png")
+    Image.fromarray(_rgb(13, 17, 2)).save(source / "huge.png")
+    original = Enhancer.run_window
+
+    def run_window(self, window):
+        if window.shape[-2:] == (13, 17):
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, window)
+
+    monkeypatch.setattr(Enhancer, "run_window", run_window)
+    status = main(["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint", str(model_path), "--quiet",
+                   "--workers", workers])
+    stderr = capsys.readouterr().err
+    assert status == 1
+    assert f"{source / 'huge.png'}: enhancement failed (RuntimeError: out of memory (simulated))" in stderr
+    assert (tmp_path / "out" / "fine.png").exists() and not (tmp_path / "out" / "huge.png").exists()

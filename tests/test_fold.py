@@ -132,3 +132,22 @@ def test_affine_algebra():
     assert stacked.weight.shape == (6, 3, 3, 3) and stacked.radius == 1
     with pytest.raises(ValueError):
         conv.after(point)  # a 3x3 map after a biased one is not exact at the borders
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+def test_cuda_half_and_graphs_agree_with_cpu():
+    from ruas_nni.checkpoint import Checkpoint
+    from ruas_nni.enhance import Enhancer
+    from ruas_nni.genotype import PAPER_GENOTYPE
+
+    torch.manual_seed(0)
+    checkpoint = Checkpoint.from_network(export(PAPER_GENOTYPE), PAPER_GENOTYPE, NetworkOptions())
+    image = torch.rand(3, 120, 160, generator=torch.Generator().manual_seed(2)) * 0.4
+    with Enhancer(checkpoint, device="cpu", workers=1) as cpu:
+        expected = cpu(image)
+    with Enhancer(checkpoint, device="cuda") as graphs:
+        first, second = graphs(image), graphs(image)  # the second call replays the captured graph
+    assert torch.equal(first, second)
+    assert (first - expected).abs().max().item() <= 1e-4
+    with Enhancer(checkpoint, device="cuda", half=True) as half:
+        assert (half(image) - expected).abs().max().item() <= 2 / 255
