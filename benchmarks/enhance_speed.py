@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,10 +85,22 @@ def build_photo_folder(target: Path) -> list[Path]:
     return chosen
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> float:
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], env: dict[str, str] | None = None, label: str | None = None) -> float:
+    """Wall time of ``command``; its CPU time (user + system) is recorded under ``label``."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
+    if label is not None:
+        CPU_SECONDS.setdefault(label, []).append(_children_cpu() - cpu)
     if result.returncode != 0:
         sys.exit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-2000:]}")
     return elapsed
@@ -144,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     reference_out = out
                 if name == "ruas-nni" and round_index == 0:
                     ours_out = out
-                times[name].append(timed([c.replace("{out}", str(out)) for c in command], env))
+                times[name].append(timed([c.replace("{out}", str(out)) for c in command], env, label=name))
                 print(f"round {round_index + 1}: {name:<30} {times[name][-1]:6.2f} s", flush=True)
         medians = {name: statistics.median(values) for name, values in times.items()}
         worst = largest_difference(ours_out, reference_out)
@@ -155,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_cores": len(os.sched_getaffinity(0)),
             "median_seconds": {k: round(v, 3) for k, v in medians.items()},
             "all_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "median_cpu_seconds": {k: round(statistics.median(v), 3) for k, v in CPU_SECONDS.items()},
             "reference_over": {k: round(medians["reference"] / v, 2) for k, v in medians.items()},
             "one_thread_reference_over": {k: round(medians["reference, 1 thread"] / v, 2) for k, v in medians.items()},
             "largest_difference_8bit_levels": worst,
@@ -164,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         print()
-        print(f"{'run':<30} {'median s':>9} {'reference / run':>16} {'1-thread ref / run':>19}")
+        cpu = results["median_cpu_seconds"]
+        print(f"{'run':<30} {'median s':>9} {'reference / run':>16} {'1-thread ref / run':>19} {'CPU s':>7}")
         for name, value in medians.items():
             print(f"{name:<30} {value:9.2f} {medians['reference'] / value:16.2f} "
-                  f"{medians['reference, 1 thread'] / value:19.2f}")
+                  f"{medians['reference, 1 thread'] / value:19.2f} {cpu[name]:7.2f}")
+        print("CPU s: user + system seconds of the process (all its threads), median")
         print(f"\nruas-nni vs reference outputs: largest difference {worst} 8-bit level(s)")
         print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         for what, seconds in results["import_seconds"].items():
