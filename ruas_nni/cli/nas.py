@@ -1,0 +1,94 @@
+"""``ruas-nni nas``: multi-trial NAS on RUASSpace with NNI's strategies, every architecture a trial."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 51
+HELP = "multi-trial NAS on RUASSpace (Random / RegularizedEvolution / TPE), trials on NNI's web UI"
+
+DESCRIPTION = """\
+Register RUASSpace with an NNI NasExperiment and explore it with one of NNI's multi-trial strategies:
+random (Random), evolution (RegularizedEvolution, default) or tpe (TPE). Each trial trains one
+sampled architecture briefly (--train-steps, the reference recipe otherwise) on --data and reports its
+PSNR on --val-data, a paired folder (low/, high/) used to pick architectures: a validation set, not
+your test set (the command refuses lol_eval15). The search space and every sampled architecture
+with its metrics show on the web UI; the best architectures are printed and written to
+--export DIR/arch_<rank>.json at the end.
+
+The strategy runs in this process, so the command stays until the trials are done, then keeps the
+web UI up until Ctrl-C (unless --no-wait-ui).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ruas_nni.experiment import NAS_STRATEGIES
+
+    parser = subparsers.add_parser(
+        "nas", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--strategy", choices=NAS_STRATEGIES, default=None, help="NNI multi-trial strategy")
+    parser.add_argument("--data", action="append", default=None, metavar="DIR",
+                        help="folder of unpaired low-light images for training (repeat for several)")
+    parser.add_argument("--val-data", default=None, metavar="PAIRED_DIR",
+                        help="low/ + high/ folder scoring each architecture (a validation set)")
+    parser.add_argument("--trials", type=int, default=None, metavar="N", help="architectures to try (default 20)")
+    parser.add_argument("--train-steps", type=int, default=None, metavar="N", help="training steps each (default 200)")
+    parser.add_argument("--crop", type=int, default=None, metavar="N", help="training crop side (default 128)")
+    parser.add_argument("--port", type=int, default=None, metavar="P", help="NNI manager / web UI port (default 8080)")
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N", help="trials at a time (default 1)")
+    parser.add_argument("--experiment-dir", default=None, metavar="DIR",
+                        help="NNI experiment working directory (default ~/nni-experiments)")
+    parser.add_argument("--export", default=None, metavar="DIR", help="write the top architectures as arch.json files")
+    parser.add_argument("--top", type=int, default=3, metavar="K", help="how many to print / export (default 3)")
+    parser.add_argument("--no-wait-ui", action="store_true", help="stop the experiment as soon as the trials are done")
+    parser.add_argument("--config", default=None, metavar="YAML", help="NAS settings; flags override them")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ruas_nni.atomic import atomic_write
+    from ruas_nni.experiment import (
+        check_nas_inputs,
+        keep_web_ui_until_interrupted,
+        load_nas_config,
+        nas_experiment,
+        run_nas,
+        web_ui_url,
+    )
+    from ruas_nni.genotype import Genotype
+
+    overrides = {"strategy": args.strategy, "data": args.data, "val_data": args.val_data, "trials": args.trials,
+                 "train_steps": args.train_steps, "crop": args.crop, "port": args.port,
+                 "concurrency": args.concurrency, "experiment_dir": args.experiment_dir}
+    config = load_nas_config(args.config, overrides)
+    counts = check_nas_inputs(config)
+    experiment = nas_experiment(config)
+    print(f"multi-trial NAS ({config.strategy}) on RUASSpace: {config.trials} architectures, each trained "
+          f"{config.train_steps} steps on {counts['images']} images and scored on {counts['pairs']} pairs", flush=True)
+    print(f"experiment id: {experiment.id}")
+    print(f"web UI: {web_ui_url(config.port)}", flush=True)
+    try:
+        top = run_nas(experiment, config.port, args.top)
+    except KeyboardInterrupt:
+        print("experiment stopped")
+        raise
+    for rank, (sample, metrics) in enumerate(top, start=1):
+        genotype = Genotype.from_sample(sample)
+        psnr = metrics.get("psnr") if metrics else None
+        print(f"#{rank}: PSNR {psnr:.3f} dB  IEM {', '.join(genotype.iem)}  NRM {', '.join(genotype.nrm or [])}"
+              if psnr is not None else f"#{rank}: IEM {', '.join(genotype.iem)}")
+        if args.export:
+            path = Path(args.export) / f"arch_{rank}.json"
+            with atomic_write(path) as handle:
+                handle.write((json.dumps({**genotype.to_dict(), "metrics": metrics}, indent=2) + "\n").encode())
+            print(f"   written to {path}")
+    print(f"report: ruas-nni report {experiment.id}")
+    if args.no_wait_ui:
+        experiment.stop()
+        return 0
+    keep_web_ui_until_interrupted(experiment, config.port)
+    return 0
