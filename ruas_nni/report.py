@@ -1,0 +1,681 @@
+"""Tables and plots of an NNI experiment of ruas-nni, from NNI's own stored data.
+
+``ruas-nni report EXPERIMENT_ID_OR_DIR`` reads the experiment's SQLite database
+(``<experiment dir>/db/nni.sqlite``: trial events with their parameters, intermediate and final
+metrics), which the NNI manager keeps while it runs and after it stopped, and each trial's output
+folder (``search/arch.json`` with the architecture probabilities) where it is on this machine. It writes
+
+* ``report.md``: per strategy the mean and spread (sample standard deviation, min..max) over seeds of
+  PSNR, SSIM, parameters, FLOPs and search time; every trial; failed trials with their logs;
+* ``psnr_vs_params.png``: PSNR against parameters per trial, strategy means marked (the paper's Fig. 1);
+* ``alphas_<strategy>.png`` and ``alphas.png``: per strategy the IEM and NRM architecture
+  probabilities as 7 x 7 heatmaps, rows edges e1..e7, columns operations, averaged over seeds (the
+  paper's Fig. 9).
+
+Plots are drawn with Pillow (no plotting library needed). Trials report their own strategy and seed in
+their final metric; those are used rather than the parameters NNI lists for the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import UsageError
+
+__all__ = [
+    "TrialRecord",
+    "ExperimentData",
+    "StrategySummary",
+    "locate_experiment",
+    "load_experiment",
+    "summarize",
+    "write_report",
+    "plot_psnr_vs_params",
+    "plot_alpha_heatmaps",
+]
+
+DATABASE = Path("db") / "nni.sqlite"
+MODULES = ("iem", "nrm")
+METRICS = ("psnr", "ssim", "params", "flops", "search_seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# reading NNI's stored data
+
+
+@dataclass
+class TrialRecord:
+    """One trial as NNI stored it."""
+
+    trial_id: str
+    sequence: int
+    status: str
+    parameters: dict[str, Any]
+    final: dict[str, Any] | None
+    intermediate: list[Any] = field(default_factory=list)
+    output_dir: Path | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    @property
+    def strategy(self) -> str:
+        """What the trial says it ran (its final metric), else what NNI lists for it."""
+        for source in (self.final or {}, self.parameters):
+            if isinstance(source.get("strategy"), str):
+                return source["strategy"]
+        return "nas"
+
+    @property
+    def seed(self) -> Any:
+        for source in (self.final or {}, self.parameters):
+            if "seed" in source:
+                return source["seed"]
+        return None
+
+    def metric(self, name: str) -> float | None:
+        value = (self.final or {}).get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return None
+
+    def arch(self) -> dict[str, Any] | None:
+        """The trial's ``arch.json`` (search output), when its output folder is on this machine."""
+        if self.output_dir is None:
+            return None
+        for candidate in (self.output_dir / "search" / "arch.json", self.output_dir / "arch.json"):
+            try:
+                return json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+        return None
+
+
+@dataclass
+class ExperimentData:
+    """An experiment: its id, folder, configuration and trials."""
+
+    experiment_id: str
+    directory: Path
+    config: dict[str, Any]
+    trials: list[TrialRecord]
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+def _manifest_dirs(experiment_id: str) -> list[Path]:
+    """Folders where nnictl's experiment list says ``experiment_id`` lives."""
+    try:
+        from nni.tools.nnictl.config_utils import Experiments
+
+        entry = Experiments().get_all_experiments().get(experiment_id)
+    except Exception:  # no NNI, or an unreadable list
+        return []
+    if not entry or not entry.get("logDir"):
+        return []
+    return [Path(entry["logDir"]).expanduser() / experiment_id]
+
+
+def locate_experiment(id_or_dir: str, experiment_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder (holding ``db/nni.sqlite``) of an experiment given by id or by folder."""
+    path = Path(id_or_dir).expanduser()
+    if path.is_file() and path.name == DATABASE.name:
+        return path.parent.parent
+    if path.is_dir():
+        for folder in (path, path.parent):
+            if (folder / DATABASE).is_file():
+                return folder
+        raise UsageError(f"{id_or_dir}: not an NNI experiment folder (no {DATABASE} inside)")
+    candidates: list[Path] = []
+    if experiment_dir is not None:
+        candidates.append(Path(experiment_dir).expanduser() / id_or_dir)
+    candidates += _manifest_dirs(id_or_dir)
+    candidates.append(Path("~/nni-experiments").expanduser() / id_or_dir)
+    for folder in candidates:
+        if (folder / DATABASE).is_file():
+            return folder
+    raise UsageError(f"{id_or_dir}: no such experiment folder, and no NNI experiment with this id in "
+                     f"{', '.join(str(c.parent) for c in dict.fromkeys(candidates))}; give the experiment's folder "
+                     "or --experiment-dir")
+
+
+def _decode(text: Any) -> Any:
+    """NNI stores metrics as a JSON string inside a JSON string."""
+    value = text
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    return value
+
+
+def _output_dir(directory: Path, trial_id: str, log_path: str | None) -> Path | None:
+    candidates = []
+    if log_path and "://" not in log_path and not log_path.startswith(("hdfs:", "file:")):
+        candidates.append(Path(log_path))
+    candidates += [directory / "environments" / "local-env" / "trials" / trial_id,
+                   directory / "trials" / trial_id / "output", directory / "trials" / trial_id]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def load_experiment(directory: str | os.PathLike[str]) -> ExperimentData:
+    """Read an experiment's database (read-only; fine while the manager runs)."""
+    directory = Path(directory)
+    database = directory / DATABASE
+    if not database.is_file():
+        raise UsageError(f"{directory}: no {DATABASE} (not an NNI experiment folder)")
+    try:
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise UsageError(f"{database}: cannot open ({exc})") from None
+    try:
+        profiles = connection.execute(
+            "select params, id, startTime, endTime from ExperimentProfile order by revision desc limit 1").fetchall()
+        events = connection.execute(
+            "select timestamp, trialJobId, event, data, logPath, sequenceId from TrialJobEvent order by timestamp, rowid"
+        ).fetchall()
+        metrics = connection.execute(
+            "select timestamp, trialJobId, type, sequence, data from MetricData order by timestamp, rowid").fetchall()
+    except sqlite3.Error as exc:
+        raise UsageError(f"{database}: not an NNI database ({exc})") from None
+    finally:
+        connection.close()
+    config: dict[str, Any] = {}
+    experiment_id, start_ms, end_ms = directory.name, None, None
+    if profiles:
+        params, experiment_id, start_ms, end_ms = profiles[0]
+        config = _decode(params) if params else {}
+    trials: dict[str, TrialRecord] = {}
+    for timestamp, trial_id, event, data, log_path, sequence in events:
+        trial = trials.get(trial_id)
+        if trial is None:
+            trial = trials[trial_id] = TrialRecord(trial_id, int(sequence if sequence is not None else -1), event, {}, None)
+        trial.status = event
+        if data:
+            record = _decode(data)
+            if isinstance(record, dict) and isinstance(record.get("parameters"), dict):
+                trial.parameters = record["parameters"]
+        if log_path:
+            trial.output_dir = _output_dir(directory, trial_id, log_path) or trial.output_dir
+        if event == "RUNNING" and trial.start_ms is None:
+            trial.start_ms = timestamp
+        if event in ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"):
+            trial.end_ms = timestamp
+    for _, trial_id, kind, _, data in metrics:
+        trial = trials.get(trial_id)
+        if trial is None:
+            continue
+        value = _decode(data)
+        if kind == "FINAL":
+            trial.final = value if isinstance(value, dict) else {"default": value}
+        else:
+            trial.intermediate.append(value)
+    for trial in trials.values():
+        if trial.output_dir is None:
+            trial.output_dir = _output_dir(directory, trial.trial_id, None)
+    ordered = sorted(trials.values(), key=lambda t: (t.sequence, t.trial_id))
+    return ExperimentData(str(experiment_id), directory, config if isinstance(config, dict) else {}, ordered,
+                          start_ms, end_ms)
+
+
+# --------------------------------------------------------------------------------------------
+# summaries
+
+
+@dataclass
+class Spread:
+    """Mean, sample standard deviation (``None`` for one value), minimum and maximum."""
+
+    mean: float
+    std: float | None
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread | None:
+        if not values:
+            return None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.fmean(values), std, min(values), max(values), len(values))
+
+
+@dataclass
+class StrategySummary:
+    """One strategy over its seeds."""
+
+    strategy: str
+    trials: list[TrialRecord]
+    metrics: dict[str, Spread | None]
+    probs: dict[str, list[list[float]]]
+    """Architecture probabilities averaged over the seeds that have them (module -> 7 x 7)."""
+    probs_count: int
+
+    @property
+    def succeeded(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.final is not None and t.status == "SUCCEEDED"]
+
+
+def _mean_matrix(matrices: Sequence[Sequence[Sequence[float]]]) -> list[list[float]]:
+    rows, cols = len(matrices[0]), len(matrices[0][0])
+    return [[statistics.fmean(float(m[r][c]) for m in matrices) for c in range(cols)] for r in range(rows)]
+
+
+def _probs_of(arch: Mapping[str, Any] | None) -> dict[str, list[list[float]]]:
+    """``arch.json``'s probabilities as ``{module: 7 x 7}`` (rows edges, columns operations)."""
+    from .network import EDGE_NAMES
+    from .ops import OPERATION_NAMES
+
+    if not arch or not isinstance(arch.get("probs"), Mapping):
+        return {}
+    probs = arch["probs"]
+    operations = list(arch.get("operations") or OPERATION_NAMES)
+    result: dict[str, list[list[float]]] = {}
+    for module in MODULES:
+        matrix = probs.get(module)
+        if isinstance(matrix, list) and len(matrix) == len(EDGE_NAMES):
+            by_name = [dict(zip(operations, row)) for row in matrix]
+        elif all(f"{module}/{edge}" in probs for edge in EDGE_NAMES):  # NNI's export_probs layout
+            by_name = [dict(probs[f"{module}/{edge}"]) for edge in EDGE_NAMES]
+        else:
+            continue
+        result[module] = [[float(row.get(op, 0.0)) for op in OPERATION_NAMES] for row in by_name]
+    return result
+
+
+def summarize(data: ExperimentData) -> list[StrategySummary]:
+    """Per strategy (in the order of the experiment's search space, then first appearance)."""
+    groups: dict[str, list[TrialRecord]] = {}
+    space = (data.config.get("searchSpace") or {}).get("strategy", {}).get("_value", [])
+    for name in space if isinstance(space, list) else []:
+        groups.setdefault(str(name), [])
+    for trial in data.trials:
+        groups.setdefault(trial.strategy, []).append(trial)
+    summaries = []
+    for strategy, trials in groups.items():
+        finished = [t for t in trials if t.final is not None and t.status == "SUCCEEDED"]
+        metrics = {name: Spread.of([v for t in finished if (v := t.metric(name)) is not None]) for name in METRICS}
+        per_module: dict[str, list[list[list[float]]]] = {}
+        with_probs = 0
+        for trial in finished:
+            probs = _probs_of(trial.arch())
+            with_probs += bool(probs)
+            for module, matrix in probs.items():
+                per_module.setdefault(module, []).append(matrix)
+        probs = {module: _mean_matrix(matrices) for module, matrices in per_module.items()}
+        summaries.append(StrategySummary(strategy, trials, metrics, probs, with_probs))
+    return summaries
+
+
+# --------------------------------------------------------------------------------------------
+# drawing with Pillow
+
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+"""Distinct colours for the strategies (the common ten-colour categorical palette)."""
+
+_HEAT = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+"""Anchors of a perceptually ordered dark-purple -> yellow colour scale for the heatmaps."""
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _text_size(draw: Any, text: str, font: Any) -> tuple[int, int]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def _heat_colour(value: float) -> tuple[int, int, int]:
+    value = min(max(value, 0.0), 1.0) * (len(_HEAT) - 1)
+    index = min(int(value), len(_HEAT) - 2)
+    t = value - index
+    a, b = _HEAT[index], _HEAT[index + 1]
+    return tuple(round(a[i] + (b[i] - a[i]) * t) for i in range(3))  # type: ignore[return-value]
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values (1, 2, 5 x 10^k steps) covering ``[low, high]``."""
+    if not math.isfinite(low) or not math.isfinite(high):
+        return [0.0]
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / max(count, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    start = math.floor(low / step) * step
+    ticks = []
+    value = start
+    while value <= high + step * 0.5:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def _format_tick(value: float) -> str:
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:g}"
+
+
+def plot_psnr_vs_params(summaries: Sequence[StrategySummary], path: str | os.PathLike[str],
+                        title: str = "PSNR against model size") -> Path:
+    """Scatter of PSNR (dB) against parameters: one dot per trial, a ringed larger dot per strategy
+    mean, a legend (the paper's Fig. 1)."""
+    from PIL import Image, ImageDraw
+
+    width, height = 900, 600
+    left, right, top, bottom = 100, 220, 60, 80
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font, small, big = _font(16), _font(13), _font(20)
+    points = [(t.metric("params"), t.metric("psnr"), index)
+              for index, s in enumerate(summaries) for t in s.succeeded]
+    points = [(x, y, i) for x, y, i in points if x is not None and y is not None]
+    draw.text((left, 18), title, fill="black", font=big)
+    plot_w, plot_h = width - left - right, height - top - bottom
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black", width=1)
+    if not points:
+        draw.text((left + 20, top + plot_h // 2), "no finished trial with psnr and params", fill="black", font=font)
+    else:
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        pad_x = (max(xs) - min(xs)) * 0.1 or max(abs(max(xs)) * 0.1, 1.0)
+        pad_y = (max(ys) - min(ys)) * 0.1 or 0.5
+        x_ticks = _nice_ticks(min(xs) - pad_x, max(xs) + pad_x)
+        y_ticks = _nice_ticks(min(ys) - pad_y, max(ys) + pad_y)
+        x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
+
+        def to_pixel(x: float, y: float) -> tuple[float, float]:
+            return left + (x - x0) / (x1 - x0) * plot_w, top + plot_h - (y - y0) / (y1 - y0) * plot_h
+
+        for tick in x_ticks:
+            px, _ = to_pixel(tick, y0)
+            draw.line([px, top, px, top + plot_h], fill=(230, 230, 230))
+            label = _format_tick(tick)
+            w, _ = _text_size(draw, label, small)
+            draw.text((px - w / 2, top + plot_h + 8), label, fill="black", font=small)
+        for tick in y_ticks:
+            _, py = to_pixel(x0, tick)
+            draw.line([left, py, left + plot_w, py], fill=(230, 230, 230))
+            label = _format_tick(tick)
+            w, h = _text_size(draw, label, small)
+            draw.text((left - w - 8, py - h / 2 - 2), label, fill="black", font=small)
+        draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black", width=1)
+        for x, y, index in points:
+            px, py = to_pixel(x, y)
+            draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=PALETTE[index % len(PALETTE)])
+        for index, summary in enumerate(summaries):
+            params, psnr = summary.metrics.get("params"), summary.metrics.get("psnr")
+            if params is None or psnr is None:
+                continue
+            px, py = to_pixel(params.mean, psnr.mean)
+            colour = PALETTE[index % len(PALETTE)]
+            draw.ellipse([px - 10, py - 10, px + 10, py + 10], outline=colour, width=3)
+    label = "parameters"
+    w, _ = _text_size(draw, label, font)
+    draw.text((left + plot_w / 2 - w / 2, height - 40), label, fill="black", font=font)
+    y_label = Image.new("RGB", (_text_size(draw, "PSNR (dB)", font)[0] + 4, 22), "white")
+    ImageDraw.Draw(y_label).text((2, 0), "PSNR (dB)", fill="black", font=font)
+    y_label = y_label.rotate(90, expand=True)
+    image.paste(y_label, (18, top + plot_h // 2 - y_label.height // 2))
+    legend_x, legend_y = left + plot_w + 20, top
+    for index, summary in enumerate(summaries):
+        colour = PALETTE[index % len(PALETTE)]
+        draw.ellipse([legend_x, legend_y + 4, legend_x + 10, legend_y + 14], fill=colour)
+        draw.text((legend_x + 18, legend_y), f"{summary.strategy} ({len(summary.succeeded)})", fill="black", font=font)
+        legend_y += 24
+    draw.ellipse([legend_x - 2, legend_y + 10, legend_x + 14, legend_y + 26], outline="black", width=2)
+    draw.text((legend_x + 18, legend_y + 8), "mean", fill="black", font=font)
+    return _save_png(image, path)
+
+
+def _heatmap_panel(matrix: Sequence[Sequence[float]], title: str, cell: int = 54) -> Any:
+    """One 7 x 7 probability heatmap with edge and operation labels and the values in the cells."""
+    from PIL import Image, ImageDraw
+
+    from .network import EDGE_NAMES
+    from .ops import OPERATION_NAMES
+
+    label_w, label_h, head, bar_w = 46, 110, 36, 90
+    rows, cols = len(matrix), len(matrix[0])
+    image = Image.new("RGB", (label_w + cols * cell + bar_w, head + rows * cell + label_h), "white")
+    draw = ImageDraw.Draw(image)
+    font, small = _font(16), _font(12)
+    draw.text((label_w, 8), title, fill="black", font=font)
+    peak = max(max(row) for row in matrix) or 1.0
+    floor = min(min(row) for row in matrix)
+    for r, row in enumerate(matrix):
+        chosen = max(range(len(row)), key=lambda c: row[c])
+        for c, value in enumerate(row):
+            scaled = (value - floor) / (peak - floor) if peak > floor else 0.5
+            colour = _heat_colour(scaled)
+            x, y = label_w + c * cell, head + r * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
+            if c == chosen:
+                draw.rectangle([x + 1, y + 1, x + cell - 2, y + cell - 2], outline="white", width=2)
+            text = f"{value:.3f}"
+            w, h = _text_size(draw, text, small)
+            ink = "black" if scaled > 0.6 else "white"
+            draw.text((x + (cell - w) / 2, y + (cell - h) / 2 - 2), text, fill=ink, font=small)
+        edge = EDGE_NAMES[r] if r < len(EDGE_NAMES) else str(r)
+        w, h = _text_size(draw, edge, font)
+        draw.text((label_w - w - 8, head + r * cell + (cell - h) / 2 - 2), edge, fill="black", font=font)
+    for c in range(cols):
+        name = OPERATION_NAMES[c] if c < len(OPERATION_NAMES) else str(c)
+        w, h = _text_size(draw, name, small)
+        label = Image.new("RGB", (w + 4, h + 6), "white")
+        ImageDraw.Draw(label).text((2, 0), name, fill="black", font=small)
+        label = label.rotate(90, expand=True)
+        image.paste(label, (label_w + c * cell + (cell - label.width) // 2, head + rows * cell + 6))
+    # colour bar: the scale runs from the panel's smallest to its largest probability
+    bar_x, bar_top, bar_bottom = label_w + cols * cell + 14, head, head + rows * cell - 1
+    for y in range(bar_top, bar_bottom + 1):
+        draw.line([bar_x, y, bar_x + 14, y], fill=_heat_colour(1.0 - (y - bar_top) / max(bar_bottom - bar_top, 1)))
+    draw.rectangle([bar_x, bar_top, bar_x + 14, bar_bottom], outline="black")
+    for value, y in ((peak, bar_top), (floor, bar_bottom)):
+        text = f"{value:.4f}"
+        _, h = _text_size(draw, text, small)
+        draw.text((bar_x + 20, y - h / 2 - 2), text, fill="black", font=small)
+    return image
+
+
+def _module_title(module: str) -> str:
+    return {"iem": "IEM (illumination)", "nrm": "NRM (noise removal)"}.get(module, module)
+
+
+def plot_alpha_heatmaps(summary: StrategySummary, path: str | os.PathLike[str]) -> Path | None:
+    """IEM and NRM architecture probabilities of one strategy side by side (``None`` without probs)."""
+    from PIL import Image, ImageDraw
+
+    panels = [_heatmap_panel(summary.probs[m], _module_title(m)) for m in MODULES if m in summary.probs]
+    if not panels:
+        return None
+    head = 40
+    width = sum(p.width for p in panels) + 20 * (len(panels) - 1) + 20
+    height = max(p.height for p in panels) + head
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    seeds = f"mean of {summary.probs_count} seed{'s' if summary.probs_count != 1 else ''}"
+    draw.text((10, 10), f"{summary.strategy}: softmax of the architecture weights ({seeds}); ringed = chosen",
+              fill="black", font=_font(18))
+    x = 10
+    for panel in panels:
+        image.paste(panel, (x, head))
+        x += panel.width + 20
+    return _save_png(image, path)
+
+
+def _stack_vertically(paths: Sequence[Path], path: str | os.PathLike[str]) -> Path | None:
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in paths]
+    if not images:
+        return None
+    canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+    y = 0
+    for item in images:
+        canvas.paste(item, (0, y))
+        y += item.height
+    return _save_png(canvas, path)
+
+
+def _save_png(image: Any, path: str | os.PathLike[str]) -> Path:
+    from .atomic import atomic_write
+
+    path = Path(path)
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _cell(spread: Spread | None, digits: int, scale: float = 1.0) -> str:
+    if spread is None:
+        return "–"
+    mean = spread.mean * scale
+    if spread.std is None:
+        return f"{mean:.{digits}f}"
+    return (f"{mean:.{digits}f} ± {spread.std * scale:.{digits}f} "
+            f"({spread.low * scale:.{digits}f}..{spread.high * scale:.{digits}f})")
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "strategy"
+
+
+def _genotype_text(trial: TrialRecord) -> str:
+    text = (trial.final or {}).get("genotype")
+    try:
+        genotype = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return str(text)
+    if isinstance(genotype, Mapping):
+        parts = [f"{m.upper()}: {', '.join(genotype[m])}" for m in MODULES if genotype.get(m)]
+        return "; ".join(parts)
+    return "–"
+
+
+def _duration(start_ms: int | None, end_ms: int | None) -> str:
+    if start_ms is None or end_ms is None:
+        return "–"
+    return f"{(end_ms - start_ms) / 1000:.0f} s"
+
+
+def _fmt(value: float | None, digits: int, scale: float = 1.0) -> str:
+    return "–" if value is None else f"{value * scale:.{digits}f}"
+
+
+def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], figures: Mapping[str, Path]) -> str:
+    """The text of ``report.md``."""
+    lines = [f"# NNI experiment {data.experiment_id}", ""]
+    config = data.config
+    statuses: dict[str, int] = {}
+    for trial in data.trials:
+        statuses[trial.status] = statuses.get(trial.status, 0) + 1
+    lines.append(f"- folder: `{data.directory}`")
+    if config.get("experimentName"):
+        lines.append(f"- name: {config['experimentName']}")
+    lines.append(f"- trials: {len(data.trials)} ({', '.join(f'{n} {s.lower()}' for s, n in sorted(statuses.items()))})"
+                 if data.trials else "- trials: none yet")
+    lines.append(f"- duration: {_duration(data.start_ms, data.end_ms)}")
+    if config.get("trialCommand"):
+        lines.append(f"- trial command: `{config['trialCommand']}`")
+    lines += ["", "## Per strategy (mean ± sample std (min..max) over seeds)", "",
+              "| strategy | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
+              "|---|---|---|---|---|---|---|"]
+    for summary in summaries:
+        m = summary.metrics
+        lines.append(f"| {summary.strategy} | {len(summary.succeeded)}/{len(summary.trials)} | {_cell(m['psnr'], 3)} | "
+                     f"{_cell(m['ssim'], 4)} | {_cell(m['params'], 0)} | {_cell(m['flops'], 3, 1e-9)} | "
+                     f"{_cell(m['search_seconds'], 1)} |")
+    finished = [t for t in data.trials if t.final is not None]
+    if finished:
+        best = max(finished, key=lambda t: t.metric("psnr") if t.metric("psnr") is not None else -math.inf)
+        seed = f", seed {best.seed}" if best.seed is not None else ""
+        lines += ["", f"Best trial: `{best.trial_id}` ({best.strategy}{seed}): "
+                      f"PSNR {_fmt(best.metric('psnr'), 3)} dB, SSIM {_fmt(best.metric('ssim'), 4)}; "
+                      f"{_genotype_text(best)}"]
+    lines += ["", "## Trials", "",
+              "| trial | strategy | seed | status | PSNR (dB) | SSIM | parameters | GFLOPs | search (s) | genotype |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for trial in data.trials:
+        lines.append(f"| `{trial.trial_id}` | {trial.strategy} | {trial.seed if trial.seed is not None else '–'} | "
+                     f"{trial.status} | {_fmt(trial.metric('psnr'), 3)} | {_fmt(trial.metric('ssim'), 4)} | "
+                     f"{_fmt(trial.metric('params'), 0)} | {_fmt(trial.metric('flops'), 3, 1e-9)} | "
+                     f"{_fmt(trial.metric('search_seconds'), 1)} | {_genotype_text(trial) if trial.final else '–'} |")
+    failed = [t for t in data.trials if t.status in ("FAILED", "SYS_CANCELED")]
+    if failed:
+        lines += ["", "## Failed trials", ""]
+        for trial in failed:
+            where = trial.output_dir / "trial.log" if trial.output_dir else "(log not on this machine)"
+            lines.append(f"- `{trial.trial_id}` ({trial.strategy}, seed {trial.seed}): see `{where}`")
+    lines += ["", "## PSNR against parameters (paper Fig. 1)", ""]
+    if "psnr_vs_params" in figures:
+        lines.append(f"![PSNR against parameters]({figures['psnr_vs_params'].name})")
+    lines += ["", "## Architecture probabilities (paper Fig. 9)", "",
+              "Per edge (rows e1..e7) the softmax of the architecture weights over the operations (columns), "
+              "averaged over seeds; the ringed cell of each row is the chosen operation.", ""]
+    any_heatmap = False
+    for summary in summaries:
+        key = f"alphas_{_safe_name(summary.strategy)}"
+        if key in figures:
+            any_heatmap = True
+            lines += [f"### {summary.strategy}", "", f"![{summary.strategy} alphas]({figures[key].name})", ""]
+    if not any_heatmap:
+        lines.append("No heatmaps: no finished trial has architecture probabilities (`search/arch.json`) on this "
+                     "machine. Multi-trial NAS samples architectures without them; remote or Kubernetes trials keep "
+                     "their output folders where they ran.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
+                 experiment_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``report.md`` and its PNG plots for an experiment; return the Markdown file."""
+    from .atomic import atomic_write
+
+    directory = locate_experiment(id_or_dir, experiment_dir)
+    data = load_experiment(directory)
+    out_dir = Path(out) if out is not None else Path(f"report-{data.experiment_id}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = summarize(data)
+    figures: dict[str, Path] = {"psnr_vs_params": plot_psnr_vs_params(summaries, out_dir / "psnr_vs_params.png")}
+    heatmaps = []
+    for summary in summaries:
+        name = f"alphas_{_safe_name(summary.strategy)}"
+        path = plot_alpha_heatmaps(summary, out_dir / f"{name}.png")
+        if path is not None:
+            figures[name] = path
+            heatmaps.append(path)
+    if len(heatmaps) > 1:
+        combined = _stack_vertically(heatmaps, out_dir / "alphas.png")
+        if combined is not None:
+            figures["alphas"] = combined
+    report = out_dir / "report.md"
+    with atomic_write(report) as handle:
+        handle.write(render_markdown(data, summaries, figures).encode("utf-8"))
+    return report
+

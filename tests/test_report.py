@@ -1,0 +1,149 @@
+"""`ruas-nni report` on NNI's own stored data: a real NNI experiment whose trials report known metrics
+and write known architecture probabilities; the tables, the spread over seeds and the plots."""
+
+from __future__ import annotations
+
+import shlex
+import statistics
+import sys
+import textwrap
+
+import pytest
+from nni_utils import assert_all_gone, free_port, process_tree, rest, ruas_cli, trials_finished, wait_until
+from PIL import Image
+
+from ruas_nni.errors import UsageError
+from ruas_nni.report import _heat_colour, load_experiment, locate_experiment, summarize, write_report
+
+TRIAL = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    import nni
+    from ruas_nni.trial import adopt_manager_parameters
+    nni.get_next_parameter()
+    adopt_manager_parameters()
+    p = nni.get_current_parameter()
+    strategy, seed = p["strategy"], p["seed"]
+    if strategy == "darts" and seed == 1:
+        sys.exit("this trial fails on purpose")
+    ops = ["skip_connect", "conv_1x1", "conv_3x3", "dilconv_3x3", "resconv_1x1", "resconv_3x3", "resdilconv_3x3"]
+    def matrix(shift):
+        return [[0.4 if c == (r + shift) % 7 else 0.1 for c in range(7)] for r in range(7)]
+    out = Path(os.environ["NNI_OUTPUT_DIR"]) / "search"
+    out.mkdir(parents=True)
+    genotype = {"iem": [ops[(r + seed) % 7] for r in range(7)], "nrm": [ops[(r + 2) % 7] for r in range(7)]}
+    (out / "arch.json").write_text(json.dumps({**genotype, "probs": {"iem": matrix(seed), "nrm": matrix(2)},
+                                               "operations": ops}))
+    psnr = 10.0 + seed + (5.0 if strategy == "darts" else 0.0)
+    nni.report_intermediate_result({"default": 1.0 / (seed + 1), "val_loss": 1.0 / (seed + 1), "epoch": 1})
+    nni.report_final_result({"default": psnr, "psnr": psnr, "ssim": 0.5 + 0.1 * seed, "params": 1000 * (seed + 1),
+                             "flops": 1e9 * (seed + 1), "search_seconds": 2.0 * (seed + 1), "strategy": strategy,
+                             "seed": seed, "genotype": json.dumps(genotype)})
+""")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A finished NNI experiment (4 trials: cooperative x seeds 0, 1; darts x seeds 0, 1, the last failing)."""
+    from nni.experiment import Experiment
+    from nni.tools.nnictl import config_utils
+
+    root = tmp_path_factory.mktemp("report")
+    home = root / "home"
+    defaults = config_utils.Experiments.__init__.__defaults__
+    config_utils.Experiments.__init__.__defaults__ = (str(home / "nni-experiments"),)
+    script = root / "trial.py"
+    script.write_text(TRIAL)
+    experiment = Experiment("local")
+    config = experiment.config
+    config.experiment_name = "report-test"
+    config.search_space = {"strategy": {"_type": "choice", "_value": ["cooperative", "darts"]},
+                           "seed": {"_type": "choice", "_value": [0, 1]}}
+    config.tuner.name = "GridSearch"
+    config.trial_command = shlex.join([sys.executable, str(script)])
+    config.trial_code_directory = str(root)
+    config.trial_concurrency = 2
+    config.max_trial_number = 4
+    config.experiment_working_directory = str(root / "experiments")
+    port = free_port()
+    try:
+        experiment.start(port)
+        processes = process_tree(experiment._proc.pid)
+        try:
+            wait_until(lambda: trials_finished(port, 4), 120, 1.0, "the four trials")
+            while_running = load_experiment(root / "experiments" / experiment.id)  # the manager holds the DB open
+            assert rest(port, "/check-status")["status"] in ("DONE", "RUNNING", "NO_MORE_TRIAL")
+        finally:
+            experiment.stop()
+        assert_all_gone(processes)
+    finally:
+        config_utils.Experiments.__init__.__defaults__ = defaults
+    return {"root": root, "home": home, "id": experiment.id, "dir": root / "experiments" / experiment.id,
+            "while_running": while_running}
+
+
+def test_reads_trials_parameters_and_metrics(recorded):
+    data = load_experiment(recorded["dir"])
+    assert data.experiment_id == recorded["id"] and data.config["experimentName"] == "report-test"
+    assert len(data.trials) == 4 and len(recorded["while_running"].trials) == 4
+    by_key = {(t.strategy, t.seed): t for t in data.trials}
+    assert sorted(by_key) == [("cooperative", 0), ("cooperative", 1), ("darts", 0), ("darts", 1)]
+    assert by_key[("darts", 1)].status == "FAILED" and by_key[("darts", 1)].final is None
+    for (strategy, seed), trial in by_key.items():
+        if trial.status == "SUCCEEDED":
+            assert trial.parameters == {"strategy": strategy, "seed": seed}
+            assert trial.metric("psnr") == 10.0 + seed + (5.0 if strategy == "darts" else 0.0)
+            assert trial.intermediate == [{"default": 1.0 / (seed + 1), "val_loss": 1.0 / (seed + 1), "epoch": 1}]
+            assert trial.arch()["iem"][0] == trial.arch()["operations"][seed]
+
+
+def test_mean_and_spread_over_seeds(recorded):
+    summaries = {s.strategy: s for s in summarize(load_experiment(recorded["dir"]))}
+    assert list(summaries) == ["cooperative", "darts"]
+    cooperative, darts = summaries["cooperative"], summaries["darts"]
+    psnr = cooperative.metrics["psnr"]
+    assert (psnr.mean, psnr.low, psnr.high, psnr.count) == (10.5, 10.0, 11.0, 2)
+    assert psnr.std == pytest.approx(statistics.stdev([10.0, 11.0]))
+    assert cooperative.metrics["params"].mean == 1500 and cooperative.metrics["search_seconds"].mean == 3.0
+    assert darts.metrics["psnr"].mean == 15.0 and darts.metrics["psnr"].std is None and len(darts.succeeded) == 1
+    # probabilities averaged over the seeds: seed 0 peaks at column r, seed 1 at r + 1
+    iem = cooperative.probs["iem"]
+    assert iem[0][0] == pytest.approx(0.25) and iem[0][1] == pytest.approx(0.25) and iem[0][2] == pytest.approx(0.1)
+    assert darts.probs["iem"][3][3] == pytest.approx(0.4) and cooperative.probs_count == 2
+
+
+def test_report_files_from_an_experiment_id(recorded):
+    out = recorded["root"] / "out"
+    result = ruas_cli(["report", recorded["id"], "--out", str(out)], recorded["home"])
+    assert result.returncode == 0, result.stderr
+    text = (out / "report.md").read_text()
+    assert "| cooperative | 2/2 | 10.500 ± 0.707 (10.000..11.000) | 0.5500 ± 0.0707 (0.5000..0.6000) |" in text
+    assert "| darts | 1/2 | 15.000 |" in text
+    failed = next(t for t in load_experiment(recorded["dir"]).trials if t.status == "FAILED")
+    assert "## Failed trials" in text and f"`{failed.trial_id}`" in text
+    assert "Best trial:" in text and "(darts, seed 0): PSNR 15.000 dB" in text
+    for name in ("psnr_vs_params.png", "alphas_cooperative.png", "alphas_darts.png", "alphas.png"):
+        assert f"({name})" in text or name == "alphas.png"
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 400 and image.height > 300
+            assert len(image.convert("RGB").getcolors(1 << 16) or []) > 5  # drawn, not blank
+    with Image.open(out / "alphas_darts.png") as image:  # the single seed's peak gets the top colour
+        colours = {rgb for _, rgb in image.convert("RGB").getcolors(1 << 16)}
+    assert _heat_colour(1.0) in colours and _heat_colour(0.0) in colours
+
+
+def test_experiment_is_found_by_folder_or_id(recorded, tmp_path):
+    assert locate_experiment(str(recorded["dir"])) == recorded["dir"]
+    assert locate_experiment(str(recorded["dir"] / "db" / "nni.sqlite")) == recorded["dir"]
+    assert locate_experiment(recorded["id"], experiment_dir=recorded["dir"].parent) == recorded["dir"]
+    with pytest.raises(UsageError, match="not an NNI experiment folder"):
+        locate_experiment(str(tmp_path))
+    report = write_report(str(recorded["dir"]), tmp_path / "r")
+    assert report.read_text().startswith(f"# NNI experiment {recorded['id']}")
+
+
+def test_unknown_experiment_is_one_line_error(recorded):
+    result = ruas_cli(["report", "nosuchid"], recorded["home"])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "nosuchid: no such experiment folder" in result.stderr
+
