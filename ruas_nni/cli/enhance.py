@@ -124,16 +124,15 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     checkpoint, _ = load_model(args.checkpoint)
+    tune_allocator()
+    enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
+                        compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
+                        workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout)
     plan = plan_jobs(sources, out_dir, overwrite=args.overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"-o {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
-
-    tune_allocator()
-    enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
-                        compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
-                        workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout)
 
     from tqdm import tqdm
 
