@@ -83,10 +83,12 @@ class CompareConfig:
     data: list[str] = field(default_factory=list, metadata={"help": "folders of unpaired low-light images"})
     eval_data: str | None = field(default=None, metadata={"help": "paired folder (low/, high/) to score on"})
     repeats: int = field(default=1, metadata={"min": 1, "help": "seeds per strategy (0 .. repeats-1)"})
-    epochs: int = field(default=20, metadata={"min": 1, "help": "search epochs"})
+    # A quick comparison by default (a trial is a whole search plus training); the paper's settings
+    # are epochs 20, crop 320, train_steps 800 (examples/compare.yaml).
+    epochs: int = field(default=4, metadata={"min": 1, "help": "search epochs"})
     steps: int | None = field(default=None, metadata={"min": 1, "help": "search steps per epoch (null: all)"})
-    crop: int = field(default=320, metadata={"min": 8, "help": "crop side of search and training"})
-    train_steps: int = field(default=800, metadata={"min": 1, "help": "training steps of each searched network"})
+    crop: int = field(default=128, metadata={"min": 8, "help": "crop side of search and training"})
+    train_steps: int = field(default=200, metadata={"min": 1, "help": "training steps of each searched network"})
     port: int = field(default=8080, metadata={"min": 1, "max": 65535, "help": "port of the NNI manager and web UI"})
     concurrency: int = field(default=1, metadata={"min": 1, "help": "trials running at the same time"})
     gpus_per_trial: int = field(default=0, metadata={"min": 0, "help": "GPUs per trial (0: CPU)"})

@@ -371,6 +371,14 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def _padded_range(values: Sequence[float], minimum_span: float) -> tuple[float, float]:
+    """``[min, max]`` of ``values`` widened to at least ``minimum_span`` and padded by 10 %."""
+    low, high = min(values), max(values)
+    span = max(high - low, minimum_span)
+    centre = (low + high) / 2
+    return centre - span * 0.6, centre + span * 0.6
+
+
 def _format_tick(value: float) -> str:
     if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
         return f"{value:.3g}"
@@ -398,10 +406,8 @@ def plot_psnr_vs_params(summaries: Sequence[StrategySummary], path: str | os.Pat
         draw.text((left + 20, top + plot_h // 2), "no finished trial with psnr and params", fill="black", font=font)
     else:
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        pad_x = (max(xs) - min(xs)) * 0.1 or max(abs(max(xs)) * 0.1, 1.0)
-        pad_y = (max(ys) - min(ys)) * 0.1 or 0.5
-        x_ticks = _nice_ticks(min(xs) - pad_x, max(xs) + pad_x)
-        y_ticks = _nice_ticks(min(ys) - pad_y, max(ys) + pad_y)
+        x_ticks = _nice_ticks(*_padded_range(xs, minimum_span=max(abs(max(xs)) * 0.1, 10.0)))
+        y_ticks = _nice_ticks(*_padded_range(ys, minimum_span=1.0))  # at least 1 dB tall
         x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
 
         def to_pixel(x: float, y: float) -> tuple[float, float]:
@@ -472,7 +478,7 @@ def _heatmap_panel(matrix: Sequence[Sequence[float]], title: str, cell: int = 54
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
             if c == chosen:
                 draw.rectangle([x + 1, y + 1, x + cell - 2, y + cell - 2], outline="white", width=2)
-            text = f"{value:.3f}"
+            text = f"{value:.4f}"
             w, h = _text_size(draw, text, small)
             ink = "black" if scaled > 0.6 else "white"
             draw.text((x + (cell - w) / 2, y + (cell - h) / 2 - 2), text, fill=ink, font=small)
@@ -515,7 +521,7 @@ def plot_alpha_heatmaps(summary: StrategySummary, path: str | os.PathLike[str]) 
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     seeds = f"mean of {summary.probs_count} seed{'s' if summary.probs_count != 1 else ''}"
-    draw.text((10, 10), f"{summary.strategy}: softmax of the architecture weights ({seeds}); ringed = chosen",
+    draw.text((10, 10), f"{summary.strategy}: softmax of the architecture weights ({seeds}); ringed: most probable",
               fill="black", font=_font(18))
     x = 10
     for panel in panels:
@@ -636,7 +642,8 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
         lines.append(f"![PSNR against parameters]({figures['psnr_vs_params'].name})")
     lines += ["", "## Architecture probabilities (paper Fig. 9)", "",
               "Per edge (rows e1..e7) the softmax of the architecture weights over the operations (columns), "
-              "averaged over seeds; the ringed cell of each row is the chosen operation.", ""]
+              "averaged over seeds; the ringed cell of each row is the most probable operation (the one a "
+              "search derives).", ""]
     any_heatmap = False
     for summary in summaries:
         key = f"alphas_{_safe_name(summary.strategy)}"

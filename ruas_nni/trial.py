@@ -60,9 +60,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-STRATEGIES = ("cooperative", "separate", "joint", "darts", "gumbel-darts")
-"""Search strategies a trial can run: RUAS's cooperative bilevel search, its two ablations (paper
-Fig. 9: ``separate``, naive ``joint``), and NNI's own ``DARTS`` and ``GumbelDARTS`` baselines."""
+# Search strategies a trial can run (those of ``ruas-nni search``): RUAS's cooperative bilevel search,
+# its two ablations (paper Fig. 9: ``separate``, naive ``joint``), NNI's ``DARTS`` and ``GumbelDARTS``.
+from .search import STRATEGIES  # noqa: E402
 
 FLOPS_SIZE = (600, 400)
 """Width and height at which FLOPs are counted (the paper's Table 2 uses 600 x 400 LOL images)."""

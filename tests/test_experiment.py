@@ -1,6 +1,6 @@
 """NNI experiments for real: `ruas-nni compare` starts an NNI manager on localhost whose trials search,
-train and evaluate; the REST API, the web UI, the TensorBoard button, `nnictl stop`, multi-trial NAS
-on RUASSpace, and NNI 3.0's parameter hand-out fixed in the trials."""
+train and evaluate; the REST API, the web UI, the TensorBoard button, `nnictl stop`, waiting and
+Ctrl-C, multi-trial NAS on RUASSpace. (NNI 3.0's parameter hand-out is tested in test_report.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import random
 import shlex
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -214,55 +213,6 @@ def test_nnictl_stop_leaves_nothing_behind(compare_run):
 
 
 # --------------------------------------------------------------------------------------------
-# NNI 3.0 hands parameters to whichever trial asks first; trials correct it
-
-
-def test_trials_run_the_parameters_the_web_ui_lists(tmp_path, monkeypatch):
-    from nni.experiment import Experiment
-    from nni.tools.nnictl import config_utils
-
-    monkeypatch.setattr(config_utils.Experiments.__init__, "__defaults__", (str(tmp_path / "home"),))
-    script = tmp_path / "trial.py"
-    script.write_text(textwrap.dedent("""
-        import os, time
-        import nni
-        from ruas_nni.trial import adopt_manager_parameters
-        if os.environ["NNI_TRIAL_SEQ_ID"] == "0":
-            time.sleep(6)  # the second trial asks first and gets the first trial's parameters
-        received = nni.get_next_parameter()["x"]
-        adopted = adopt_manager_parameters()
-        nni.report_final_result({"default": 0, "received": received, "ran": nni.get_current_parameter()["x"],
-                                 "adopted": adopted})
-    """))
-    experiment = Experiment("local")
-    config = experiment.config
-    config.search_space = {"x": {"_type": "choice", "_value": [10, 11]}}
-    config.tuner.name = "GridSearch"
-    config.trial_command = shlex.join([sys.executable, str(script)])
-    config.trial_code_directory = str(tmp_path)
-    config.trial_concurrency = 2
-    config.max_trial_number = 2
-    config.experiment_working_directory = str(tmp_path / "experiments")
-    port = free_port()
-    experiment.start(port)
-    processes = process_tree(experiment._proc.pid)
-    try:
-        jobs = wait_until(lambda: trials_finished(port, 2), 90, 1.0, "the trials")
-    finally:
-        experiment.stop()
-    assert_all_gone(processes)
-    finals = []
-    for job in jobs:
-        assert job["status"] == "SUCCEEDED", job
-        final = decode_metric(job["finalMetricData"][-1]["data"])
-        assert final["ran"] == json.loads(job["hyperParameters"][-1])["parameters"]["x"]
-        assert job["finalMetricData"][-1]["parameterId"] == str(json.loads(job["hyperParameters"][-1])["parameter_id"])
-        finals.append(final)
-    assert sorted(f["ran"] for f in finals) == [10, 11]
-    assert any(f["received"] != f["ran"] and f["adopted"] for f in finals), finals  # NNI's mix-up happened
-
-
-# --------------------------------------------------------------------------------------------
 # multi-trial NAS on RUASSpace
 
 
@@ -320,3 +270,51 @@ def test_multi_trial_nas_through_the_nni_manager(demo_data, tmp_path):
     for arch in exported:
         Genotype.from_any(arch)
     assert not listening(port)
+
+
+def test_compare_waits_then_keeps_the_web_ui_until_ctrl_c(demo_data, tmp_path):
+    """Without --detach: trial statuses are printed, the web UI stays up after the trials, Ctrl-C
+    stops the experiment and nothing is left behind."""
+    import queue
+    import signal
+    import subprocess
+    import threading
+
+    from nni_utils import ROOT, home_env
+
+    home = tmp_path / "home"
+    home.mkdir()
+    pairs = small_pairs(Path(demo_data.eval), tmp_path / "pairs")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ruas_nni", "compare", "--strategies", "darts", "--data", str(demo_data.train),
+         "--eval-data", str(pairs), "--epochs", "1", "--steps", "1", "--crop", "16", "--train-steps", "1",
+         "--port", str(port), "--experiment-dir", str(tmp_path / "experiments")],
+        cwd=ROOT, env=home_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    seen: list[str] = []
+
+    def read_until(text: str, timeout: float) -> None:
+        def found() -> bool:
+            while not lines.empty():
+                seen.append(lines.get())
+            return any(text in line for line in seen)
+        wait_until(found, timeout, 0.5, f"{text!r} in the output of ruas-nni compare")
+
+    try:
+        read_until("web UI stays up", 180)
+        assert any("(strategy darts seed 0): SUCCEEDED  PSNR" in line for line in seen), seen
+        assert any("all trials finished: 1 of 1 succeeded" in line for line in seen)
+        experiment_id = next(line.split(": ", 1)[1].strip() for line in seen if line.startswith("experiment id: "))
+        processes = process_tree(manager_pid(home, experiment_id))
+        assert processes and listening(port) and rest(port, "/check-status")["status"] == "DONE"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        read_until("experiment stopped", 5)
+        assert_all_gone(processes)
+        assert not listening(port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -3,6 +3,7 @@ and write known architecture probabilities; the tables, the spread over seeds an
 
 from __future__ import annotations
 
+import json
 import shlex
 import statistics
 import sys
@@ -19,9 +20,12 @@ TRIAL = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     import nni
+    import time
     from ruas_nni.trial import adopt_manager_parameters
-    nni.get_next_parameter()
-    adopt_manager_parameters()
+    if os.environ["NNI_TRIAL_SEQ_ID"] == "0":
+        time.sleep(4)  # the second trial asks first: NNI 3.0 hands it the first trial's parameters
+    received = nni.get_next_parameter()
+    adopted = adopt_manager_parameters()
     p = nni.get_current_parameter()
     strategy, seed = p["strategy"], p["seed"]
     if strategy == "darts" and seed == 1:
@@ -38,7 +42,8 @@ TRIAL = textwrap.dedent("""
     nni.report_intermediate_result({"default": 1.0 / (seed + 1), "val_loss": 1.0 / (seed + 1), "epoch": 1})
     nni.report_final_result({"default": psnr, "psnr": psnr, "ssim": 0.5 + 0.1 * seed, "params": 1000 * (seed + 1),
                              "flops": 1e9 * (seed + 1), "search_seconds": 2.0 * (seed + 1), "strategy": strategy,
-                             "seed": seed, "genotype": json.dumps(genotype)})
+                             "seed": seed, "genotype": json.dumps(genotype), "received": received,
+                             "adopted": adopted})
 """)
 
 
@@ -95,6 +100,27 @@ def test_reads_trials_parameters_and_metrics(recorded):
             assert trial.metric("psnr") == 10.0 + seed + (5.0 if strategy == "darts" else 0.0)
             assert trial.intermediate == [{"default": 1.0 / (seed + 1), "val_loss": 1.0 / (seed + 1), "epoch": 1}]
             assert trial.arch()["iem"][0] == trial.arch()["operations"][seed]
+
+
+def test_trials_ran_what_the_web_ui_lists(recorded):
+    """NNI 3.0 gives queued parameters to whichever trial asks first (microsoft/nni#5726); the first
+    trial waits, so the second receives its parameters. ``adopt_manager_parameters`` makes each run
+    (and report under) the parameters the manager lists for it."""
+    jobs = {t.trial_id: t for t in load_experiment(recorded["dir"]).trials}
+    finals = [t.final for t in jobs.values() if t.final]
+    for trial in jobs.values():
+        if trial.final:
+            assert {"strategy": trial.final["strategy"], "seed": trial.final["seed"]} == trial.parameters
+    assert any(f["adopted"] and f["received"] != {"strategy": f["strategy"], "seed": f["seed"]} for f in finals), finals
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{recorded['dir'] / 'db' / 'nni.sqlite'}?mode=ro", uri=True)
+    listed = {row[0]: json.loads(row[1])["parameter_id"] for row in
+              connection.execute("select trialJobId, data from TrialJobEvent where event = 'RUNNING'")}
+    reported = {row[0]: int(row[1]) for row in
+                connection.execute("select trialJobId, parameterId from MetricData where type = 'FINAL'")}
+    connection.close()
+    assert reported and all(reported[t] == listed[t] for t in reported)
 
 
 def test_mean_and_spread_over_seeds(recorded):

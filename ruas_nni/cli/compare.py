@@ -17,6 +17,10 @@ genotype}; TensorBoard logs are where the web UI's TensorBoard button finds them
 Strategies: cooperative (RUAS, paper Algorithm 1), separate and joint (the paper's Fig. 9
 ablations), darts and gumbel-darts (NNI's DARTS and GumbelDARTS).
 
+Defaults are a quick comparison (4 search epochs, 128-pixel crops, 200 training steps): every
+trial is a whole search plus training. The paper's settings are --epochs 20 --crop 320
+--train-steps 800 (examples/compare.yaml); give them a GPU.
+
 Prints the experiment id and the web UI address. Without --detach it waits for the trials, then
 keeps the web UI up until Ctrl-C. With --detach it returns at once; `nnictl stop --port PORT` stops
 the experiment. `ruas-nni report EXPERIMENT_ID` writes tables and plots afterwards.
@@ -42,11 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-data", default=None, metavar="PAIRED_DIR",
                         help="folder with low/ and high/ to score each trial's network on (never trained on)")
     parser.add_argument("--repeats", type=int, default=None, metavar="N", help="seeds per strategy (default 1)")
-    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="search epochs (default 20)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N", help="search epochs (default 4; the paper: 20)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="search steps per epoch (default: one pass over the images)")
-    parser.add_argument("--crop", type=int, default=None, metavar="N", help="crop side (default 320)")
-    parser.add_argument("--train-steps", type=int, default=None, metavar="N", help="training steps (default 800)")
+    parser.add_argument("--crop", type=int, default=None, metavar="N", help="crop side (default 128; the paper: 320)")
+    parser.add_argument("--train-steps", type=int, default=None, metavar="N", help="training steps (default 200; the paper: 800)")
     parser.add_argument("--port", type=int, default=None, metavar="P", help="NNI manager / web UI port (default 8080)")
     parser.add_argument("--concurrency", type=int, default=None, metavar="N", help="trials at a time (default 1)")
     parser.add_argument("--experiment-dir", default=None, metavar="DIR",

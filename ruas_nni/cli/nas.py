@@ -22,12 +22,11 @@ web UI up until Ctrl-C (unless --no-wait-ui).
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ruas_nni.experiment import NAS_STRATEGIES
-
     parser = subparsers.add_parser(
         "nas", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--strategy", choices=NAS_STRATEGIES, default=None, help="NNI multi-trial strategy")
+    parser.add_argument("--strategy", default=None, metavar="NAME",
+                        help="NNI multi-trial strategy: random, evolution (default) or tpe")
     parser.add_argument("--data", action="append", default=None, metavar="DIR",
                         help="folder of unpaired low-light images for training (repeat for several)")
     parser.add_argument("--val-data", default=None, metavar="PAIRED_DIR",
