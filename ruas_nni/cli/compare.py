@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-ORDER = 50
+ORDER = 70
 HELP = "compare search strategies as NNI trials (NNI manager + web UI on localhost)"
 
 DESCRIPTION = """\

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-ORDER = 51
+ORDER = 71
 HELP = "multi-trial NAS on RUASSpace (Random / RegularizedEvolution / TPE), trials on NNI's web UI"
 
 DESCRIPTION = """\

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-ORDER = 52
+ORDER = 72
 HELP = "tables and plots (PSNR vs parameters, alpha heatmaps) of a compare or nas experiment"
 
 DESCRIPTION = """\
