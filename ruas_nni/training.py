@@ -315,8 +315,11 @@ class RUASTrainingModule(pl.LightningModule):
         self.last_losses = losses
         if ok:
             self.bad_steps_in_a_row = 0
-            if self.logger is not None and (step + 1) % self.config.log_every == 0:
-                self.logger.log_metrics(losses, step=step + 1)
+            if self.logger is not None:
+                # the IEM loss every log_every steps; the NRM loss whenever the (sparser) NRM step ran
+                due = {k: v for k, v in losses.items() if k != "loss/iem" or (step + 1) % self.config.log_every == 0}
+                if due:
+                    self.logger.log_metrics(due, step=step + 1)
             return
         self.bad_steps_in_a_row += 1
         self.skipped_steps += 1
@@ -374,6 +377,8 @@ class _ChunkEnd(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: RUASTrainingModule) -> None:
         steps_done = module.progress.steps_done
+        if module.bad_steps_in_a_row:
+            return  # in a streak of skipped steps: keep the last checkpoint that ended on a good step
         trainer.save_checkpoint(self.run.state_path)
         if trainer.is_global_zero:
             self.run.write_model(module.net, steps_done, complete=steps_done >= self.run.config.steps)

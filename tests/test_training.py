@@ -1,0 +1,278 @@
+"""``ruas-nni train``: the reference-free training of an exported genotype (spec Sec. 2 and 4).
+
+Runs are tiny (a few steps on 32-48 pixel crops of the built-in demo data) so the file stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import ruas_nni.training as training
+from ruas_nni.checkpoint import load_checkpoint
+from ruas_nni.cli import main
+from ruas_nni.errors import UsageError
+from ruas_nni.losses import illumination_loss, smoothness
+from ruas_nni.training import TrainConfig, TrainingDiverged, build_network, prepare_training, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(data: Path, **overrides) -> TrainConfig:
+    values = {"data": [str(data)], "steps": 6, "crop": 32, "checkpoint_every": 3, "seed": 0}
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _train(config: TrainConfig, out: Path, resume: bool = False):
+    return train(prepare_training(config, out, resume=resume), device="cpu", progress=False)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the loss the trainer optimises ----------------------------------------------------------
+
+
+def test_smoothness_is_the_spec_sum_over_24_offsets() -> None:
+    """R = sum over the 24 offsets of mean(w) * mean(|t(p) - t(q)|), w = exp(c * sum_c (g(p)-g(q))^2)."""
+    torch.manual_seed(0)
+    guide, t = torch.rand(1, 3, 9, 11), torch.rand(1, 3, 9, 11)
+    c = -0.5
+    expected = torch.zeros((), dtype=torch.float64)
+    height, width = 9, 11
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            if (dy, dx) == (0, 0):
+                continue
+            p = (slice(None), slice(None), slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx)))
+            q = (slice(None), slice(None), slice(max(0, dy), height - max(0, -dy)), slice(max(0, dx), width - max(0, -dx)))
+            weight = torch.exp(c * (guide[p] - guide[q]).pow(2).sum(dim=1)).double()
+            expected += weight.mean() * (t[p] - t[q]).abs().double().mean()
+    assert float(smoothness(guide, t, c)) == pytest.approx(float(expected), rel=1e-5)
+
+
+# -- training behaviour -----------------------------------------------------------------------
+
+
+def test_training_lowers_the_illumination_loss_and_writes_model_and_logs(demo_data, tmp_path: Path) -> None:
+    config = _config(demo_data.train, steps=24, crop=48, checkpoint_every=8, log_every=2, sample_every=8)
+    run = prepare_training(config, tmp_path / "run")
+    crops = torch.stack([run.images[i] for i in range(len(run.images))])
+    before = build_network(run)
+    result = train(run, device="cpu", progress=False)
+
+    def loss(network) -> float:
+        with torch.no_grad():
+            _, illuminations = network.iem(crops)
+            return float(illumination_loss(crops, illuminations[-1], guide="ycbcr"))
+
+    after = load_checkpoint(result.model_path).build()
+    assert loss(after) < 0.8 * loss(before)
+    metadata = load_checkpoint(result.model_path).metadata
+    assert metadata["steps"] == 24 and metadata["complete"] is True and metadata["seed"] == 0
+    assert metadata["recipe"]["iem_lr"] == 0.015 and metadata["data"] == [str(demo_data.train)]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert "loss/iem" in events.Tags()["scalars"] and "loss/nrm" in events.Tags()["scalars"]
+    assert "samples/input|iem|final" in events.Tags()["images"]
+    assert [e.step for e in events.Scalars("loss/iem")][:3] == [2, 4, 6]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(demo_data, tmp_path: Path) -> None:
+    first = _train(_config(demo_data.train), tmp_path / "a")
+    second = _train(_config(demo_data.train), tmp_path / "b")
+    third = _train(_config(demo_data.train, seed=1), tmp_path / "c")
+    assert _same(_weights(first.model_path), _weights(second.model_path))
+    assert not _same(_weights(first.model_path), _weights(third.model_path))
+
+
+def test_nrm_steps_every_period_and_fresh_forward(demo_data, tmp_path: Path) -> None:
+    """With nrm_period 4 and 6 steps the NRM steps at steps 0 and 4 only; its initial head is zero."""
+    config = _config(demo_data.train, nrm_period=4, iem_lr=0.0, momentum=0.0, weight_decay=0.0)
+    run = prepare_training(config, tmp_path / "run")
+    initial = build_network(run)
+    assert torch.count_nonzero(initial.nrm.head.weight) == 0
+    calls = []
+    original = training.noise_loss
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    training.noise_loss = counting
+    try:
+        result = train(run, device="cpu", progress=False)
+    finally:
+        training.noise_loss = original
+    assert len(calls) == 2
+    trained = result.checkpoint.state_dict
+    assert all(torch.equal(trained[k], v) for k, v in initial.state_dict().items() if k.startswith("iem."))  # lr 0
+    assert not torch.equal(trained["nrm.head.weight"], initial.nrm.head.weight)
+
+
+def test_init_nrm_from_the_authors_denoise_weights(reference_dir: Path, demo_data, tmp_path: Path) -> None:
+    from ruas_nni.checkpoint import load_nrm_init
+
+    run = prepare_training(_config(demo_data.train, init_nrm=str(reference_dir / "denoise.pt")), tmp_path / "run")
+    network = build_network(run)
+    expected = load_nrm_init(reference_dir / "denoise.pt")
+    assert _same({k: v for k, v in network.nrm.state_dict().items()}, expected)
+
+
+# -- robustness ------------------------------------------------------------------------------
+
+
+def test_a_few_non_finite_losses_are_skipped(demo_data, tmp_path: Path, monkeypatch) -> None:
+    original = training.illumination_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        calls["n"] += 1
+        value = original(*args, **kwargs)
+        return value * float("nan") if calls["n"] in (2, 3) else value
+
+    monkeypatch.setattr(training, "illumination_loss", sometimes_nan)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        result = _train(_config(demo_data.train), tmp_path / "run")
+    assert result.skipped_steps == 2 and result.steps == 6
+    assert all(torch.isfinite(v).all() for v in result.checkpoint.state_dict.values())
+
+
+def test_repeated_non_finite_losses_stop_with_the_last_good_checkpoint(demo_data, tmp_path: Path, monkeypatch) -> None:
+    original = training.illumination_loss
+    calls = {"n": 0}
+
+    def nan_after_four(*args, **kwargs):
+        calls["n"] += 1
+        value = original(*args, **kwargs)
+        return value * float("inf") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(training, "illumination_loss", nan_after_four)
+    out = tmp_path / "run"
+    with pytest.warns(RuntimeWarning), pytest.raises(TrainingDiverged, match=r"5 non-finite steps in a row \(steps 5-9\)"):
+        _train(_config(demo_data.train, steps=20, checkpoint_every=2), out)
+    kept = load_checkpoint(out / "model.pt")
+    assert kept.metadata["steps"] == 4 and kept.metadata["complete"] is False
+    assert all(torch.isfinite(v).all() for v in kept.state_dict.values())
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("extra", "config_text", "message"),
+    [
+        ([], "stepz: 3\n", "unknown key 'stepz'"),
+        ([], "warm_start: cold\n", "'warm_start' must be one of rectified, plain, fixed"),
+        (["--crop", "4"], "", "--crop must be at least 8"),
+        (["--crop", "4000"], "", "--crop 4000 is larger than every image"),
+        (["--arch", "nowhere.json"], "", "--arch nowhere.json: no such file"),
+        (["--device", "tpu"], "", "--device must be one of"),
+    ],
+)
+def test_bad_configs_and_flags_fail_up_front(demo_data, tmp_path: Path, capsys, extra, config_text, message) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text(config_text)
+    out = tmp_path / "out"
+    code, err = _cli(["train", "--data", str(demo_data.train), "--out", str(out), "--config", str(config),
+                      "--quiet", *extra], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (out / "model.pt").exists()
+
+
+def test_empty_data_folder_fails_up_front(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    code, err = _cli(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "no image files found" in err and len(err.splitlines()) == 1
+
+
+def test_arch_json_from_a_search_is_accepted(demo_data, tmp_path: Path) -> None:
+    arch = {"iem": ["conv_3x3"] * 7, "nrm": ["skip_connect"] * 6 + ["conv_1x1"], "probs": {"iem/e1": [1.0]}}
+    (tmp_path / "arch.json").write_text(json.dumps(arch))
+    result = _train(_config(demo_data.train, arch=str(tmp_path / "arch.json"), steps=2), tmp_path / "run")
+    assert list(result.checkpoint.genotype.iem) == arch["iem"]
+    assert list(load_checkpoint(result.model_path).genotype.nrm) == arch["nrm"]
+
+
+def test_existing_run_needs_resume_and_the_same_recipe(demo_data, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _train(_config(demo_data.train, steps=3), out)
+    with pytest.raises(UsageError, match="already holds a training run"):
+        prepare_training(_config(demo_data.train, steps=3), out)
+    with pytest.raises(UsageError, match="iem_lr=0.015, now iem_lr=0.02"):
+        prepare_training(_config(demo_data.train, steps=3, iem_lr=0.02), out, resume=True)
+    # more steps are allowed: the run goes on, and equals a run that asked for 6 steps from the start
+    resumed = _train(_config(demo_data.train, steps=6), out, resume=True)
+    straight = _train(_config(demo_data.train, steps=6), tmp_path / "straight")
+    assert _same(resumed.checkpoint.state_dict, straight.checkpoint.state_dict)
+
+
+def _train_command(data: Path, out: Path, config: Path) -> list[str]:
+    return [sys.executable, "-m", "ruas_nni", "train", "--data", str(data), "--steps", "120", "--crop", "32",
+            "--seed", "3", "--out", str(out), "--config", str(config), "--device", "cpu", "--quiet"]
+
+
+def test_killed_run_resumes_to_the_same_weights(demo_data, tmp_path: Path) -> None:
+    """A real SIGKILL of a training process mid-run, then --resume: same weights as one clean run."""
+    config = tmp_path / "train.yaml"
+    config.write_text("checkpoint_every: 4\n")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    straight = tmp_path / "straight"
+    subprocess.run(_train_command(demo_data.train, straight, config), check=True, env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(demo_data.train, killed, config), env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while not (killed / "model.pt").exists():
+            assert process.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    steps_at_kill = load_checkpoint(killed / "model.pt").metadata["steps"]
+    assert steps_at_kill < 120, "the run was not interrupted mid-way"
+
+    subprocess.run(_train_command(demo_data.train, killed, config) + ["--resume"], check=True, env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert load_checkpoint(killed / "model.pt").metadata["steps"] == 120
+    assert _same(_weights(killed / "model.pt"), _weights(straight / "model.pt"))
+    assert not list((killed / "checkpoints").glob(".*.tmp"))
+
+
+def test_example_config_lists_every_key_with_the_reference_defaults() -> None:
+    import dataclasses
+
+    import yaml
+
+    from ruas_nni.training import load_train_config
+
+    path = ROOT / "examples" / "train.yaml"
+    assert set(yaml.safe_load(path.read_text())) == {f.name for f in dataclasses.fields(TrainConfig)}
+    loaded, defaults = load_train_config(path, {}), TrainConfig()
+    differing = [f.name for f in dataclasses.fields(TrainConfig) if getattr(loaded, f.name) != getattr(defaults, f.name)]
+    assert differing == ["data"]
