@@ -519,6 +519,14 @@ def wait_for_trials(experiment: Any, port: int, print_line: Callable[[str], None
         time.sleep(poll_seconds)
 
 
+def _forget(experiment: Any) -> None:
+    """The manager was stopped from outside (``nnictl stop``): nothing is left for this process to stop
+    at exit (NNI would try, and log a traceback)."""
+    import atexit
+
+    atexit.unregister(experiment.stop)
+
+
 def keep_web_ui_until_interrupted(experiment: Any, port: int, print_line: Callable[[str], None] = print) -> None:
     """Keep the manager (and web UI) up until Ctrl-C, SIGTERM or ``nnictl stop``; then stop it."""
     from nni.experiment import rest
@@ -531,6 +539,7 @@ def keep_web_ui_until_interrupted(experiment: Any, port: int, print_line: Callab
                     rest.get(port, "/check-status")
                 except Exception:
                     print_line("the NNI manager has stopped")
+                    _forget(experiment)
                     return
                 time.sleep(2.0)
     except KeyboardInterrupt:
@@ -572,8 +581,7 @@ def run_attached(experiment: Any, port: int, print_line: Callable[[str], None] =
         raise
     except ConnectionError as exc:
         print_line(str(exc))
-        with contextlib.suppress(Exception):
-            experiment.stop()
+        _forget(experiment)
         return trials
     succeeded = sum(t.status == "SUCCEEDED" for t in trials)
     print_line(f"all trials finished: {succeeded} of {len(trials)} succeeded")
