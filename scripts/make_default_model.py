@@ -1,0 +1,115 @@
+"""Package a trained model as the project's default model (ruas_nni/models/default.pt + default.json).
+
+Usage (the last step of scripts/reproduce_default_model.sh)::
+
+    python scripts/make_default_model.py --model runs/default/train/model.pt \
+        --eval ../shared/data/lol_eval15 [--search runs/default/search/arch.json] \
+        [--compare NAME=PATH ...] --note "why this model"
+
+It scores the model on the paired evaluation folder exactly as ``ruas-nni evaluate`` does, counts
+its parameters and FLOPs (PyTorch's FLOP counter, via :mod:`ruas_nni.benchmark`), and writes the
+checkpoint with metadata saying how it was made: genotype and where it came from, the training
+recipe and data folders, the scores, and the exact commands (read from
+scripts/reproduce_default_model.sh). ``--compare`` records the scores of other candidates (e.g. the
+searched genotype when the paper genotype is shipped) so the choice is visible in the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ruas_nni.benchmark import count_flops, count_parameters  # noqa: E402
+from ruas_nni.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from ruas_nni.evaluation import evaluate, find_pairs  # noqa: E402
+from ruas_nni.genotype import PAPER_GENOTYPE  # noqa: E402
+
+TARGET = ROOT / "ruas_nni" / "models" / "default.pt"
+COMMANDS = ROOT / "scripts" / "reproduce_default_model.sh"
+
+
+def _commands() -> list[str]:
+    """The command lines of the reproduction script (comments and blank lines dropped, continuations joined)."""
+    lines, current = [], ""
+    for raw in COMMANDS.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#") or line.startswith("set ")):
+            continue
+        current += line[:-1].strip() + " " if line.endswith("\\") else line
+        if not line.endswith("\\"):
+            lines.append(current)
+            current = ""
+    return lines
+
+
+def _scores(path: Path, pairs) -> dict[str, float]:
+    result = evaluate(load_checkpoint(path), pairs)
+    return {"psnr": round(result.mean.psnr, 4), "ssim": round(result.mean.ssim, 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="the trained model.pt to ship")
+    parser.add_argument("--eval", required=True, help="paired folder to score on (LOL eval15)")
+    parser.add_argument("--search", default=None, help="arch.json of the search whose winner was trained, if any")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
+                        help="other candidates' model.pt to score and record (repeatable)")
+    parser.add_argument("--note", default="", help="a sentence on how and why this model was chosen")
+    parser.add_argument("--out", default=str(TARGET), help=f"where to write (default {TARGET.relative_to(ROOT)})")
+    args = parser.parse_args(argv)
+
+    source = load_checkpoint(args.model)
+    pairs = find_pairs(args.eval)
+    result = evaluate(source, pairs)
+    network = source.build()
+    flops = count_flops(network, 600, 400)
+    genotype = source.genotype
+    if genotype == PAPER_GENOTYPE:
+        genotype_source = {"kind": "paper", "text": "the genotype searched in the paper (Liu et al., CVPR 2021, Sec. 4)"}
+    else:
+        genotype_source = {"kind": "search", "text": f"the winner of the search in {args.search or source.metadata.get('arch')}"}
+    if args.search:
+        search = json.loads(Path(args.search).read_text())
+        genotype_source["search"] = {k: search.get(k) for k in
+                                     ("strategy", "seed", "epochs", "steps", "crop", "data", "seconds", "iem", "nrm")}
+    compared = {}
+    for item in args.compare:
+        name, _, path = item.partition("=")
+        compared[name] = _scores(Path(path), pairs) | {"genotype": load_checkpoint(path).genotype.to_dict()}
+    metadata = {
+        "name": "ruas-nni default model",
+        "genotype_source": genotype_source,
+        "training": source.metadata,
+        "lol_eval15": {"psnr": round(result.mean.psnr, 4), "ssim": round(result.mean.ssim, 4),
+                       "per_image": {k: v.to_dict() for k, v in result.per_image.items()},
+                       "definition": "ruas-nni evaluate: 8-bit rounded output, PSNR on RGB, SSIM gaussian 11 / 1.5"},
+        "compared_candidates": compared,
+        "parameters": count_parameters(network)["whole"],
+        "flops_600x400": {"whole": flops["whole"]["flops"], "iem": flops["iem"]["flops"],
+                          "counted_by": "torch.utils.flop_counter.FlopCounterMode (1 multiply-add = 2 FLOPs)"},
+        "commands": _commands(),
+        "note": args.note,
+        "evaluation_set_use": "lol_eval15 was used only to score candidate recipes and models "
+                              "(model selection on the test set, see docs/training.md); never to search or train",
+    }
+    checkpoint = Checkpoint(source.genotype, source.options, source.state_dict, metadata)
+    out = Path(args.out)
+    save_checkpoint(checkpoint, out)
+    sidecar = {k: v for k, v in metadata.items() if k != "training"} | {
+        "genotype": source.genotype.to_dict(), "options": source.options.to_dict(),
+        "training": {k: source.metadata.get(k) for k in ("arch", "data", "images_used", "init_nrm", "recipe", "seed",
+                                                         "steps", "seconds", "torch", "made_by")},
+    }
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    print(f"{out}: {result.mean.psnr:.3f} dB / {result.mean.ssim:.4f} on {len(pairs)} pairs, "
+          f"{metadata['parameters']} parameters, {flops['whole']['flops'] / 1e9:.3f} GFLOPs at 600x400")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
