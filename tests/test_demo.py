@@ -51,9 +51,17 @@ def test_quick_demo_runs_search_training_enhancement_and_scoring(quick_demo) -> 
     assert f"PSNR {scores['mean']['psnr']:.3f} dB" in stdout
 
 
-def test_demo_refuses_to_overwrite_an_earlier_run(quick_demo) -> None:
+def test_demo_runs_again_in_its_folder_but_refuses_a_foreign_one(quick_demo, tmp_path: Path) -> None:
     out, _ = quick_demo
-    completed = subprocess.run([sys.executable, "-m", "ruas_nni", "demo", "--quick", "--quiet", "--out", str(out)],
-                               cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 2
-    assert "--overwrite" in completed.stderr and len(completed.stderr.strip().splitlines()) == 1
+    again = subprocess.run([sys.executable, "-m", "ruas_nni", "demo", "--quick", "--quiet", "--out", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "replacing the results of an earlier demo" in again.stdout
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    refused = subprocess.run([sys.executable, "-m", "ruas_nni", "demo", "--quick", "--quiet", "--out", str(foreign)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "holds no earlier demo" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert (foreign / "thesis.tex").read_text() == "precious"

@@ -52,11 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", default="demo-run", help="folder for data and results (default: demo-run)")
+    parser.add_argument("--out", default="demo-run",
+                        help="folder for data and results (default: demo-run; an earlier demo's results there are replaced)")
     parser.add_argument("--quick", action="store_true", help="a much shorter run (smoke test, well under a minute)")
     parser.add_argument("--seed", type=int, default=0, help="seed of search and training (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier demo in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -98,10 +98,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "data" / "manifest.json").is_file():
+        raise UsageError(f"--out {out}: exists, is not empty and holds no earlier demo (no data/manifest.json); "
+                         "choose another --out")
     stages = ["search", "train", "enhanced", "side_by_side", "scores.json"]
     leftovers = [name for name in stages if (out / name).exists()]
-    if leftovers and not args.overwrite:
-        raise UsageError(f"--out {out} holds an earlier demo ({', '.join(leftovers)}); pass --overwrite or another --out")
+    if leftovers:
+        print(f"replacing the results of an earlier demo in {out}")
     for name in leftovers:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
