@@ -454,6 +454,8 @@ class TrainResult:
     steps: int
     seconds: float
     skipped_steps: int
+    is_global_zero: bool = True
+    """False in the other processes of a multi-device run (they write and print nothing)."""
 
 
 @dataclass
@@ -657,10 +659,12 @@ def train(run: TrainingRun, *, device: str = "auto", devices: int | str = 1, str
     steps_done = module.progress.steps_done
     extra = {"seconds": round(seconds, 1), "skipped_steps": module.skipped_steps,
              "device": f"{accelerator} x{devices}", "precision": str(precision)}
-    model_path = run.write_model(module.net, steps_done, complete=steps_done >= config.steps, extra=extra)
+    if trainer.is_global_zero:  # with several devices every process holds the same weights; one writes them
+        run.write_model(module.net, steps_done, complete=steps_done >= config.steps, extra=extra)
     checkpoint = Checkpoint.from_network(module.net, run.genotype, config.network_options(),
                                          run.metadata(steps_done, steps_done >= config.steps) | extra)
-    return TrainResult(model_path, checkpoint, steps_done, seconds, module.skipped_steps)
+    return TrainResult(run.model_path, checkpoint, steps_done, seconds, module.skipped_steps,
+                       is_global_zero=trainer.is_global_zero)
 
 
 def _steps_in(model_path: Path) -> Any:

@@ -69,6 +69,7 @@ def _devices(value: str):
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
 
     from ruas_nni.training import load_train_config, prepare_training, train
 
@@ -83,11 +84,15 @@ def run(args: argparse.Namespace) -> int:
     training_run = prepare_training(config, args.out, resume=args.resume)
     for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    print(f"training {training_run.arch_source} on {len(training_run.images.files)} images from "
-          f"{', '.join(config.data)}: {config.steps} steps of {config.batch_size} x {config.crop}x{config.crop} crops, "
-          f"seed {config.seed}" + (" (resuming)" if args.resume else ""))
+    first_process = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    if first_process:  # Lightning re-runs this command for the other devices of a multi-device run
+        print(f"training {training_run.arch_source} on {len(training_run.images.files)} images from "
+              f"{', '.join(config.data)}: {config.steps} steps of {config.batch_size} x {config.crop}x{config.crop} crops, "
+              f"seed {config.seed}" + (" (resuming)" if args.resume else ""))
     result = train(training_run, device=args.device, devices=devices, strategy=args.strategy,
                    precision=args.precision, progress=not args.quiet, threads=args.threads)
+    if not result.is_global_zero:
+        return 0
     skipped = f", {result.skipped_steps} non-finite step(s) skipped" if result.skipped_steps else ""
     print(f"model: {result.model_path} ({result.steps} steps, {result.seconds:.1f} s{skipped})")
     print(f"TensorBoard: tensorboard --logdir {training_run.out / 'tensorboard'}")
