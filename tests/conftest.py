@@ -36,3 +36,15 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory):
     from ruas_nni.demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo") / "data")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: the tensors of search and strategy tests are tiny, and one
+    thread is much faster than several on a small or shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,14 +13,7 @@ from torch.func import functional_call
 from ruas_nni.losses import illumination_loss, noise_loss
 from strategies import CooperativeBilevel, LowerStep, first_order_hypergradient, unrolled_hypergradient
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class MixedNet(nn.Module):

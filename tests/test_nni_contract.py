@@ -33,13 +33,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from strategies import CooperativeBilevel, CooperativeBilevelLightningModule
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------- spaces

@@ -59,6 +59,7 @@ class _LossModule(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.005, momentum=0.9)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_nni_darts_runs_on_ruas_space(tmp_path):
     torch.manual_seed(0)
     images = torch.rand(8, 3, 24, 24) * 0.2
