@@ -68,10 +68,10 @@ def smoothness(guide: torch.Tensor, t: torch.Tensor, coefficient: float = REFERE
     """``R(g, t)``: sum over the 24 neighbour offsets ``q - p`` with ``|dy|, |dx| <= 2`` of
     ``mean(w) * mean(|t(p) - t(q)|)`` with ``w = exp(c * sum_channels (g(p) - g(q))^2)`` (spec Sec. 2).
 
-    As in the authors' ``SmoothLoss``, the weight map and the absolute differences are averaged
-    separately (``torch.mean(w * norm(diff))`` with ``norm`` the mean over every element, channels
-    included) and multiplied. Each unordered pair of offsets contributes twice (both directions give
-    the same value), which is how the authors enumerate them. Offsets that do not fit are left out.
+    The weight map and the absolute differences are averaged separately (the latter over every
+    element, channels included) and the two means multiplied, as the spec and the authors' code do.
+    Each unordered pair of offsets contributes twice (both directions give the same value), which is
+    how the authors enumerate them. Offsets that do not fit in the image are left out.
     """
     total = t.new_zeros(())
     h, w = t.shape[-2:]
