@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ruas_nni.cli._arguments import whole_number
+
 ORDER = 60
 HELP = "parameters, FLOPs (PyTorch's counter) and latency: eager baseline vs the optimised engine"
 
@@ -30,16 +32,6 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("benchmark", help=HELP, description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--latency-size", type=_size, action="append", metavar="WxH",
                         help="image size for latency, repeatable (default 600x400 and 1920x1080)")
     parser.add_argument("--stage", choices=("final", "iem"), default="final", help="output whose latency is measured")
-    parser.add_argument("--rounds", type=_positive, default=2, help="alternated child processes per path (default 2)")
-    parser.add_argument("--runs", type=_positive, default=3, help="timed images per size in each child (default 3)")
+    parser.add_argument("--rounds", type=whole_number(1), default=2, help="alternated child processes per path (default 2)")
+    parser.add_argument("--runs", type=whole_number(1), default=3, help="timed images per size in each child (default 3)")
     parser.add_argument("--no-latency", action="store_true", help="parameters and FLOPs only")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     parser.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ruas_nni.cli._arguments import add_experiment_arguments
+
 ORDER = 70
 HELP = "compare search strategies as NNI trials (NNI manager + web UI on localhost)"
 
@@ -51,10 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="search steps per epoch (default: one pass over the images)")
     parser.add_argument("--crop", type=int, default=None, metavar="N", help="crop side (default 128; the paper: 320)")
     parser.add_argument("--train-steps", type=int, default=None, metavar="N", help="training steps (default 200; the paper: 800)")
-    parser.add_argument("--port", type=int, default=None, metavar="P", help="NNI manager / web UI port (default 8080)")
-    parser.add_argument("--concurrency", type=int, default=None, metavar="N", help="trials at a time (default 1)")
-    parser.add_argument("--experiment-dir", default=None, metavar="DIR",
-                        help="NNI experiment working directory (default ~/nni-experiments)")
+    add_experiment_arguments(parser)
     parser.add_argument("--detach", action="store_true", help="return once the experiment has started")
     parser.add_argument("--config", default=None, metavar="YAML", help="comparison settings; flags override them")
     parser.set_defaults(func=run)

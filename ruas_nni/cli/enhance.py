@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ruas_nni.cli._arguments import whole_number
+
 ORDER = 50
 HELP = "enhance low-light images (files or folders) into PNGs"
 
@@ -32,26 +34,6 @@ named on stderr in one line), 2 for bad flags or an unusable checkpoint.
 """
 
 
-def _compression(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a zlib level 0-9, got {text!r}") from None
-    if not 0 <= value <= 9:
-        raise argparse.ArgumentTypeError(f"expected a zlib level 0-9, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "enhance", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,12 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders of folder inputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     speed = parser.add_argument_group("speed")
-    speed.add_argument("--workers", type=_non_negative, default=0, metavar="N",
+    speed.add_argument("--workers", type=whole_number(0), default=0, metavar="N",
                        help="CPU worker threads (default 0: one per core)")
-    speed.add_argument("--tile-pixels", type=_non_negative, default=None, metavar="N",
+    speed.add_argument("--tile-pixels", type=whole_number(0), default=None, metavar="N",
                        help="largest tile, halo included, in pixels (default 330000 on CPU, 9000000 on CUDA; "
                             "0: never tile). Tiles are exact: the halo covers the network's receptive field")
-    speed.add_argument("--png-compression", type=_compression, default=None, metavar="0-9",
+    speed.add_argument("--png-compression", type=whole_number(0, 9), default=None, metavar="0-9",
                        help="zlib level of 8-bit PNG outputs (default: zlib's run-length strategy, as small as "
                             "Pillow's default level 6 and 2-3x faster to write)")
     speed.add_argument("--half", action="store_true", help="float16 on the GPU (needs --device cuda)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ruas_nni.cli._arguments import add_experiment_arguments
+
 ORDER = 71
 HELP = "multi-trial NAS on RUASSpace (Random / RegularizedEvolution / TPE), trials on NNI's web UI"
 
@@ -34,10 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trials", type=int, default=None, metavar="N", help="architectures to try (default 20)")
     parser.add_argument("--train-steps", type=int, default=None, metavar="N", help="training steps each (default 200)")
     parser.add_argument("--crop", type=int, default=None, metavar="N", help="training crop side (default 128)")
-    parser.add_argument("--port", type=int, default=None, metavar="P", help="NNI manager / web UI port (default 8080)")
-    parser.add_argument("--concurrency", type=int, default=None, metavar="N", help="trials at a time (default 1)")
-    parser.add_argument("--experiment-dir", default=None, metavar="DIR",
-                        help="NNI experiment working directory (default ~/nni-experiments)")
+    add_experiment_arguments(parser)
     parser.add_argument("--export", default=None, metavar="DIR", help="write the top architectures as arch.json files")
     parser.add_argument("--top", type=int, default=3, metavar="K", help="how many to print / export (default 3)")
     parser.add_argument("--no-wait-ui", action="store_true", help="stop the experiment as soon as the trials are done")

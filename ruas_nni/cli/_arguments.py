@@ -1,0 +1,30 @@
+"""Argument types and argument groups that several subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for integers in ``[low, high]``; errors say the allowed range."""
+    allowed = f"a whole number {low}-{high}" if high is not None else f"a whole number >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--port``, ``--concurrency`` and ``--experiment-dir`` of the commands that start NNI experiments."""
+    parser.add_argument("--port", type=int, default=None, metavar="P", help="NNI manager / web UI port (default 8080)")
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N", help="trials at a time (default 1)")
+    parser.add_argument("--experiment-dir", default=None, metavar="DIR",
+                        help="NNI experiment working directory (default ~/nni-experiments)")
