@@ -73,14 +73,10 @@ class Checkpoint:
     def build(self) -> RUASNet:
         """The plain-PyTorch network with these weights, in evaluation mode."""
         net = export(self.genotype, self.options)
-        missing, unexpected = net.load_state_dict(self.state_dict, strict=False)
-        if missing or unexpected:
-            details = []
-            if missing:
-                details.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-            if unexpected:
-                details.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-            raise CheckpointError(f"weights do not fit the architecture: {'; '.join(details)}")
+        problem = _mismatch(net.state_dict(), self.state_dict)
+        if problem:
+            raise CheckpointError(f"weights do not fit the architecture: {problem}")
+        net.load_state_dict(self.state_dict)
         return net.eval()
 
     @classmethod
@@ -142,10 +138,6 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:160]})") from None
 
 
-def _expected_keys(genotype: Genotype, options: NetworkOptions) -> set[str]:
-    return set(export(genotype, options).state_dict())
-
-
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Load our format or an authors' checkpoint (detected by its keys)."""
     path = Path(path)
@@ -204,20 +196,26 @@ def _from_ours(path: Path, data: Mapping[str, Any]) -> Checkpoint:
 
 def _check_fit(path: Path, genotype: Genotype, options: NetworkOptions,
                state: Mapping[str, torch.Tensor], what: str) -> None:
-    reference = export(genotype, options).state_dict()
+    problem = _mismatch(export(genotype, options).state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{path}: weights do not match {what}: {problem}")
+
+
+def _mismatch(reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into a network whose state dict is ``reference`` (missing,
+    unexpected or misshapen tensors), or ``None`` when it fits."""
     missing = sorted(set(reference) - set(state))
     unexpected = sorted(set(state) - set(reference))
     wrong = sorted(k for k in set(reference) & set(state) if tuple(state[k].shape) != tuple(reference[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-        if unexpected:
-            parts.append(f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""))
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(reference[k].shape)}")
-        raise CheckpointError(f"{path}: weights do not match {what}: {'; '.join(parts)}")
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    if unexpected:
+        parts.append(f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""))
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(reference[k].shape)}")
+    return "; ".join(parts) or None
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> Path:

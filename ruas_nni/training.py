@@ -39,7 +39,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -680,7 +680,3 @@ def load_train_config(yaml_path: str | os.PathLike[str] | None, overrides: Mappi
     """The recipe: defaults, then ``--config`` YAML, then flags (``None`` = not given)."""
     return load_config(TrainConfig, yaml_path, overrides)
 
-
-def config_keys() -> list[str]:
-    """Names of every config key (for help texts)."""
-    return [f.name for f in fields(TrainConfig)]
