@@ -13,7 +13,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -177,9 +177,11 @@ def _encode_png16(array: np.ndarray) -> bytes:
 
 
 def write_png(path: str | os.PathLike[str], rgb: torch.Tensor, alpha: torch.Tensor | None = None,
-              bit_depth: int = 8) -> Path:
+              bit_depth: int = 8, *, png_options: Mapping[str, Any] | None = None) -> Path:
     """Write ``rgb`` (``3 x H x W``, clipped to ``[0, 1]``) and optional ``alpha`` as an 8- or
-    16-bit PNG, atomically: the file appears under its final name only once complete."""
+    16-bit PNG, atomically: the file appears under its final name only once complete.
+
+    ``png_options`` go to Pillow's PNG encoder for 8-bit files (e.g. ``compress_level``)."""
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
     path = Path(path)
@@ -189,7 +191,7 @@ def write_png(path: str | os.PathLike[str], rgb: torch.Tensor, alpha: torch.Tens
         if bit_depth == 16:
             handle.write(_encode_png16(array))
         else:
-            Image.fromarray(array).save(handle, format="PNG")
+            Image.fromarray(array).save(handle, format="PNG", **(png_options or {}))
     return path
 
 

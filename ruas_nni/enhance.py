@@ -385,24 +385,15 @@ class EnhanceSummary:
 
 def write_enhanced(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int,
                    png_compression: int | None = DEFAULT_PNG_COMPRESSION) -> None:
-    """Write an enhanced image like :func:`ruas_nni.data.write_png` (atomically: a temporary name,
-    then a rename); 8-bit PNGs with zlib's run-length strategy, or at level ``png_compression``."""
-    from PIL import Image
+    """Write an enhanced image with :func:`ruas_nni.data.write_png` (atomically); 8-bit PNGs with
+    zlib's run-length strategy, or at level ``png_compression``."""
+    from .data import write_png
 
-    from .atomic import atomic_write
-    from .data import to_uint, write_png
-
-    if bit_depth != 8:
-        write_png(path, rgb, alpha, bit_depth)
-        return
-    channels = torch.cat([rgb, alpha], dim=0) if alpha is not None else rgb
-    array = to_uint(channels, 8)
     if png_compression is None:
         options = {"compress_level": 6, "compress_type": _Z_RLE}
     else:
         options = {"compress_level": int(png_compression)}
-    with atomic_write(path) as handle:
-        Image.fromarray(array).save(handle, format="PNG", **options)
+    write_png(path, rgb, alpha, bit_depth, png_options=options)
 
 
 def _describe(exc: BaseException) -> str:

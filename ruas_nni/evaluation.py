@@ -21,7 +21,7 @@ import torch
 
 from .atomic import atomic_write
 from .checkpoint import Checkpoint
-from .data import IMAGE_SUFFIXES, ImageReadError, read_image, write_png
+from .data import ImageReadError, find_images, read_image, write_png
 from .enhance import Enhancer
 from .errors import UsageError
 from .metrics import ImageScores, score_image
@@ -93,8 +93,7 @@ def find_pairs(folder: str | os.PathLike[str], flag: str = "--data") -> list[Ima
     sides = {}
     for side in ("low", "high"):
         path = root / side
-        sides[side] = {p.name: p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+        sides[side] = {p.name: p for p in find_images([path])}
         if not sides[side]:
             raise UsageError(f"{flag} {path}: no image files")
     only_low = sorted(set(sides["low"]) - set(sides["high"]))
