@@ -172,13 +172,6 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_training_data(folders: Sequence[str], flag: str = "--data") -> list[Path]:
-    """The image files of the unpaired folders (one-line errors for missing or empty folders)."""
-    from .datasets import scan_folders
-
-    return scan_folders(list(folders), flag)
-
-
 def check_paired_data(folder: str | None, flag: str) -> int:
     """Number of pairs in a paired folder (``low/``, ``high/``); one-line errors otherwise."""
     from .evaluation import find_pairs
@@ -200,7 +193,9 @@ def check_no_overlap(data: Sequence[str], paired: str, paired_flag: str) -> None
 
 def check_compare_inputs(config: CompareConfig, *, check_port: bool = True) -> dict[str, int]:
     """Check everything a comparison needs before starting it; return counts for the user."""
-    images = len(check_training_data(config.data))
+    from .datasets import scan_folders
+
+    images = len(scan_folders(list(config.data)))
     pairs = check_paired_data(config.eval_data, "--eval-data")
     check_no_overlap(config.data, config.eval_data or "", "--eval-data")
     if config.search_config:
@@ -217,7 +212,9 @@ def check_compare_inputs(config: CompareConfig, *, check_port: bool = True) -> d
 
 
 def check_nas_inputs(config: NasConfig, *, check_port: bool = True) -> dict[str, int]:
-    images = len(check_training_data(config.data))
+    from .datasets import scan_folders
+
+    images = len(scan_folders(list(config.data)))
     pairs = check_paired_data(config.val_data, "--val-data")
     check_no_overlap(config.data, config.val_data or "", "--val-data")
     if Path(config.val_data or "").resolve().name == "lol_eval15":
@@ -319,11 +316,16 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     import nni
 
     from .atomic import atomic_write
-    from .evaluation import evaluate, find_pairs
+    from .evaluation import find_pairs
     from .genotype import Genotype
-    from .metrics import count_parameters
     from .training import TrainConfig, prepare_training, train
-    from .trial import TENSORBOARD_DIR, _count_flops, _link_dir, adopt_manager_parameters, link_tensorboard_for_web_ui
+    from .trial import (
+        TENSORBOARD_DIR,
+        _link_dir,
+        adopt_manager_parameters,
+        link_tensorboard_for_web_ui,
+        score_checkpoint,
+    )
 
     adopt_manager_parameters()  # NNI 3.0 may have handed this trial another trial's architecture
     current = nni.get_current_parameter()
@@ -341,11 +343,9 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     training_run = prepare_training(train_config, out / "train")
     _link_dir(out / "train" / TENSORBOARD_DIR, out / TENSORBOARD_DIR / "train")
     trained = train(training_run, device=device, progress=False)
-    scores = evaluate(trained.checkpoint, find_pairs(val_data, "--val-data")).mean
-    network = trained.checkpoint.build()
+    measured = score_checkpoint(trained.checkpoint, find_pairs(val_data, "--val-data"))
     metrics = {
-        "default": scores.psnr, "psnr": scores.psnr, "ssim": scores.ssim, "params": count_parameters(network),
-        "flops": _count_flops(network), "train_seconds": round(trained.seconds, 3),
+        "default": measured["psnr"], **measured, "train_seconds": round(trained.seconds, 3),
         "genotype": json.dumps(genotype.to_dict(), separators=(",", ":")),
     }
     nni.report_final_result(metrics)

@@ -355,6 +355,21 @@ def _count_flops(network: Any) -> float:
     return float(count_flops(network, width, height)["whole"]["flops"])
 
 
+def score_checkpoint(checkpoint: Any, pairs: Sequence[Any]) -> dict[str, Any]:
+    """``{"psnr", "ssim", "params", "flops"}`` of a trained checkpoint on paired images: the
+    measurements every trial reports."""
+    import torch
+
+    from .evaluation import evaluate
+    from .metrics import count_parameters
+
+    with torch.no_grad():
+        scores = evaluate(checkpoint, pairs).mean
+        network = checkpoint.build()
+        return {"psnr": scores.psnr, "ssim": scores.ssim, "params": count_parameters(network),
+                "flops": _count_flops(network)}
+
+
 def _log_eval_scalars(tensorboard_dir: Path, metrics: Mapping[str, Any]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -373,8 +388,7 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
     import torch
 
     from .atomic import atomic_write
-    from .evaluation import evaluate, find_pairs
-    from .metrics import count_parameters
+    from .evaluation import find_pairs
     from .training import load_train_config, prepare_training, train
 
     if strategy not in STRATEGIES:
@@ -405,17 +419,10 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
         logging.getLogger(name).setLevel(logging.WARNING)
     trained = train(training_run, device=settings.device, progress=False)
 
-    with torch.no_grad():
-        network = trained.checkpoint.build()
-        scores = evaluate(trained.checkpoint, pairs).mean
-        params = count_parameters(network)
-        flops = _count_flops(network)
+    measured = score_checkpoint(trained.checkpoint, pairs)
     metrics: dict[str, Any] = {
-        "default": scores.psnr,
-        "psnr": scores.psnr,
-        "ssim": scores.ssim,
-        "params": params,
-        "flops": flops,
+        "default": measured["psnr"],
+        **measured,
         "search_seconds": round(outcome.seconds, 3),
         "train_seconds": round(trained.seconds, 3),
         "strategy": strategy,
