@@ -3,7 +3,7 @@
 We do not ship or copy the authors' code; this script does what their inference script does, the
 way it does it, on the CPU:
 
-* the network as trained (:class:`ruas_nni.network.RUASNet`, unfolded modules, the authors'
+* the network as trained (:class:`ruas_nni.model.network.RUASNet`, unfolded modules, the authors'
   checkpoint loaded by key; the whole network runs whichever output is kept, as in their script);
 * images read one at a time with PIL, converted to RGB, turned into a float tensor with
   ``torchvision.transforms.ToTensor`` (their data loader's transform), batch of one;
@@ -26,7 +26,7 @@ import torch
 import torchvision.transforms as transforms
 from PIL import Image
 
-from ruas_nni.checkpoint import load_checkpoint
+from ruas_nni.model.checkpoint import load_checkpoint
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 

@@ -20,8 +20,8 @@ from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.experiment import NasExperiment
 from nni.nas.strategy import RegularizedEvolution
 
-from ruas_nni.experiment import train_and_score
-from ruas_nni.genotype import Genotype
+from ruas_nni.experiments.compare import train_and_score
+from ruas_nni.model.genotype import Genotype
 from search_spaces import RUASSpace
 
 

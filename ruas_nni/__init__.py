@@ -11,11 +11,11 @@ The NNI search space is :class:`search_spaces.RUASSpace`; the cooperative search
 :mod:`strategies`.
 """
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_nrm_init, save_checkpoint
-from .export import NetworkOptions, export
-from .genotype import PAPER_GENOTYPE, Genotype
-from .network import DistillationCell, Enhancement, IlluminationEstimation, NoiseRemoval, RUASNet
-from .ops import OPERATION_NAMES
+from .model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_nrm_init, save_checkpoint
+from .model.export import NetworkOptions, export
+from .model.genotype import PAPER_GENOTYPE, Genotype
+from .model.network import DistillationCell, Enhancement, IlluminationEstimation, NoiseRemoval, RUASNet
+from .model.ops import OPERATION_NAMES
 
 __version__ = "0.1.0"
 

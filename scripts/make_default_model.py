@@ -1,4 +1,4 @@
-"""Package a trained model as the project's default model (ruas_nni/models/default.pt + default.json).
+"""Package a trained model as the project's default model (ruas_nni/pretrained/default.pt + default.json).
 
 Usage (the last step of scripts/reproduce_default_model.sh)::
 
@@ -7,7 +7,7 @@ Usage (the last step of scripts/reproduce_default_model.sh)::
         [--compare NAME=PATH ...] --note "why this model"
 
 It scores the model on the paired evaluation folder exactly as ``ruas-nni evaluate`` does, counts
-its parameters and FLOPs (PyTorch's FLOP counter, via :mod:`ruas_nni.benchmark`), and writes the
+its parameters and FLOPs (PyTorch's FLOP counter, via :mod:`ruas_nni.inference.benchmark`), and writes the
 checkpoint with metadata saying how it was made: genotype and where it came from, the training
 recipe and data folders, the scores, and the exact commands (read from
 scripts/reproduce_default_model.sh). ``--compare`` records the scores of other candidates (e.g. the
@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ruas_nni.benchmark import count_flops, count_parameters  # noqa: E402
-from ruas_nni.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from ruas_nni.evaluation import evaluate, find_pairs  # noqa: E402
-from ruas_nni.genotype import PAPER_GENOTYPE  # noqa: E402
+from ruas_nni.inference.benchmark import count_flops, count_parameters  # noqa: E402
+from ruas_nni.inference.evaluation import evaluate, find_pairs  # noqa: E402
+from ruas_nni.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from ruas_nni.model.genotype import PAPER_GENOTYPE  # noqa: E402
 
 TARGET = ROOT / "ruas_nni" / "models" / "default.pt"
 COMMANDS = ROOT / "scripts" / "reproduce_default_model.sh"

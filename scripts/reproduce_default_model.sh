@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the project's default model (ruas_nni/models/default.pt) from scratch; see docs/training.md.
+# Rebuild the project's default model (ruas_nni/pretrained/default.pt) from scratch; see docs/training.md.
 # Run from the repository root, with ../shared present and the virtual environment active.
 # One thread per process: on two busy shared cores this is several times faster than torch's default,
 # and the results are bit-identical only for the same thread count.

@@ -26,8 +26,8 @@ from nni.nas.evaluator.pytorch import Lightning, LightningModule, Trainer
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ruas_nni.datasets import SeededShuffle, UnpairedImages, scan_folders, split_files
-from ruas_nni.losses import illumination_loss, noise_loss
+from ruas_nni.training.datasets import SeededShuffle, UnpairedImages, scan_folders, split_files
+from ruas_nni.training.losses import illumination_loss, noise_loss
 
 __all__ = ["ReferenceFreeLosses", "UnpairedSearchData", "ResumableLoader", "search_evaluator"]
 
@@ -109,7 +109,7 @@ class ReferenceFreeLosses(LightningModule):
 
 
 class _EpochSampler(SeededShuffle):
-    """A :class:`~ruas_nni.datasets.SeededShuffle` that also sets its dataset's epoch (new crops every
+    """A :class:`~ruas_nni.training.datasets.SeededShuffle` that also sets its dataset's epoch (new crops every
     epoch) and can start part-way through an epoch's order."""
 
     def __init__(self, dataset: UnpairedImages, seed: int) -> None:
@@ -128,7 +128,7 @@ class _EpochSampler(SeededShuffle):
 
 
 class ResumableLoader(DataLoader):
-    """A single-process loader over :class:`~ruas_nni.datasets.UnpairedImages` in a seeded order
+    """A single-process loader over :class:`~ruas_nni.training.datasets.UnpairedImages` in a seeded order
     that Lightning can checkpoint mid-epoch (``state_dict`` / ``load_state_dict``): a resumed run
     skips the batches the interrupted one had already used and sees exactly the same data after."""
 

@@ -1,6 +1,6 @@
 """``RUASSpace``: the RUAS network as an NNI model space (paper Sec. 3.3, Fig. 2(d)).
 
-The network is :class:`ruas_nni.network.RUASNet`'s, with every distillation-cell edge a
+The network is :class:`ruas_nni.model.network.RUASNet`'s, with every distillation-cell edge a
 ``LayerChoice`` over the candidate operations. All IEM stages share the labels ``iem/e1`` ..
 ``iem/e7`` and all NRM cells ``nrm/e1`` .. ``nrm/e7``: one architecture per module, separate weights
 per stage, a search space of 7^7 x 7^7. NNI's DARTS gives same-label choices one shared ``alpha``.
@@ -14,9 +14,9 @@ from nni.mutable import label_scope
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
-from ruas_nni.genotype import Genotype
-from ruas_nni.network import EDGE_NAMES, WARM_STARTS, IlluminationEstimation, NoiseRemoval, RUASForward
-from ruas_nni.ops import OPERATION_NAMES, make_operation
+from ruas_nni.model.genotype import Genotype
+from ruas_nni.model.network import EDGE_NAMES, WARM_STARTS, IlluminationEstimation, NoiseRemoval, RUASForward
+from ruas_nni.model.ops import OPERATION_NAMES, make_operation
 
 __all__ = ["RUASSpace"]
 
@@ -51,7 +51,7 @@ class RUASSpace(RUASForward, ModelSpace):
 
     ``forward(y)`` returns the enhanced image; ``enhance(y)`` also the IEM output and illuminations.
     A sample freezes to a network whose ``state_dict`` keys equal those of the exported
-    :class:`~ruas_nni.network.RUASNet`.
+    :class:`~ruas_nni.model.network.RUASNet`.
     """
 
     def __init__(
@@ -84,5 +84,5 @@ class RUASSpace(RUASForward, ModelSpace):
 
     @staticmethod
     def genotype(sample: dict) -> Genotype:
-        """The :class:`~ruas_nni.genotype.Genotype` of an NNI sample of this space."""
+        """The :class:`~ruas_nni.model.genotype.Genotype` of an NNI sample of this space."""
         return Genotype.from_sample(sample)

@@ -33,7 +33,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory):
     """The built-in demo data (synthesised once per test session)."""
-    from ruas_nni.demo_data import make_demo_data
+    from ruas_nni.training.demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo") / "data")
 

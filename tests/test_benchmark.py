@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from ruas_nni.benchmark import PAPER_TABLE2, count_flops, count_parameters, parse_size
-from ruas_nni.export import export
-from ruas_nni.genotype import PAPER_GENOTYPE
+from ruas_nni.inference.benchmark import PAPER_TABLE2, count_flops, count_parameters, parse_size
+from ruas_nni.model.export import export
+from ruas_nni.model.genotype import PAPER_GENOTYPE
 
 
 def test_paper_genotype_parameters():
@@ -43,7 +43,7 @@ def test_benchmark_command_reports_both_paths(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ruas_nni", "benchmark", "--latency-size", "64x48", "--rounds", "1",
                              "--runs", "1", "--json", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    from ruas_nni.enhance import default_checkpoint_path
+    from ruas_nni.inference.enhance import default_checkpoint_path
 
     expected_model = "default model" if default_checkpoint_path() is not None else "random weights"
     assert expected_model in result.stdout and "GMACs" in result.stdout

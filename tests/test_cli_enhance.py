@@ -29,7 +29,7 @@ def test_enhance_reproduces_reference_within_one_level(reference_dir, tmp_path, 
 
 
 def test_enhance_without_checkpoint_says_what_is_needed(tmp_path, demo_data):
-    from ruas_nni.enhance import default_checkpoint_path
+    from ruas_nni.inference.enhance import default_checkpoint_path
 
     if default_checkpoint_path() is not None:
         pytest.skip("a default model is shipped; covered by the default-model tests")
@@ -61,7 +61,7 @@ def test_enhance_reports_bad_checkpoint_in_one_line(tmp_path, demo_data):
 
 def test_inference_path_does_not_import_nni_or_lightning():
     code = (
-        "import sys, ruas_nni, ruas_nni.enhance, ruas_nni.cli; "
+        "import sys, ruas_nni, ruas_nni.inference.enhance, ruas_nni.cli; "
         "from ruas_nni.cli import build_parser; build_parser(); "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('nni', 'pytorch_lightning', 'lightning')]; "
         "print(bad); sys.exit(1 if bad else 0)"

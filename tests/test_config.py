@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ruas_nni.config import ConfigError, load_config
+from ruas_nni.base.config import ConfigError, load_config
 
 
 @dataclass

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ruas_nni.data import ImageReadError, find_images, read_image, write_png
-from ruas_nni.demo_data import make_demo_data
+from ruas_nni.base.images import ImageReadError, find_images, read_image, write_png
+from ruas_nni.training.demo_data import make_demo_data
 
 
 def test_8bit_read_matches_the_authors_conversion(tmp_path):

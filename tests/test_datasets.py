@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ruas_nni.datasets import SeededShuffle, UnpairedImages, scan_folders, split_files
-from ruas_nni.errors import UsageError
+from ruas_nni.base.errors import UsageError
+from ruas_nni.training.datasets import SeededShuffle, UnpairedImages, scan_folders, split_files
 
 
 def test_crops_are_a_function_of_seed_epoch_and_index(demo_data):

@@ -1,4 +1,4 @@
-"""The model shipped inside the package (ruas_nni/models/default.pt), which `ruas-nni enhance` uses
+"""The model shipped inside the package (ruas_nni/pretrained/default.pt), which `ruas-nni enhance` uses
 when no --checkpoint is given (issue 4, item 4)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ruas_nni.checkpoint import load_checkpoint
 from ruas_nni.cli import main
-from ruas_nni.enhance import default_checkpoint_path
-from ruas_nni.metrics import count_parameters
+from ruas_nni.inference.enhance import default_checkpoint_path
+from ruas_nni.inference.metrics import count_parameters
+from ruas_nni.model.checkpoint import load_checkpoint
 
 AUTHORS_LOL_PSNR = 16.446
 MAX_PARAMETERS = 5000
@@ -22,7 +22,7 @@ MAX_PARAMETERS = 5000
 @pytest.fixture(scope="module")
 def default_model():
     path = default_checkpoint_path()
-    assert path is not None, "ruas_nni/models/default.pt is missing"
+    assert path is not None, "ruas_nni/pretrained/default.pt is missing"
     return path, load_checkpoint(path)
 
 

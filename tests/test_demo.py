@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ruas_nni.checkpoint import load_checkpoint
-from ruas_nni.genotype import Genotype
+from ruas_nni.model.checkpoint import load_checkpoint
+from ruas_nni.model.genotype import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ruas_nni.checkpoint import Checkpoint, save_checkpoint
-from ruas_nni.export import NetworkOptions, export
-from ruas_nni.genotype import PAPER_GENOTYPE
+from ruas_nni.model.checkpoint import Checkpoint, save_checkpoint
+from ruas_nni.model.export import NetworkOptions, export
+from ruas_nni.model.genotype import PAPER_GENOTYPE
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _exif_rotated_jpeg(path: Path) -> None:
 
 def _make_mixed_folder(folder: Path) -> dict[str, tuple[int, int]]:
     """Good images of many kinds; returns their expected output sizes (width, height)."""
-    from ruas_nni.data import write_png
+    from ruas_nni.base.images import write_png
 
     folder.mkdir()
     Image.fromarray(_rgb(21, 34, 1)[:, :, 0], "L").save(folder / "gray.png")
@@ -205,7 +205,7 @@ def test_unreadable_file_is_named(tmp_path, model_path):
 
 
 def test_an_interrupted_write_leaves_no_partial_png(tmp_path, monkeypatch):
-    from ruas_nni.enhance import write_enhanced
+    from ruas_nni.inference.enhance import write_enhanced
 
     def interrupted_save(self, fp, *args, **kwargs):
         fp.write(b"\x89PNG\r\n\x1a\n partial")
@@ -218,7 +218,7 @@ def test_an_interrupted_write_leaves_no_partial_png(tmp_path, monkeypatch):
 
 
 def test_plan_jobs_never_targets_an_input(tmp_path):
-    from ruas_nni.enhance import plan_jobs
+    from ruas_nni.inference.enhance import plan_jobs
 
     for name in ("a.png", "a_enhanced.png", "b.jpg", "b.png", "c.tif", "x.jpg", "y.jpg"):
         (tmp_path / name).write_bytes(name.encode())
@@ -241,7 +241,7 @@ def test_plan_jobs_never_targets_an_input(tmp_path):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_failure_inside_the_network_fails_that_file_only(tmp_path, model_path, monkeypatch, capsys, workers):
     from ruas_nni.cli import main
-    from ruas_nni.enhance import Enhancer
+    from ruas_nni.inference.enhance import Enhancer
 
     source = tmp_path / "in"
     source.mkdir()

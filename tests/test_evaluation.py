@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ruas_nni.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ruas_nni.base.errors import UsageError
 from ruas_nni.cli import main
-from ruas_nni.errors import UsageError
-from ruas_nni.evaluation import evaluate, find_pairs, side_by_side
-from ruas_nni.export import NetworkOptions, export
-from ruas_nni.genotype import PAPER_GENOTYPE
-from ruas_nni.metrics import psnr, quantize_8bit, score_image, ssim
+from ruas_nni.inference.evaluation import evaluate, find_pairs, side_by_side
+from ruas_nni.inference.metrics import psnr, quantize_8bit, score_image, ssim
+from ruas_nni.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ruas_nni.model.export import NetworkOptions, export
+from ruas_nni.model.genotype import PAPER_GENOTYPE
 
 
 def _levels(values: np.ndarray) -> torch.Tensor:

@@ -28,8 +28,8 @@ from nni_utils import (
 )
 
 from ruas_nni.cli import main
-from ruas_nni.experiment import CompareConfig, compare_experiment, compare_search_space, trial_command
-from ruas_nni.trial import build_parser, link_tensorboard_for_web_ui
+from ruas_nni.experiments.compare import CompareConfig, compare_experiment, compare_search_space, trial_command
+from ruas_nni.experiments.trial import build_parser, link_tensorboard_for_web_ui
 
 FINAL_KEYS = {"default", "psnr", "ssim", "params", "flops", "search_seconds", "strategy", "genotype"}
 
@@ -82,7 +82,7 @@ def test_comparison_is_a_grid_of_strategies_and_seeds(demo_data, tmp_path):
     assert nni_config.training_service.platform == "local"
     assert Path(nni_config.experiment_working_directory) == tmp_path
     words = shlex.split(trial_command(config))
-    assert words[:3] == [sys.executable, "-m", "ruas_nni.trial"]
+    assert words[:3] == [sys.executable, "-m", "ruas_nni.experiments.trial"]
     args = build_parser().parse_args(words[3:])  # the trial accepts its own command
     assert (args.epochs, args.steps, args.crop, args.train_steps, args.device) == (3, 4, 32, 5, "cpu")
     assert args.data == [str(Path(demo_data.train).resolve())] and args.threads >= 1
@@ -222,8 +222,8 @@ def test_sampled_architecture_trains_and_scores(demo_data, tmp_path, monkeypatch
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.space import RawFormatModelSpace
 
-    from ruas_nni.experiment import train_and_score
-    from ruas_nni.genotype import Genotype
+    from ruas_nni.experiments.compare import train_and_score
+    from ruas_nni.model.genotype import Genotype
     from search_spaces import RUASSpace
 
     monkeypatch.setenv("NNI_OUTPUT_DIR", str(tmp_path / "trial"))
@@ -257,8 +257,8 @@ def test_multi_trial_nas_through_the_nni_manager(demo_data, tmp_path):
     assert "#1: PSNR" in result.stdout and "#2: PSNR" in result.stdout
     experiment_id = next(line.split(": ", 1)[1] for line in result.stdout.splitlines()
                          if line.startswith("experiment id: "))
-    from ruas_nni.genotype import Genotype
-    from ruas_nni.report import load_experiment
+    from ruas_nni.experiments.report import load_experiment
+    from ruas_nni.model.genotype import Genotype
 
     data = load_experiment(tmp_path / "experiments" / experiment_id)
     assert [t.status for t in data.trials] == ["SUCCEEDED", "SUCCEEDED"]

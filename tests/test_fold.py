@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from ruas_nni.checkpoint import load_checkpoint
-from ruas_nni.export import NetworkOptions, export
-from ruas_nni.fold import LAYOUTS, Affine, fast_warm_start, fold
-from ruas_nni.genotype import Genotype
-from ruas_nni.network import warm_start
-from ruas_nni.ops import OPERATION_NAMES
+from ruas_nni.inference.fold import LAYOUTS, Affine, fast_warm_start, fold
+from ruas_nni.model.checkpoint import load_checkpoint
+from ruas_nni.model.export import NetworkOptions, export
+from ruas_nni.model.genotype import Genotype
+from ruas_nni.model.network import warm_start
+from ruas_nni.model.ops import OPERATION_NAMES
 
 REFERENCE_NAMES = ("lol22_crop", "lime1_crop")
 
 
 def _load_input(reference_dir, name):
-    from ruas_nni.data import read_image
+    from ruas_nni.base.images import read_image
 
     return read_image(reference_dir / "inputs" / f"{name}.png").rgb.unsqueeze(0)
 
@@ -94,7 +94,7 @@ def test_folding_any_genotype_changes_nothing_but_rounding(case, compose):
 
 def test_folding_removes_work():
     """The paper genotype: skip edges vanish, residual pairs share convolutions."""
-    from ruas_nni.genotype import PAPER_GENOTYPE
+    from ruas_nni.model.genotype import PAPER_GENOTYPE
 
     network = export(PAPER_GENOTYPE)
     folded = fold(network)
@@ -136,9 +136,9 @@ def test_affine_algebra():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
 def test_cuda_half_and_graphs_agree_with_cpu():
-    from ruas_nni.checkpoint import Checkpoint
-    from ruas_nni.enhance import Enhancer
-    from ruas_nni.genotype import PAPER_GENOTYPE
+    from ruas_nni.inference.enhance import Enhancer
+    from ruas_nni.model.checkpoint import Checkpoint
+    from ruas_nni.model.genotype import PAPER_GENOTYPE
 
     torch.manual_seed(0)
     checkpoint = Checkpoint.from_network(export(PAPER_GENOTYPE), PAPER_GENOTYPE, NetworkOptions())

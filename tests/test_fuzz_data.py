@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ruas_nni.data import ImageReadError, LoadedImage, read_image, write_png
+from ruas_nni.base.images import ImageReadError, LoadedImage, read_image, write_png
 
 MODES = ("L", "RGB", "RGBA", "LA", "P", "CMYK", "I;16", "1")
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "GIF": ".gif"}

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ruas_nni.checkpoint import Checkpoint, save_checkpoint
 from ruas_nni.cli import main
-from ruas_nni.export import NetworkOptions, export
-from ruas_nni.genotype import PAPER_GENOTYPE
+from ruas_nni.model.checkpoint import Checkpoint, save_checkpoint
+from ruas_nni.model.export import NetworkOptions, export
+from ruas_nni.model.genotype import PAPER_GENOTYPE
 
 MODES = ["RGB", "L", "RGBA", "LA", "P", "CMYK", "I;16", "1", "I", "F"]
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "PPM": ".ppm", "WEBP": ".webp"}
@@ -89,7 +89,7 @@ def test_enhance_gives_a_png_or_one_clean_line(model_path, mode, fmt, height, wi
         assert leftovers == []  # no temporary file left behind
         if status == 0:
             assert stderr.strip() == ""
-            from ruas_nni.data import read_image
+            from ruas_nni.base.images import read_image
 
             expected = read_image(path)
             with Image.open(written) as image:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ruas_nni.losses import illumination_loss, noise_loss
+from ruas_nni.training.losses import illumination_loss, noise_loss
 from strategies import CooperativeBilevel, LowerStep, first_order_hypergradient, unrolled_hypergradient
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ruas_nni import PAPER_GENOTYPE, Genotype, NetworkOptions, export
-from ruas_nni.network import warm_start
-from ruas_nni.ops import OPERATION_NAMES
+from ruas_nni.model.network import warm_start
+from ruas_nni.model.ops import OPERATION_NAMES
 
 
 def test_paper_genotype_has_3438_parameters():

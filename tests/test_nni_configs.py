@@ -25,15 +25,15 @@ from nni_utils import (
     wait_until,
 )
 
-from ruas_nni.experiment import CompareConfig, load_compare_config
-from ruas_nni.trial import STRATEGIES, build_parser
+from ruas_nni.experiments.compare import CompareConfig, load_compare_config
+from ruas_nni.experiments.trial import STRATEGIES, build_parser
 
 EXAMPLES = ROOT / "examples"
 
 
 def _trial_args(command: str):
     words = shlex.split(command)
-    assert words[1:3] == ["-m", "ruas_nni.trial"], words
+    assert words[1:3] == ["-m", "ruas_nni.experiments.trial"], words
     return build_parser().parse_args(words[3:])
 
 

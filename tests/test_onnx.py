@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ruas_nni.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ruas_nni.export import NetworkOptions, export
-from ruas_nni.genotype import PAPER_GENOTYPE, Genotype
+from ruas_nni.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ruas_nni.model.export import NetworkOptions, export
+from ruas_nni.model.genotype import PAPER_GENOTYPE, Genotype
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -51,7 +51,7 @@ def test_export_onnx_command_matches_pytorch(tmp_path, no_fold):
 
 
 def test_export_iem_only_and_other_genotypes(tmp_path):
-    from ruas_nni.onnx_export import export_onnx
+    from ruas_nni.inference.onnx_export import export_onnx
 
     genotype = Genotype(("resdilconv_3x3", "conv_1x1", "skip_connect", "resconv_3x3", "dilconv_3x3", "conv_3x3",
                          "resconv_1x1"), ("skip_connect",) * 7)
@@ -68,13 +68,13 @@ def test_export_iem_only_and_other_genotypes(tmp_path):
 
 @pytest.mark.parametrize("ckpt,stage", [("lol", "final"), ("upe", "iem")])
 def test_authors_checkpoints_export(tmp_path, reference_dir, ckpt, stage):
-    from ruas_nni.onnx_export import export_onnx
+    from ruas_nni.inference.onnx_export import export_onnx
 
     checkpoint = load_checkpoint(reference_dir / f"{ckpt}.pt")
     path = export_onnx(checkpoint, tmp_path / "m.onnx", stage=stage)
     assert _check(path, checkpoint, stage) <= 1e-4
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    from ruas_nni.data import read_image
+    from ruas_nni.base.images import read_image
 
     image = read_image(reference_dir / "inputs" / "lol22_crop.png").rgb.unsqueeze(0).numpy()
     (got,) = session.run(None, {"image": image})

@@ -13,15 +13,15 @@ import pytest
 from nni_utils import assert_all_gone, free_port, process_tree, rest, ruas_cli, trials_finished, wait_until
 from PIL import Image
 
-from ruas_nni.errors import UsageError
-from ruas_nni.report import _heat_colour, load_experiment, locate_experiment, summarize, write_report
+from ruas_nni.base.errors import UsageError
+from ruas_nni.experiments.report import _heat_colour, load_experiment, locate_experiment, summarize, write_report
 
 TRIAL = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     import nni
     import time
-    from ruas_nni.trial import adopt_manager_parameters
+    from ruas_nni.experiments.trial import adopt_manager_parameters
     if os.environ["NNI_TRIAL_SEQ_ID"] == "0":
         time.sleep(4)  # the second trial asks first: NNI 3.0 hands it the first trial's parameters
     received = nni.get_next_parameter()

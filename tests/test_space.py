@@ -10,8 +10,8 @@ from nni.nas.strategy import DARTS
 from torch.utils.data import TensorDataset
 
 from ruas_nni import PAPER_GENOTYPE, Genotype, export
-from ruas_nni.losses import illumination_loss, noise_loss
-from ruas_nni.ops import OPERATION_NAMES
+from ruas_nni.model.ops import OPERATION_NAMES
+from ruas_nni.training.losses import illumination_loss, noise_loss
 from search_spaces import RUASSpace
 
 

@@ -9,11 +9,11 @@ import textwrap
 import pytest
 import torch
 
-from ruas_nni.checkpoint import Checkpoint
-from ruas_nni.enhance import Enhancer
-from ruas_nni.export import NetworkOptions, export
-from ruas_nni.genotype import PAPER_GENOTYPE
-from ruas_nni.tiling import plan_tiles, run_tiled
+from ruas_nni.inference.enhance import Enhancer
+from ruas_nni.inference.tiling import plan_tiles, run_tiled
+from ruas_nni.model.checkpoint import Checkpoint
+from ruas_nni.model.export import NetworkOptions, export
+from ruas_nni.model.genotype import PAPER_GENOTYPE
 
 
 @pytest.mark.parametrize("height,width,halo,limit,min_tiles", [
@@ -64,7 +64,7 @@ def test_tiled_enhancement_equals_untiled(fold, seed):
 
 
 def test_tiled_authors_checkpoint_within_1e_6(reference_dir):
-    from ruas_nni.checkpoint import load_checkpoint
+    from ruas_nni.model.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(reference_dir / "lol.pt")
     image = torch.rand(3, 230, 190, generator=torch.Generator().manual_seed(3)) * 0.4
@@ -111,7 +111,7 @@ def test_4k_image_enhances_in_under_2_gb(tmp_path):
     """The whole command on a 3840x2160 PNG, peak resident memory measured in the child process."""
     from PIL import Image
 
-    from ruas_nni.checkpoint import save_checkpoint
+    from ruas_nni.model.checkpoint import save_checkpoint
 
     checkpoint_path = save_checkpoint(_paper_checkpoint(), tmp_path / "model.pt")
     source = tmp_path / "in"

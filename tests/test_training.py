@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import ruas_nni.training as training
-from ruas_nni.checkpoint import load_checkpoint
+import ruas_nni.training.run as training
+from ruas_nni.base.errors import UsageError
 from ruas_nni.cli import main
-from ruas_nni.errors import UsageError
-from ruas_nni.losses import illumination_loss, smoothness
-from ruas_nni.training import TrainConfig, TrainingDiverged, build_network, prepare_training, train
+from ruas_nni.model.checkpoint import load_checkpoint
+from ruas_nni.training.losses import illumination_loss, smoothness
+from ruas_nni.training.run import TrainConfig, TrainingDiverged, build_network, prepare_training, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +128,7 @@ def test_nrm_steps_every_period_and_fresh_forward(demo_data, tmp_path: Path) -> 
 
 
 def test_init_nrm_from_the_authors_denoise_weights(reference_dir: Path, demo_data, tmp_path: Path) -> None:
-    from ruas_nni.checkpoint import load_nrm_init
+    from ruas_nni.model.checkpoint import load_nrm_init
 
     run = prepare_training(_config(demo_data.train, init_nrm=str(reference_dir / "denoise.pt")), tmp_path / "run")
     network = build_network(run)
@@ -269,7 +269,7 @@ def test_example_config_lists_every_key_with_the_reference_defaults() -> None:
 
     import yaml
 
-    from ruas_nni.training import load_train_config
+    from ruas_nni.training.run import load_train_config
 
     path = ROOT / "examples" / "train.yaml"
     assert set(yaml.safe_load(path.read_text())) == {f.name for f in dataclasses.fields(TrainConfig)}

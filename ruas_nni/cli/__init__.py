@@ -14,7 +14,7 @@ import pkgutil
 import sys
 from typing import Sequence
 
-from ruas_nni.errors import RuasError
+from ruas_nni.base.errors import RuasError
 
 __all__ = ["main", "build_parser"]
 

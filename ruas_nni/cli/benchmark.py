@@ -24,7 +24,7 @@ random weights (parameters and FLOPs do not depend on the weights; latency hardl
 
 
 def _size(text: str) -> tuple[int, int]:
-    from ruas_nni.benchmark import parse_size
+    from ruas_nni.inference.benchmark import parse_size
 
     try:
         return parse_size(text)
@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ruas_nni.atomic import atomic_write
-    from ruas_nni.benchmark import format_report, run_benchmark
-    from ruas_nni.checkpoint import load_checkpoint
-    from ruas_nni.errors import UsageError
+    from ruas_nni.base.atomic import atomic_write
+    from ruas_nni.base.errors import UsageError
+    from ruas_nni.inference.benchmark import format_report, run_benchmark
+    from ruas_nni.model.checkpoint import load_checkpoint
 
     if args.checkpoint is not None:
         load_checkpoint(args.checkpoint)  # refuse an unusable file up front, in one line

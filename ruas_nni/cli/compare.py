@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ruas_nni.experiment import (
+    from ruas_nni.experiments.compare import (
         check_compare_inputs,
         compare_experiment,
         load_compare_config,

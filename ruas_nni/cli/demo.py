@@ -2,7 +2,7 @@
 
 Search (the paper's cooperative bilevel search, Algorithm 1) -> train the winner with the
 reference-free losses -> enhance the evaluation inputs -> score them against their ground truth,
-all on low-light images synthesised from scikit-image's photographs (:mod:`ruas_nni.demo_data`),
+all on low-light images synthesised from scikit-image's photographs (:mod:`ruas_nni.training.demo_data`),
 so it needs nothing but the installed package. Settings are scaled down (small crops, few steps)
 to finish in a few minutes on two CPU cores; ``--quick`` is a smoke test of the same pipeline.
 """
@@ -17,7 +17,7 @@ HELP = "run the whole pipeline on built-in demo data (what `make demo` does)"
 
 DESCRIPTION = """\
 Synthesise low-light images from scikit-image's sample photographs (a documented camera model with a
-fixed seed, see ruas_nni/demo_data.py) into OUT/data, then run the main job on them:
+fixed seed, see ruas_nni/training/demo_data.py) into OUT/data, then run the main job on them:
 
   1. cooperative architecture search (paper Algorithm 1) on the unpaired training images -> OUT/search/arch.json
   2. training of the searched network with the reference-free losses        -> OUT/train/model.pt
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _search(train_dir, out, settings: DemoSettings, seed: int, progress: bool, threads: int | None):
     """The cooperative search; returns (arch.json path, a one-line description)."""
-    from ruas_nni.search import load_search_config, run_search
+    from ruas_nni.search.runner import load_search_config, run_search
 
     config = load_search_config(None, {
         "data": [str(train_dir)], "strategy": "cooperative", "epochs": settings.search_epochs,
@@ -83,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ruas_nni.data import read_image, write_png
-    from ruas_nni.demo_data import make_demo_data
-    from ruas_nni.enhance import Enhancer
-    from ruas_nni.errors import UsageError
-    from ruas_nni.evaluation import EvaluationResult, find_pairs, format_table, side_by_side
-    from ruas_nni.genotype import Genotype
-    from ruas_nni.metrics import score_image
-    from ruas_nni.training import TrainConfig, prepare_training, train
+    from ruas_nni.base.errors import UsageError
+    from ruas_nni.base.images import read_image, write_png
+    from ruas_nni.inference.enhance import Enhancer
+    from ruas_nni.inference.evaluation import EvaluationResult, find_pairs, format_table, side_by_side
+    from ruas_nni.inference.metrics import score_image
+    from ruas_nni.model.genotype import Genotype
+    from ruas_nni.training.demo_data import make_demo_data
+    from ruas_nni.training.run import TrainConfig, prepare_training, train
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")

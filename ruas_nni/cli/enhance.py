@@ -69,8 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, Path | None]]:
-    from ruas_nni.data import find_images
-    from ruas_nni.errors import UsageError
+    from ruas_nni.base.errors import UsageError
+    from ruas_nni.base.images import find_images
 
     sources: list[tuple[Path, Path | None]] = []
     for argument in arguments:
@@ -87,7 +87,8 @@ def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ruas_nni.enhance import (
+    from ruas_nni.base.errors import UsageError
+    from ruas_nni.inference.enhance import (
         Enhancer,
         enhance_files,
         load_model,
@@ -95,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
         resolve_device,
         tune_allocator,
     )
-    from ruas_nni.errors import UsageError
 
     sources = _collect_sources(args.inputs, args.recursive)
     if not sources:

@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ruas_nni.enhance import load_model, resolve_device
-    from ruas_nni.errors import UsageError
-    from ruas_nni.evaluation import evaluate, find_pairs, format_table
+    from ruas_nni.base.errors import UsageError
+    from ruas_nni.inference.enhance import load_model, resolve_device
+    from ruas_nni.inference.evaluation import evaluate, find_pairs, format_table
 
     pairs = find_pairs(args.data)
     if args.json is not None and Path(args.json).is_dir():

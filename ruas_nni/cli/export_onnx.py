@@ -54,9 +54,9 @@ def check_with_onnxruntime(path, checkpoint, stage: str, sizes=((37, 53), (128, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ruas_nni.enhance import load_model
-    from ruas_nni.errors import UsageError
-    from ruas_nni.onnx_export import DEFAULT_OPSET, export_onnx
+    from ruas_nni.base.errors import UsageError
+    from ruas_nni.inference.enhance import load_model
+    from ruas_nni.inference.onnx_export import DEFAULT_OPSET, export_onnx
 
     checkpoint, source = load_model(args.checkpoint)
     try:

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ruas_nni.atomic import atomic_write
-    from ruas_nni.experiment import (
+    from ruas_nni.base.atomic import atomic_write
+    from ruas_nni.experiments.compare import (
         check_nas_inputs,
         keep_web_ui_until_interrupted,
         load_nas_config,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         run_nas,
         web_ui_url,
     )
-    from ruas_nni.genotype import Genotype
+    from ruas_nni.model.genotype import Genotype
 
     overrides = {"strategy": args.strategy, "data": args.data, "val_data": args.val_data, "trials": args.trials,
                  "train_steps": args.train_steps, "crop": args.crop, "port": args.port,

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ruas_nni.report import write_report
+    from ruas_nni.experiments.report import write_report
 
     report = write_report(args.experiment, args.out, args.experiment_dir)
     print(f"report: {report}")

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _devices(value: str):
-    from ruas_nni.errors import UsageError
+    from ruas_nni.base.errors import UsageError
 
     if value == "auto":
         return "auto"
@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from ruas_nni.training import load_train_config, prepare_training, train
+    from ruas_nni.training.run import load_train_config, prepare_training, train
 
     devices = _devices(args.devices)
     if args.threads is not None and args.threads < 1:
-        from ruas_nni.errors import UsageError
+        from ruas_nni.base.errors import UsageError
 
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     overrides = {"arch": args.arch, "data": args.data, "steps": args.steps, "crop": args.crop, "seed": args.seed,

@@ -30,8 +30,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .atomic import atomic_write
-from .errors import UsageError
+from ..base.atomic import atomic_write
+from ..base.errors import UsageError
 from .export import NetworkOptions, export
 from .genotype import PAPER_GENOTYPE, Genotype
 from .network import EDGE_NAMES, RUASNet

@@ -10,7 +10,7 @@ within 1 %. Both are printed, each labelled.
 **Latency** is measured in child processes, alternated, so that each path has its own memory
 accounting and allocator state: the *eager* baseline is the network as trained, run the way the
 authors' script runs it (``torch.no_grad``, PyTorch's default threads, glibc's default allocator);
-the *optimised* path is :class:`ruas_nni.enhance.Enhancer` as ``ruas-nni enhance`` uses it (folded
+the *optimised* path is :class:`ruas_nni.inference.enhance.Enhancer` as ``ruas-nni enhance`` uses it (folded
 network, one worker per core on exact tiles, tuned allocator). Peak memory is the child's peak
 resident set size while it enhances images of that size (Linux ``VmHWM``, reset before each size),
 which includes PyTorch itself; on CUDA, ``torch.cuda.max_memory_allocated``.
@@ -65,12 +65,12 @@ class ModelSource:
     checkpoint_path: Path | None  # None: the paper genotype with random weights (seed 0)
 
     def load(self):
-        from .checkpoint import Checkpoint, load_checkpoint
+        from ..model.checkpoint import Checkpoint, load_checkpoint
 
         if self.checkpoint_path is not None:
             return load_checkpoint(self.checkpoint_path)
-        from .export import NetworkOptions, export
-        from .genotype import PAPER_GENOTYPE
+        from ..model.export import NetworkOptions, export
+        from ..model.genotype import PAPER_GENOTYPE
 
         torch.manual_seed(0)
         network = export(PAPER_GENOTYPE)
@@ -206,7 +206,7 @@ def _child(kind: str, source: ModelSource, sizes: Sequence[tuple[int, int]], run
 
 
 def _run_child(kind: str, source: ModelSource, sizes: Sequence[tuple[int, int]], runs: int, stage: str) -> dict:
-    command = [sys.executable, "-m", "ruas_nni.benchmark", "--child", kind, "--runs", str(runs), "--stage", stage,
+    command = [sys.executable, "-m", "ruas_nni.inference.benchmark", "--child", kind, "--runs", str(runs), "--stage", stage,
                *[f"--size={w}x{h}" for w, h in sizes]]
     if source.checkpoint_path is not None:
         command += ["--checkpoint", str(source.checkpoint_path)]

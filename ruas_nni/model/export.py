@@ -1,4 +1,4 @@
-"""Export a genotype to the plain-PyTorch :class:`~ruas_nni.network.RUASNet` (no NNI needed)."""
+"""Export a genotype to the plain-PyTorch :class:`~ruas_nni.model.network.RUASNet` (no NNI needed)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class NetworkOptions:
 def export(arch: Any, options: NetworkOptions | Mapping[str, Any] | None = None) -> RUASNet:
     """Build the plain-PyTorch network for ``arch`` (freshly initialised weights).
 
-    ``arch`` is a :class:`~ruas_nni.genotype.Genotype`, an ``arch.json``-style dict
+    ``arch`` is a :class:`~ruas_nni.model.genotype.Genotype`, an ``arch.json``-style dict
     ``{"iem": [7 op names], "nrm": [7 op names] | None}`` or an NNI sample
     ``{"iem/e1": op, ..., "nrm/e7": op}``. Without ``nrm`` the network is IEM only.
     """

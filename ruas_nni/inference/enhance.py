@@ -4,9 +4,9 @@ Plain PyTorch only (no NNI, no Lightning), so that inference starts fast and dep
 
 What makes it fast (measured in ``docs/speed.md``):
 
-* the network is folded for inference (:mod:`ruas_nni.fold`): about 40 % less work than the
+* the network is folded for inference (:mod:`ruas_nni.inference.fold`): about 40 % less work than the
   network as trained, same outputs up to float32 rounding;
-* on CPU, images are cut into tiles with an exact halo (:mod:`ruas_nni.tiling`) and the tiles run on
+* on CPU, images are cut into tiles with an exact halo (:mod:`ruas_nni.inference.tiling`) and the tiles run on
   one worker thread per core, each with a single intra-op thread: the network's convolutions are
   far too small for PyTorch's own intra-op threading, which is slower with two threads than with
   one;
@@ -37,8 +37,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, load_checkpoint
-from .errors import UsageError
+from ..base.errors import UsageError
+from ..model.checkpoint import Checkpoint, load_checkpoint
 from .tiling import DEFAULT_MAX_TILE_PIXELS, Tile, plan_tiles
 
 __all__ = [
@@ -75,7 +75,7 @@ _Z_RLE = 3
 
 def default_checkpoint_path() -> Path | None:
     """The model shipped inside the package, or ``None`` while none is shipped."""
-    candidate = resources.files("ruas_nni") / "models" / DEFAULT_CHECKPOINT
+    candidate = resources.files("ruas_nni") / "pretrained" / DEFAULT_CHECKPOINT
     path = Path(str(candidate))
     return path if path.is_file() else None
 
@@ -247,7 +247,7 @@ def _run_now(function: Callable[[Tile], torch.Tensor], tile: Tile) -> Future:
 class Enhancer:
     """Runs one checkpoint's network on single images (``3 x H x W`` in ``[0, 1]``).
 
-    ``fold`` (default) runs the folded network (:mod:`ruas_nni.fold`), identical up to float32
+    ``fold`` (default) runs the folded network (:mod:`ruas_nni.inference.fold`), identical up to float32
     rounding; ``fold=False`` runs the network exactly as trained. On CPU, ``workers`` threads
     (default: one per core) enhance tiles of at most ``max_tile_pixels`` pixels in parallel; on
     CUDA, ``half`` runs in float16 and ``cuda_graphs`` replays one CUDA graph per input size.
@@ -385,9 +385,9 @@ class EnhanceSummary:
 
 def write_enhanced(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int,
                    png_compression: int | None = DEFAULT_PNG_COMPRESSION) -> None:
-    """Write an enhanced image with :func:`ruas_nni.data.write_png` (atomically); 8-bit PNGs with
+    """Write an enhanced image with :func:`ruas_nni.base.images.write_png` (atomically); 8-bit PNGs with
     zlib's run-length strategy, or at level ``png_compression``."""
-    from .data import write_png
+    from ..base.images import write_png
 
     if png_compression is None:
         options = {"compress_level": 6, "compress_type": _Z_RLE}
@@ -413,7 +413,7 @@ def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
     images are encoded and written by another background thread. A file that cannot be read or
     written is reported through ``on_error(path, reason)`` and skipped; nothing is written for it.
     """
-    from .data import ImageReadError, read_image
+    from ..base.images import ImageReadError, read_image
 
     summary = EnhanceSummary()
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import UsageError
+from ..base.errors import UsageError
 
 __all__ = [
     "TrialRecord",
@@ -275,8 +275,8 @@ def _mean_matrix(matrices: Sequence[Sequence[Sequence[float]]]) -> list[list[flo
 
 def _probs_of(arch: Mapping[str, Any] | None) -> dict[str, list[list[float]]]:
     """``arch.json``'s probabilities as ``{module: 7 x 7}`` (rows edges, columns operations)."""
-    from .network import EDGE_NAMES
-    from .ops import OPERATION_NAMES
+    from ..model.network import EDGE_NAMES
+    from ..model.ops import OPERATION_NAMES
 
     if not arch or not isinstance(arch.get("probs"), Mapping):
         return {}
@@ -458,8 +458,8 @@ def _heatmap_panel(matrix: Sequence[Sequence[float]], title: str, cell: int = 54
     """One 7 x 7 probability heatmap with edge and operation labels and the values in the cells."""
     from PIL import Image, ImageDraw
 
-    from .network import EDGE_NAMES
-    from .ops import OPERATION_NAMES
+    from ..model.network import EDGE_NAMES
+    from ..model.ops import OPERATION_NAMES
 
     label_w, label_h, head, bar_w = 46, 110, 36, 90
     rows, cols = len(matrix), len(matrix[0])
@@ -545,7 +545,7 @@ def _stack_vertically(paths: Sequence[Path], path: str | os.PathLike[str]) -> Pa
 
 
 def _save_png(image: Any, path: str | os.PathLike[str]) -> Path:
-    from .atomic import atomic_write
+    from ..base.atomic import atomic_write
 
     path = Path(path)
     with atomic_write(path) as handle:
@@ -660,7 +660,7 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
 def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
                  experiment_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write ``report.md`` and its PNG plots for an experiment; return the Markdown file."""
-    from .atomic import atomic_write
+    from ..base.atomic import atomic_write
 
     directory = locate_experiment(id_or_dir, experiment_dir)
     data = load_experiment(directory)

@@ -15,7 +15,7 @@ It writes into its output folder:
 
 * ``arch.json``: ``{"iem": [7 op names, e1..e7], "nrm": [...], "probs": {"iem": 7 x 7, "nrm": 7 x 7},
   "strategy", "seed", "epochs", "steps", "crop", "seconds", "data", "network", ...}``; ``probs`` rows
-  are edges e1..e7, columns the operations in :data:`ruas_nni.ops.OPERATION_NAMES` order, each row
+  are edges e1..e7, columns the operations in :data:`ruas_nni.model.ops.OPERATION_NAMES` order, each row
   the softmax of that edge's architecture weights;
 * ``search_config.yaml``: the configuration (a resumed run must match it);
 * ``checkpoints/last.ckpt``: a Lightning checkpoint, written atomically every ``checkpoint_every``
@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import torch
 
-from .atomic import atomic_write
-from .config import ConfigError, load_config, read_yaml, to_yaml_dict
-from .errors import RuasError, UsageError
-from .network import EDGE_NAMES, WARM_STARTS
-from .ops import OPERATION_NAMES
+from ..base.atomic import atomic_write
+from ..base.config import ConfigError, load_config, read_yaml, to_yaml_dict
+from ..base.errors import RuasError, UsageError
+from ..model.network import EDGE_NAMES, WARM_STARTS
+from ..model.ops import OPERATION_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from nni.nas.strategy import Strategy
@@ -136,7 +136,7 @@ class SearchConfig:
             raise ValueError(f"'weight_lr_min' ({self.weight_lr_min}) is larger than 'weight_lr' ({self.weight_lr})")
 
     def network_options(self) -> dict[str, Any]:
-        """The :class:`ruas_nni.export.NetworkOptions` of the searched network."""
+        """The :class:`ruas_nni.model.export.NetworkOptions` of the searched network."""
         return {"iem_stages": self.iem_stages, "nrm_cells": self.nrm_cells, "iem_channels": 3,
                 "nrm_channels": self.nrm_channels, "gamma": self.gamma, "warm_start": self.warm_start}
 
@@ -342,7 +342,7 @@ def _callbacks(config: SearchConfig, checkpoint_dir: Path) -> list[Any]:
 
 
 def _checkpoint_io():
-    """Lightning checkpoint I/O that writes through :func:`ruas_nni.atomic.atomic_write` (a file is
+    """Lightning checkpoint I/O that writes through :func:`ruas_nni.base.atomic.atomic_write` (a file is
     complete or absent, never truncated by a kill) and reads our own checkpoints in full."""
     from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -512,7 +512,7 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
             raise SearchDivergedError(f"search stopped: {exc}{kept}") from None
 
     model = next(strategy.list_models())
-    from .genotype import Genotype
+    from ..model.genotype import Genotype
 
     genotype = Genotype.from_sample(model.sample)
     probs = architecture_probabilities(space)

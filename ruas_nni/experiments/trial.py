@@ -1,6 +1,6 @@
 """One trial of the strategy comparison: search -> train -> evaluate, reported to NNI.
 
-``python -m ruas_nni.trial`` is the trial command of the experiments that ``ruas-nni compare`` and
+``python -m ruas_nni.experiments.trial`` is the trial command of the experiments that ``ruas-nni compare`` and
 ``examples/compare_experiment.yaml`` start. The tuner (GridSearch over the search space
 ``{"strategy": choice, "seed": choice}``) gives each trial its strategy and seed through
 :func:`nni.get_next_parameter`; everything else (data folders, epochs, crops, training steps) is a
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .errors import RuasError, UsageError
+from ..base.errors import RuasError, UsageError
 
 __all__ = [
     "STRATEGIES",
@@ -62,7 +62,7 @@ _log = logging.getLogger(__name__)
 
 # Search strategies a trial can run (those of ``ruas-nni search``): RUAS's cooperative bilevel search,
 # its two ablations (paper Fig. 9: ``separate``, naive ``joint``), NNI's ``DARTS`` and ``GumbelDARTS``.
-from .search import STRATEGIES  # noqa: E402
+from ..search.runner import STRATEGIES  # noqa: E402
 
 FLOPS_SIZE = (600, 400)
 """Width and height at which FLOPs are counted (the paper's Table 2 uses 600 x 400 LOL images)."""
@@ -118,7 +118,7 @@ class SearchOutcome:
     """``{"iem": [7 ops], "nrm": [7 ops]}``."""
     probs: dict[str, list[list[float]] | None]
     """``{"iem": 7 x 7, "nrm": 7 x 7}``: per edge (rows e1..e7) the softmax of its architecture weights
-    over the operations (columns, :data:`ruas_nni.ops.OPERATION_NAMES` order), as ``arch.json`` holds it."""
+    over the operations (columns, :data:`ruas_nni.model.ops.OPERATION_NAMES` order), as ``arch.json`` holds it."""
     seconds: float
     arch_path: Path
     val_losses: list[float] = field(default_factory=list)
@@ -291,12 +291,12 @@ def validation_loss_callback(on_epoch: Callable[[int, dict[str, float]], None]) 
 
 @contextlib.contextmanager
 def _extra_search_callbacks(callbacks: Sequence[Any]) -> Iterator[dict[str, Any]]:
-    """Hand ``callbacks`` to :func:`ruas_nni.search.run_search`'s trainer.
+    """Hand ``callbacks`` to :func:`ruas_nni.search.runner.run_search`'s trainer.
 
     ``run_search`` takes no callbacks yet; until it does, this wraps the module's callback factory for
     the duration of one call. Yields the keyword arguments to pass to ``run_search`` (``callbacks=``
     once it accepts them)."""
-    from . import search
+    from ..search import runner as search
 
     if "callbacks" in inspect.signature(search.run_search).parameters:
         yield {"callbacks": list(callbacks)}
@@ -320,10 +320,10 @@ def _extra_search_callbacks(callbacks: Sequence[Any]) -> Iterator[dict[str, Any]
 def search_architecture(strategy: str, seed: int, settings: TrialSettings, out: Path,
                         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> SearchOutcome:
     """Search ``RUASSpace`` with ``strategy`` exactly as ``ruas-nni search`` does
-    (:func:`ruas_nni.search.run_search`; other settings from ``settings.search_config``) into ``out``
+    (:func:`ruas_nni.search.runner.run_search`; other settings from ``settings.search_config``) into ``out``
     (``arch.json``, TensorBoard logs, checkpoint). ``on_epoch(epoch, {"loss", "iem", "nrm"})`` receives
     the validation losses after every epoch."""
-    from .search import load_search_config, run_search
+    from ..search.runner import load_search_config, run_search
 
     overrides = {"data": list(settings.data), "strategy": strategy, "seed": seed, "epochs": settings.epochs,
                  "steps": settings.steps, "crop": settings.crop, "device": settings.device, "progress": False,
@@ -349,7 +349,7 @@ def search_architecture(strategy: str, seed: int, settings: TrialSettings, out: 
 
 
 def _count_flops(network: Any) -> float:
-    from .benchmark import count_flops
+    from ..inference.benchmark import count_flops
 
     width, height = FLOPS_SIZE
     return float(count_flops(network, width, height)["whole"]["flops"])
@@ -360,8 +360,8 @@ def score_checkpoint(checkpoint: Any, pairs: Sequence[Any]) -> dict[str, Any]:
     measurements every trial reports."""
     import torch
 
-    from .evaluation import evaluate
-    from .metrics import count_parameters
+    from ..inference.evaluation import evaluate
+    from ..inference.metrics import count_parameters
 
     with torch.no_grad():
         scores = evaluate(checkpoint, pairs).mean
@@ -387,9 +387,9 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
     """Search with ``strategy`` and ``seed``, train the result, evaluate it; report everything."""
     import torch
 
-    from .atomic import atomic_write
-    from .evaluation import find_pairs
-    from .training import load_train_config, prepare_training, train
+    from ..base.atomic import atomic_write
+    from ..inference.evaluation import find_pairs
+    from ..training.run import load_train_config, prepare_training, train
 
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -444,7 +444,7 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ruas_nni.trial",
+        prog="python -m ruas_nni.experiments.trial",
         description="One trial of `ruas-nni compare`: search, train and evaluate; strategy and seed come from "
                     "NNI's tuner (or --strategy / --seed outside NNI).")
     parser.add_argument("--data", action="append", required=True, metavar="DIR", help="unpaired low-light images")

@@ -2,7 +2,7 @@
 
 The engine behind ``ruas-nni train``: a PyTorch Lightning module and data module, so the same code
 runs on a CPU, one GPU or several GPUs through Lightning's accelerators, strategies and precisions.
-NNI is never imported here: this trains the plain-PyTorch network of :func:`ruas_nni.export.export`.
+NNI is never imported here: this trains the plain-PyTorch network of :func:`ruas_nni.model.export.export`.
 
 **The reference recipe** (the defaults of :class:`TrainConfig`): 800 steps of batch 1, random
 320 x 320 crops of low-light images only; IEM and NRM each have their own SGD (IEM lr 0.015, NRM lr
@@ -50,15 +50,15 @@ import torch.nn.functional as F
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .atomic import atomic_write
-from .checkpoint import Checkpoint, CheckpointError, load_nrm_init, save_checkpoint
-from .config import ConfigError, from_mapping, load_config, to_yaml_dict
+from ..base.atomic import atomic_write
+from ..base.config import ConfigError, from_mapping, load_config, to_yaml_dict
+from ..base.errors import RuasError, UsageError
+from ..model.checkpoint import Checkpoint, CheckpointError, load_nrm_init, save_checkpoint
+from ..model.export import NetworkOptions, export
+from ..model.genotype import PAPER_GENOTYPE, Genotype
+from ..model.network import WARM_STARTS, RUASNet
 from .datasets import UnpairedImages, scan_folders
-from .errors import RuasError, UsageError
-from .export import NetworkOptions, export
-from .genotype import PAPER_GENOTYPE, Genotype
 from .losses import SMOOTH_GUIDES, illumination_loss, noise_loss
-from .network import WARM_STARTS, RUASNet
 
 __all__ = [
     "TrainConfig",
@@ -150,7 +150,7 @@ class TrainingDiverged(RuasError):
 class StepSamples(Dataset):
     """Item ``i`` is sample ``i`` of the whole run: image ``order(pass)[i mod n]`` of pass
     ``i // n`` over the ``n`` images (a seeded shuffle per pass), cropped with
-    :class:`~ruas_nni.datasets.UnpairedImages`' crop for ``(seed, pass, image)``.
+    :class:`~ruas_nni.training.datasets.UnpairedImages`' crop for ``(seed, pass, image)``.
 
     Returns ``(image, step)`` with ``step = i // samples_per_step``."""
 
@@ -242,7 +242,7 @@ def _finite(values: Sequence[torch.Tensor]) -> bool:
 
 
 class RUASTrainingModule(pl.LightningModule):
-    """Trains :class:`~ruas_nni.network.RUASNet` with the reference-free losses (manual optimisation:
+    """Trains :class:`~ruas_nni.model.network.RUASNet` with the reference-free losses (manual optimisation:
     two SGD optimisers on their own schedules)."""
 
     def __init__(self, network: RUASNet, config: TrainConfig, progress: StepProgress | None = None,
@@ -480,7 +480,7 @@ class TrainingRun:
         return self.out / MODEL_FILE
 
     def metadata(self, steps_done: int, complete: bool) -> dict[str, Any]:
-        from . import __version__
+        from .. import __version__
 
         counts: dict[str, int] = {}
         for folder in self.config.data:
@@ -669,7 +669,7 @@ def train(run: TrainingRun, *, device: str = "auto", devices: int | str = 1, str
 
 def _steps_in(model_path: Path) -> Any:
     try:
-        from .checkpoint import load_checkpoint
+        from ..model.checkpoint import load_checkpoint
 
         return load_checkpoint(model_path).metadata.get("steps", "?")
     except CheckpointError:

@@ -1,7 +1,7 @@
 """Exact tiling: run a network on overlapping tiles and keep only what each tile computes exactly.
 
 An output pixel of a convolutional network depends only on input pixels within its *receptive
-radius* ``r`` (:meth:`ruas_nni.network.RUASNet.receptive_radius`). A tile that extends its core
+radius* ``r`` (:meth:`ruas_nni.model.network.RUASNet.receptive_radius`). A tile that extends its core
 region by a halo of at least ``r`` pixels on every side that is not an image border therefore
 computes the core exactly as the whole image would: the zero padding at the tile's own borders
 reaches at most ``r`` pixels inward, into the halo that is thrown away. Borders of the image stay

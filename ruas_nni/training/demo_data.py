@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_write
+from ..base.atomic import atomic_write
 
 __all__ = ["DemoData", "make_demo_data", "synthesize_low_light", "SENSOR"]
 

@@ -3,8 +3,8 @@
 **Strategy comparison** (``ruas-nni compare``). One-shot searches run inside one process and never
 show on NNI's web UI, so the comparison is an NNI experiment of its own: the search space
 ``{"strategy": choice, "seed": choice}``, the ``GridSearch`` tuner (one trial per strategy and seed),
-the local training service, and the trial command ``python -m ruas_nni.trial ...`` (see
-:mod:`ruas_nni.trial`: search -> train -> evaluate, intermediate validation losses, final PSNR /
+the local training service, and the trial command ``python -m ruas_nni.experiments.trial ...`` (see
+:mod:`ruas_nni.experiments.trial`: search -> train -> evaluate, intermediate validation losses, final PSNR /
 SSIM / parameters / FLOPs / search time / genotype). :func:`compare_experiment` builds it,
 :func:`start_experiment` starts the NNI manager and its web UI on a localhost port.
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .config import load_config
-from .errors import UsageError
+from ..base.config import load_config
+from ..base.errors import UsageError
 from .trial import STRATEGIES
 
 __all__ = [
@@ -174,7 +174,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def check_paired_data(folder: str | None, flag: str) -> int:
     """Number of pairs in a paired folder (``low/``, ``high/``); one-line errors otherwise."""
-    from .evaluation import find_pairs
+    from ..inference.evaluation import find_pairs
 
     if not folder:
         raise UsageError(f"{flag}: give a folder with low/ and high/ sub-folders (the same file names in both)")
@@ -193,17 +193,17 @@ def check_no_overlap(data: Sequence[str], paired: str, paired_flag: str) -> None
 
 def check_compare_inputs(config: CompareConfig, *, check_port: bool = True) -> dict[str, int]:
     """Check everything a comparison needs before starting it; return counts for the user."""
-    from .datasets import scan_folders
+    from ..training.datasets import scan_folders
 
     images = len(scan_folders(list(config.data)))
     pairs = check_paired_data(config.eval_data, "--eval-data")
     check_no_overlap(config.data, config.eval_data or "", "--eval-data")
     if config.search_config:
-        from .search import load_search_config
+        from ..search.runner import load_search_config
 
         load_search_config(config.search_config, {"data": list(config.data)})
     if config.train_config:
-        from .training import load_train_config
+        from ..training.run import load_train_config
 
         load_train_config(config.train_config, {"data": list(config.data)})
     if check_port:
@@ -212,7 +212,7 @@ def check_compare_inputs(config: CompareConfig, *, check_port: bool = True) -> d
 
 
 def check_nas_inputs(config: NasConfig, *, check_port: bool = True) -> dict[str, int]:
-    from .datasets import scan_folders
+    from ..training.datasets import scan_folders
 
     images = len(scan_folders(list(config.data)))
     pairs = check_paired_data(config.val_data, "--val-data")
@@ -238,8 +238,8 @@ def compare_search_space(strategies: Sequence[str], seeds: Sequence[int]) -> dic
 
 
 def trial_command(config: CompareConfig, python: str | None = None) -> str:
-    """The shell command each trial runs: ``python -m ruas_nni.trial`` with the shared settings."""
-    words = [python or sys.executable, "-m", "ruas_nni.trial"]
+    """The shell command each trial runs: ``python -m ruas_nni.experiments.trial`` with the shared settings."""
+    words = [python or sys.executable, "-m", "ruas_nni.experiments.trial"]
     for folder in config.data:
         words += ["--data", str(Path(folder).resolve())]
     words += ["--eval-data", str(Path(config.eval_data or "").resolve()),
@@ -315,10 +315,10 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     """
     import nni
 
-    from .atomic import atomic_write
-    from .evaluation import find_pairs
-    from .genotype import Genotype
-    from .training import TrainConfig, prepare_training, train
+    from ..base.atomic import atomic_write
+    from ..inference.evaluation import find_pairs
+    from ..model.genotype import Genotype
+    from ..training.run import TrainConfig, prepare_training, train
     from .trial import (
         TENSORBOARD_DIR,
         _link_dir,
@@ -551,7 +551,7 @@ def keep_web_ui_until_interrupted(experiment: Any, port: int, print_line: Callab
 def run_nas(experiment: Any, port: int, top_k: int = 3) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Run a multi-trial NAS experiment to the end (the strategy runs in this process); return the
     ``top_k`` architectures (NNI sample, final metrics) by PSNR, from the trials' own reports."""
-    from .genotype import Genotype
+    from ..model.genotype import Genotype
 
     _tools_on_path()
     _quiet_nni_logging()

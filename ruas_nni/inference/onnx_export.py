@@ -1,9 +1,9 @@
 """Export a checkpoint's network to ONNX, with dynamic batch, height and width.
 
-The exported graph is the folded inference network (:mod:`ruas_nni.fold`; ``fold=False`` exports the
+The exported graph is the folded inference network (:mod:`ruas_nni.inference.fold`; ``fold=False`` exports the
 network exactly as trained). Input ``image``: float32 ``N x 3 x H x W`` RGB in ``[0, 1]``, any
 ``H, W >= 1``; output ``enhanced``: same shape, the output of the chosen stage, *not clipped* (like
-:class:`ruas_nni.network.RUASNet`: clip to ``[0, 1]`` before saving). The receptive radius is stored
+:class:`ruas_nni.model.network.RUASNet`: clip to ``[0, 1]`` before saving). The receptive radius is stored
 in the model's metadata (``receptive_radius``) for callers that tile large images.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .atomic import atomic_write
-from .checkpoint import Checkpoint
+from ..base.atomic import atomic_write
+from ..model.checkpoint import Checkpoint
 
 __all__ = ["export_onnx", "DEFAULT_OPSET"]
 

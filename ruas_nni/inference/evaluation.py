@@ -2,7 +2,7 @@
 
 A paired folder holds ``low/`` (inputs) and ``high/`` (ground truth) with the same file names, as
 the LOL test split does. Every low-light image is enhanced at full size, its output is scored with
-:mod:`ruas_nni.metrics` (8-bit rounding, PSNR, SSIM as the reference numbers define them) and,
+:mod:`ruas_nni.inference.metrics` (8-bit rounding, PSNR, SSIM as the reference numbers define them) and,
 on request, a side-by-side picture ``input | ours | ground truth`` is written.
 
 Plain PyTorch only (no NNI, no Lightning).
@@ -19,11 +19,11 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .atomic import atomic_write
-from .checkpoint import Checkpoint
-from .data import ImageReadError, find_images, read_image, write_png
+from ..base.atomic import atomic_write
+from ..base.errors import UsageError
+from ..base.images import ImageReadError, find_images, read_image, write_png
+from ..model.checkpoint import Checkpoint
 from .enhance import Enhancer
-from .errors import UsageError
 from .metrics import ImageScores, score_image
 
 __all__ = ["ImagePair", "EvaluationResult", "find_pairs", "side_by_side", "evaluate", "format_table"]

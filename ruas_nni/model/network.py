@@ -9,7 +9,7 @@ Low-light Image Enhancement", CVPR 2021. The network is the unrolled optimisatio
 * :class:`DistillationCell` (Fig. 2(d)): the searched cell both modules are made of.
 
 Every module takes an *edge factory* ``(edge_index, channels) -> nn.Module`` that fills the seven
-cell edges. The exported network (:func:`ruas_nni.export.export`) fills them with plain operations,
+cell edges. The exported network (:func:`ruas_nni.model.export.export`) fills them with plain operations,
 the NNI search space (:mod:`search_spaces.ruas`) with ``LayerChoice``\\ s over all candidates, so
 the searched and the exported network cannot drift apart. This module never imports NNI.
 """
@@ -221,7 +221,7 @@ class RUASForward:
 class RUASNet(RUASForward, nn.Module):
     """The RUAS enhancement network: IEM then (optionally) NRM, in plain PyTorch.
 
-    Build one from a genotype with :func:`ruas_nni.export.export`; this constructor takes edge
+    Build one from a genotype with :func:`ruas_nni.model.export.export`; this constructor takes edge
     factories so that the NNI search space can reuse it.
     """
 

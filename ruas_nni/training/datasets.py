@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .data import ImageReadError, find_images, read_image
-from .errors import UsageError
+from ..base.errors import UsageError
+from ..base.images import ImageReadError, find_images, read_image
 
 __all__ = ["scan_folders", "split_files", "UnpairedImages", "SeededShuffle"]
 

@@ -1,6 +1,6 @@
-"""Fold a trained :class:`~ruas_nni.network.RUASNet` into a faster network with the same outputs.
+"""Fold a trained :class:`~ruas_nni.model.network.RUASNet` into a faster network with the same outputs.
 
-The exported network (:mod:`ruas_nni.network`) is written for search and training: every edge is a
+The exported network (:mod:`ruas_nni.model.network`) is written for search and training: every edge is a
 module, skip edges and residual additions are separate operations, the cell concatenates four
 tensors before its fuse convolution, and the warm start is a max-pool. For inference all of that
 can be rearranged once, when the model is loaded, without changing what is computed:
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet
-from .ops import Convolution, ResidualConvolution
+from ..model.network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet
+from ..model.ops import Convolution, ResidualConvolution
 
 __all__ = ["Affine", "FoldedRUAS", "fold", "fast_warm_start"]
 
@@ -54,7 +54,7 @@ _FUSE_SLOTS = {"d1": 0, "d2": 1, "d3": 2, "r4": 3}
 
 def fast_warm_start(x: torch.Tensor) -> torch.Tensor:
     """``S(x)``, the 2x2 max filter zero-padded at the bottom and right, as two maxima of shifted
-    views; equal bit for bit to :func:`ruas_nni.network.warm_start`, and keeps ``x``'s memory
+    views; equal bit for bit to :func:`ruas_nni.model.network.warm_start`, and keeps ``x``'s memory
     format (the last row and column are ``max(x, 0)``: their neighbour is the zero padding)."""
     rows = torch.empty_like(x)
     torch.maximum(x[..., :-1, :], x[..., 1:, :], out=rows[..., :-1, :])
