@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import ruas_nni.training.run as training
+import ruas_nni.training.module as training
 from ruas_nni.base.errors import UsageError
 from ruas_nni.cli import main
 from ruas_nni.model.checkpoint import load_checkpoint
+from ruas_nni.training.config import TrainConfig
 from ruas_nni.training.losses import illumination_loss, smoothness
-from ruas_nni.training.run import TrainConfig, TrainingDiverged, build_network, prepare_training, train
+from ruas_nni.training.module import TrainingDiverged
+from ruas_nni.training.run import build_network, prepare_training, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -269,7 +271,7 @@ def test_example_config_lists_every_key_with_the_reference_defaults() -> None:
 
     import yaml
 
-    from ruas_nni.training.run import load_train_config
+    from ruas_nni.training.config import load_train_config
 
     path = ROOT / "examples" / "train.yaml"
     assert set(yaml.safe_load(path.read_text())) == {f.name for f in dataclasses.fields(TrainConfig)}

@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from ruas_nni.inference.evaluation import EvaluationResult, find_pairs, format_table, side_by_side
     from ruas_nni.inference.metrics import score_image
     from ruas_nni.model.genotype import Genotype
+    from ruas_nni.training.config import TrainConfig
     from ruas_nni.training.demo_data import make_demo_data
-    from ruas_nni.training.run import TrainConfig, prepare_training, train
+    from ruas_nni.training.run import prepare_training, train
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")

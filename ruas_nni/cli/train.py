@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from ruas_nni.training.run import load_train_config, prepare_training, train
+    from ruas_nni.training.config import load_train_config
+    from ruas_nni.training.run import prepare_training, train
 
     devices = _devices(args.devices)
     if args.threads is not None and args.threads < 1:

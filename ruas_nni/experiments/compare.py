@@ -203,7 +203,7 @@ def check_compare_inputs(config: CompareConfig, *, check_port: bool = True) -> d
 
         load_search_config(config.search_config, {"data": list(config.data)})
     if config.train_config:
-        from ..training.run import load_train_config
+        from ..training.config import load_train_config
 
         load_train_config(config.train_config, {"data": list(config.data)})
     if check_port:
@@ -318,7 +318,8 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     from ..base.atomic import atomic_write
     from ..inference.evaluation import find_pairs
     from ..model.genotype import Genotype
-    from ..training.run import TrainConfig, prepare_training, train
+    from ..training.config import TrainConfig
+    from ..training.run import prepare_training, train
     from .trial import (
         TENSORBOARD_DIR,
         _link_dir,

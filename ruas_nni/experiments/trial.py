@@ -389,7 +389,8 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
 
     from ..base.atomic import atomic_write
     from ..inference.evaluation import find_pairs
-    from ..training.run import load_train_config, prepare_training, train
+    from ..training.config import load_train_config
+    from ..training.run import prepare_training, train
 
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")

@@ -1,0 +1,90 @@
+"""The recipe of a training run: :class:`TrainConfig` (the reference recipe as defaults), loading it
+from YAML and flags, and the architecture it trains."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..base.config import load_config
+from ..base.errors import UsageError
+from ..model.export import NetworkOptions
+from ..model.genotype import PAPER_GENOTYPE, Genotype
+from ..model.network import WARM_STARTS
+from .losses import SMOOTH_GUIDES
+
+__all__ = ["TrainConfig", "load_train_config", "resolve_arch"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what ``ruas-nni train`` learns. Defaults: the reference recipe
+    (spec Sec. 4), with the authors' loss definitions (spec Sec. 2)."""
+
+    arch: str = field(default="paper", metadata={"help": "arch.json of a search, or 'paper' for the paper's genotype"})
+    data: list[str] = field(default_factory=list, metadata={"help": "folders of unpaired low-light images"})
+    init_nrm: str | None = field(default=None, metadata={"help": "NRM initial weights (the authors' denoise.pt)"})
+    steps: int = field(default=800, metadata={"min": 1, "help": "training steps"})
+    crop: int = field(default=320, metadata={"min": 8, "help": "side of the random square crops"})
+    batch_size: int = field(default=1, metadata={"min": 1, "help": "crops per step (per device)"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "seed of the weights' initialisation and the crops"})
+    flip: bool = field(default=False, metadata={"help": "random horizontal / vertical flips (not in the reference)"})
+    # optimisation
+    iem_lr: float = field(default=0.015, metadata={"min": 0.0})
+    nrm_lr: float = field(default=0.001, metadata={"min": 0.0})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    weight_decay: float = field(default=3e-4, metadata={"min": 0.0})
+    grad_clip: float = field(default=5.0, metadata={"min": 0.0, "help": "max gradient norm per module; 0 = off"})
+    nrm_period: int = field(default=50, metadata={"min": 1, "help": "the NRM steps every nrm_period-th step"})
+    zero_nrm_head: bool = field(default=True, metadata={
+        "help": "without init_nrm, start the NRM's last convolution at zero (x = u at first)"})
+    # network (paper Sec. 3.1 and the ablations of Fig. 6)
+    gamma: float = 0.5
+    warm_start: str = field(default="rectified", metadata={"choices": WARM_STARTS})
+    iem_stages: int = field(default=3, metadata={"min": 1})
+    nrm_cells: int = field(default=3, metadata={"min": 1})
+    nrm_channels: int = field(default=6, metadata={"min": 1})
+    # losses (spec Sec. 2)
+    fidelity_weight: float = field(default=0.5, metadata={"min": 0.0, "help": "weight of MSE(t_K, y) in L_t"})
+    smooth_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of the smoothness R in L_t"})
+    smooth_sigma: float | None = field(default=None, metadata={
+        "min": 1e-6, "help": "intended sigma of R's weights exp(-|dg|^2 / 2 sigma^2); null = the reference's -0.005"})
+    smooth_guide: str = field(default="ycbcr", metadata={"choices": SMOOTH_GUIDES})
+    noise_fidelity_weight: float = field(default=1e-7, metadata={"min": 0.0, "help": "weight of MSE(x, u_K) in L_n"})
+    tv_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of TV(x) in L_n"})
+    # bookkeeping
+    checkpoint_every: int = field(default=50, metadata={"min": 1, "help": "steps between resumable checkpoints"})
+    log_every: int = field(default=10, metadata={"min": 1, "help": "steps between logged losses"})
+    sample_every: int = field(default=200, metadata={"min": 1, "help": "steps between logged sample enhancements"})
+    max_bad_steps: int = field(default=5, metadata={"min": 1, "help": "stop after this many non-finite steps in a row"})
+    num_workers: int = field(default=0, metadata={"min": 0, "help": "data loading processes (0 = main process)"})
+
+    def network_options(self) -> NetworkOptions:
+        return NetworkOptions(iem_stages=self.iem_stages, nrm_cells=self.nrm_cells, nrm_channels=self.nrm_channels,
+                              gamma=self.gamma, warm_start=self.warm_start)
+
+
+def resolve_arch(arch: str) -> tuple[Genotype, str]:
+    """``paper`` or the path of an ``arch.json`` (search output) -> genotype and a description."""
+    if arch == "paper":
+        return PAPER_GENOTYPE, "paper genotype (Liu et al., CVPR 2021, Sec. 4)"
+    path = Path(arch)
+    if not path.is_file():
+        raise UsageError(f"--arch {arch}: no such file (give a search's arch.json, or 'paper')")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"--arch {arch}: not a readable JSON file ({exc})") from None
+    try:
+        genotype = Genotype.from_any(data)
+    except ValueError as exc:
+        raise UsageError(f"--arch {arch}: {exc}") from None
+    return genotype, f"{path}"
+
+
+def load_train_config(yaml_path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) -> TrainConfig:
+    """The recipe: defaults, then ``--config`` YAML, then flags (``None`` = not given)."""
+    return load_config(TrainConfig, yaml_path, overrides)
