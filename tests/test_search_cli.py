@@ -38,7 +38,9 @@ def _search(data: Path, out: Path, *extra: str) -> int:
 
 def _initial_probs(strategy_name: str) -> dict[str, np.ndarray]:
     """The softmax of the alphas a search with seed 0 starts from."""
-    from ruas_nni.search.runner import SearchConfig, architecture_probabilities, prepare_search
+    from ruas_nni.search.config import SearchConfig
+    from ruas_nni.search.heatmap import architecture_probabilities
+    from ruas_nni.search.runner import prepare_search
 
     space, strategy = prepare_search(SearchConfig(strategy=strategy_name, seed=0))
     strategy.mutate_model(space)
@@ -179,7 +181,7 @@ def test_a_diverging_search_stops_with_one_line_and_keeps_its_checkpoint(demo_da
 def test_example_config_lists_every_setting_with_its_default():
     import dataclasses
 
-    from ruas_nni.search.runner import SearchConfig, load_search_config
+    from ruas_nni.search.config import SearchConfig, load_search_config
 
     example = ROOT / "examples" / "search.yaml"
     written = yaml.safe_load(example.read_text())

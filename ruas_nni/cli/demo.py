@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _search(train_dir, out, settings: DemoSettings, seed: int, progress: bool, threads: int | None):
     """The cooperative search; returns (arch.json path, a one-line description)."""
-    from ruas_nni.search.runner import load_search_config, run_search
+    from ruas_nni.search.config import load_search_config
+    from ruas_nni.search.runner import run_search
 
     config = load_search_config(None, {
         "data": [str(train_dir)], "strategy": "cooperative", "epochs": settings.search_epochs,

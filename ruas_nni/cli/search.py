@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     import nni.nas.evaluator.pytorch  # noqa: F401  (configures its loggers on import)
     import pytorch_lightning  # noqa: F401
 
-    from ruas_nni.search.runner import load_search_config, run_search
+    from ruas_nni.search.config import load_search_config
+    from ruas_nni.search.runner import run_search
 
     # Lightning's chatter (device banners, tips) and NNI's log lines, which would repeat a failure that
     # this command reports in one line; warnings of Lightning and of the strategy still show.

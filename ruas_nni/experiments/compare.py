@@ -199,7 +199,7 @@ def check_compare_inputs(config: CompareConfig, *, check_port: bool = True) -> d
     pairs = check_paired_data(config.eval_data, "--eval-data")
     check_no_overlap(config.data, config.eval_data or "", "--eval-data")
     if config.search_config:
-        from ..search.runner import load_search_config
+        from ..search.config import load_search_config
 
         load_search_config(config.search_config, {"data": list(config.data)})
     if config.train_config:

@@ -62,7 +62,7 @@ _log = logging.getLogger(__name__)
 
 # Search strategies a trial can run (those of ``ruas-nni search``): RUAS's cooperative bilevel search,
 # its two ablations (paper Fig. 9: ``separate``, naive ``joint``), NNI's ``DARTS`` and ``GumbelDARTS``.
-from ..search.runner import STRATEGIES  # noqa: E402
+from ..search.config import STRATEGIES  # noqa: E402
 
 FLOPS_SIZE = (600, 400)
 """Width and height at which FLOPs are counted (the paper's Table 2 uses 600 x 400 LOL images)."""
@@ -323,7 +323,8 @@ def search_architecture(strategy: str, seed: int, settings: TrialSettings, out: 
     (:func:`ruas_nni.search.runner.run_search`; other settings from ``settings.search_config``) into ``out``
     (``arch.json``, TensorBoard logs, checkpoint). ``on_epoch(epoch, {"loss", "iem", "nrm"})`` receives
     the validation losses after every epoch."""
-    from ..search.runner import load_search_config, run_search
+    from ..search.config import load_search_config
+    from ..search.runner import run_search
 
     overrides = {"data": list(settings.data), "strategy": strategy, "seed": seed, "epochs": settings.epochs,
                  "steps": settings.steps, "crop": settings.crop, "device": settings.device, "progress": False,
