@@ -20,7 +20,7 @@ from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.experiment import NasExperiment
 from nni.nas.strategy import RegularizedEvolution
 
-from ruas_nni.experiments.compare import train_and_score
+from ruas_nni.experiments.nas import train_and_score
 from ruas_nni.model.genotype import Genotype
 from search_spaces import RUASSpace
 

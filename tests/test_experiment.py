@@ -222,7 +222,7 @@ def test_sampled_architecture_trains_and_scores(demo_data, tmp_path, monkeypatch
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.space import RawFormatModelSpace
 
-    from ruas_nni.experiments.compare import train_and_score
+    from ruas_nni.experiments.nas import train_and_score
     from ruas_nni.model.genotype import Genotype
     from search_spaces import RUASSpace
 

@@ -60,14 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ruas_nni.experiments.compare import (
-        check_compare_inputs,
-        compare_experiment,
-        load_compare_config,
-        run_attached,
-        start_experiment,
-        web_ui_url,
-    )
+    from ruas_nni.experiments.compare import check_compare_inputs, compare_experiment, load_compare_config
+    from ruas_nni.experiments.launch import run_attached, start_experiment, web_ui_url
 
     overrides = {"strategies": args.strategies, "data": args.data, "eval_data": args.eval_data,
                  "repeats": args.repeats, "epochs": args.epochs, "steps": args.steps, "crop": args.crop,

@@ -49,14 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ruas_nni.base.atomic import atomic_write
-    from ruas_nni.experiments.compare import (
-        check_nas_inputs,
-        keep_web_ui_until_interrupted,
-        load_nas_config,
-        nas_experiment,
-        run_nas,
-        web_ui_url,
-    )
+    from ruas_nni.experiments.launch import keep_web_ui_until_interrupted, web_ui_url
+    from ruas_nni.experiments.nas import check_nas_inputs, load_nas_config, nas_experiment, run_nas
     from ruas_nni.model.genotype import Genotype
 
     overrides = {"strategy": args.strategy, "data": args.data, "val_data": args.val_data, "trials": args.trials,
