@@ -23,6 +23,8 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+import yaml
+
 from .errors import UsageError
 
 __all__ = ["ConfigError", "read_yaml", "from_mapping", "load_config", "to_yaml_dict"]
@@ -36,8 +38,6 @@ class ConfigError(UsageError):
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping; empty files give ``{}``."""
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

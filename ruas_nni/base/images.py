@@ -117,6 +117,8 @@ def _png_bit_depth(path: Path) -> int | None:
 
 def _read_png16(path: Path) -> LoadedImage:
     """16-bit PNGs, which Pillow reduces to 8 bits, through torchvision's decoder."""
+    # Imported here, not at the top: importing torchvision takes seconds, which every `ruas-nni enhance`
+    # would pay, and only 16-bit PNGs need it.
     from torchvision.io import ImageReadMode, decode_png, read_file
 
     try:

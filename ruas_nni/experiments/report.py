@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from nni.tools.nnictl.config_utils import Experiments
+from PIL import Image, ImageDraw, ImageFont
+
+from ..base.atomic import atomic_write
 from ..base.errors import UsageError
+from ..model.network import EDGE_NAMES
+from ..model.ops import OPERATION_NAMES
 
 __all__ = [
     "TrialRecord",
@@ -112,8 +118,6 @@ class ExperimentData:
 def _manifest_dirs(experiment_id: str) -> list[Path]:
     """Folders where nnictl's experiment list says ``experiment_id`` lives."""
     try:
-        from nni.tools.nnictl.config_utils import Experiments
-
         entry = Experiments().get_all_experiments().get(experiment_id)
     except Exception:  # no NNI, or an unreadable list
         return []
@@ -275,9 +279,6 @@ def _mean_matrix(matrices: Sequence[Sequence[Sequence[float]]]) -> list[list[flo
 
 def _probs_of(arch: Mapping[str, Any] | None) -> dict[str, list[list[float]]]:
     """``arch.json``'s probabilities as ``{module: 7 x 7}`` (rows edges, columns operations)."""
-    from ..model.network import EDGE_NAMES
-    from ..model.ops import OPERATION_NAMES
-
     if not arch or not isinstance(arch.get("probs"), Mapping):
         return {}
     probs = arch["probs"]
@@ -332,8 +333,6 @@ _HEAT = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 3
 
 
 def _font(size: int) -> Any:
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: fixed-size bitmap font
@@ -389,8 +388,6 @@ def plot_psnr_vs_params(summaries: Sequence[StrategySummary], path: str | os.Pat
                         title: str = "PSNR against model size") -> Path:
     """Scatter of PSNR (dB) against parameters: one dot per trial, a ringed larger dot per strategy
     mean, a legend (the paper's Fig. 1)."""
-    from PIL import Image, ImageDraw
-
     width, height = 900, 600
     left, right, top, bottom = 100, 220, 60, 80
     image = Image.new("RGB", (width, height), "white")
@@ -456,11 +453,6 @@ def plot_psnr_vs_params(summaries: Sequence[StrategySummary], path: str | os.Pat
 
 def _heatmap_panel(matrix: Sequence[Sequence[float]], title: str, cell: int = 54) -> Any:
     """One 7 x 7 probability heatmap with edge and operation labels and the values in the cells."""
-    from PIL import Image, ImageDraw
-
-    from ..model.network import EDGE_NAMES
-    from ..model.ops import OPERATION_NAMES
-
     label_w, label_h, head, bar_w = 46, 110, 36, 90
     rows, cols = len(matrix), len(matrix[0])
     image = Image.new("RGB", (label_w + cols * cell + bar_w, head + rows * cell + label_h), "white")
@@ -510,8 +502,6 @@ def _module_title(module: str) -> str:
 
 def plot_alpha_heatmaps(summary: StrategySummary, path: str | os.PathLike[str]) -> Path | None:
     """IEM and NRM architecture probabilities of one strategy side by side (``None`` without probs)."""
-    from PIL import Image, ImageDraw
-
     panels = [_heatmap_panel(summary.probs[m], _module_title(m)) for m in MODULES if m in summary.probs]
     if not panels:
         return None
@@ -531,8 +521,6 @@ def plot_alpha_heatmaps(summary: StrategySummary, path: str | os.PathLike[str]) 
 
 
 def _stack_vertically(paths: Sequence[Path], path: str | os.PathLike[str]) -> Path | None:
-    from PIL import Image
-
     images = [Image.open(p).convert("RGB") for p in paths]
     if not images:
         return None
@@ -545,8 +533,6 @@ def _stack_vertically(paths: Sequence[Path], path: str | os.PathLike[str]) -> Pa
 
 
 def _save_png(image: Any, path: str | os.PathLike[str]) -> Path:
-    from ..base.atomic import atomic_write
-
     path = Path(path)
     with atomic_write(path) as handle:
         image.save(handle, format="PNG")
@@ -660,8 +646,6 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
 def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
                  experiment_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write ``report.md`` and its PNG plots for an experiment; return the Markdown file."""
-    from ..base.atomic import atomic_write
-
     directory = locate_experiment(id_or_dir, experiment_dir)
     data = load_experiment(directory)
     out_dir = Path(out) if out is not None else Path(f"report-{data.experiment_id}")

@@ -34,12 +34,31 @@ import os
 import re
 import sys
 import time
+import urllib.error
+import urllib.request
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
+import nni
+import nni.trial
+import pytorch_lightning as pl
+import torch
+from nni.runtime.trial_command_channel import get_default_trial_command_channel, set_default_trial_command_channel
+from torch.utils.tensorboard import SummaryWriter
+
+from ..base.atomic import atomic_write
 from ..base.errors import RuasError, UsageError
+from ..inference.benchmark import count_flops
+from ..inference.evaluation import evaluate, find_pairs
+from ..inference.metrics import count_parameters
+from ..search import runner as search
+from ..search.config import STRATEGIES, load_search_config
+from ..search.runner import run_search
+from ..training.config import load_train_config
+from ..training.run import prepare_training, train
 
 __all__ = [
     "STRATEGIES",
@@ -53,6 +72,7 @@ __all__ = [
     "search_architecture",
     "run_trial",
     "link_tensorboard_for_web_ui",
+    "ValidationLossPerEpoch",
     "validation_loss_callback",
     "adopt_manager_parameters",
     "main",
@@ -60,9 +80,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# Search strategies a trial can run (those of ``ruas-nni search``): RUAS's cooperative bilevel search,
-# its two ablations (paper Fig. 9: ``separate``, naive ``joint``), NNI's ``DARTS`` and ``GumbelDARTS``.
-from ..search.config import STRATEGIES  # noqa: E402
+# STRATEGIES (imported above from ruas_nni.search.config) are the search strategies a trial can run
+# (those of ``ruas-nni search``): RUAS's cooperative bilevel search, its two ablations (paper Fig. 9:
+# ``separate``, naive ``joint``), NNI's ``DARTS`` and ``GumbelDARTS``.
 
 FLOPS_SIZE = (600, 400)
 """Width and height at which FLOPs are counted (the paper's Table 2 uses 600 x 400 LOL images)."""
@@ -154,20 +174,11 @@ class NniReporter(Reporter):
     puts them back around every report."""
 
     def __init__(self) -> None:
-        import nni.trial
-        from nni.runtime.trial_command_channel import get_default_trial_command_channel
-
         self._channel = get_default_trial_command_channel()
         self._params = nni.trial._params
 
     @contextlib.contextmanager
     def _trial_channel(self) -> Iterator[None]:
-        import nni.trial
-        from nni.runtime.trial_command_channel import (
-            get_default_trial_command_channel,
-            set_default_trial_command_channel,
-        )
-
         channel, params = get_default_trial_command_channel(), nni.trial._params
         set_default_trial_command_channel(self._channel)
         nni.trial._params = self._params
@@ -178,14 +189,10 @@ class NniReporter(Reporter):
             nni.trial._params = params
 
     def intermediate(self, metrics: Mapping[str, Any]) -> None:
-        import nni
-
         with self._trial_channel():
             nni.report_intermediate_result(dict(metrics))
 
     def final(self, metrics: Mapping[str, Any]) -> None:
-        import nni
-
         with self._trial_channel():
             nni.report_final_result(dict(metrics))
 
@@ -249,8 +256,6 @@ def _link_dir(link: Path, target: Path) -> None:
 
 def _validation_losses(module: Any, images: Any) -> dict[str, float]:
     """Mean reference-free losses of the supernet (current architecture weights) over ``images``."""
-    import torch
-
     totals: dict[str, float] = {}
     device = next(module.parameters()).device
     with torch.no_grad():
@@ -261,32 +266,36 @@ def _validation_losses(module: Any, images: Any) -> dict[str, float]:
     return {key: value / max(len(images), 1) for key, value in totals.items()}
 
 
-def validation_loss_callback(on_epoch: Callable[[int, dict[str, float]], None]) -> Any:
-    """A Lightning callback for the search's trainer: after every epoch, the reference-free losses
-    ``{"loss", "iem", "nrm"}`` of the supernet on the search's validation images (the upper level's
-    half), logged as ``val/*`` and passed to ``on_epoch(epoch, losses)``."""
-    import pytorch_lightning as pl
+class ValidationLossPerEpoch(pl.Callback):
+    """After every epoch of the search, the reference-free losses ``{"loss", "iem", "nrm"}`` of the
+    supernet on the search's validation images (the upper level's half), logged as ``val/*`` and passed
+    to ``on_epoch(epoch, losses)``."""
 
-    class ValidationLossPerEpoch(pl.Callback):
-        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-            data = getattr(trainer, "datamodule", None)
-            images = getattr(data, "val_set", None)
-            if images is None or len(images) == 0:
-                return
-            losses_module = getattr(pl_module, "training_module", pl_module)
-            was_training = losses_module.training
-            losses_module.eval()
-            try:
-                losses = _validation_losses(losses_module, images)
-            finally:
-                losses_module.train(was_training)
-            logger = getattr(trainer.logger, "experiment", None)
-            if logger is not None and hasattr(logger, "add_scalar"):
-                for key, value in losses.items():
-                    logger.add_scalar(f"val/{key}", value, trainer.current_epoch + 1)
-            on_epoch(trainer.current_epoch, losses)
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None]) -> None:
+        self.on_epoch = on_epoch
 
-    return ValidationLossPerEpoch()
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        data = getattr(trainer, "datamodule", None)
+        images = getattr(data, "val_set", None)
+        if images is None or len(images) == 0:
+            return
+        losses_module = getattr(pl_module, "training_module", pl_module)
+        was_training = losses_module.training
+        losses_module.eval()
+        try:
+            losses = _validation_losses(losses_module, images)
+        finally:
+            losses_module.train(was_training)
+        logger = getattr(trainer.logger, "experiment", None)
+        if logger is not None and hasattr(logger, "add_scalar"):
+            for key, value in losses.items():
+                logger.add_scalar(f"val/{key}", value, trainer.current_epoch + 1)
+        self.on_epoch(trainer.current_epoch, losses)
+
+
+def validation_loss_callback(on_epoch: Callable[[int, dict[str, float]], None]) -> ValidationLossPerEpoch:
+    """A Lightning callback for the search's trainer: :class:`ValidationLossPerEpoch` calling ``on_epoch``."""
+    return ValidationLossPerEpoch(on_epoch)
 
 
 @contextlib.contextmanager
@@ -296,8 +305,6 @@ def _extra_search_callbacks(callbacks: Sequence[Any]) -> Iterator[dict[str, Any]
     ``run_search`` takes no callbacks yet; until it does, this wraps the module's callback factory for
     the duration of one call. Yields the keyword arguments to pass to ``run_search`` (``callbacks=``
     once it accepts them)."""
-    from ..search import runner as search
-
     if "callbacks" in inspect.signature(search.run_search).parameters:
         yield {"callbacks": list(callbacks)}
         return
@@ -323,9 +330,6 @@ def search_architecture(strategy: str, seed: int, settings: TrialSettings, out: 
     (:func:`ruas_nni.search.runner.run_search`; other settings from ``settings.search_config``) into ``out``
     (``arch.json``, TensorBoard logs, checkpoint). ``on_epoch(epoch, {"loss", "iem", "nrm"})`` receives
     the validation losses after every epoch."""
-    from ..search.config import load_search_config
-    from ..search.runner import run_search
-
     overrides = {"data": list(settings.data), "strategy": strategy, "seed": seed, "epochs": settings.epochs,
                  "steps": settings.steps, "crop": settings.crop, "device": settings.device, "progress": False,
                  "threads": settings.threads}
@@ -350,8 +354,6 @@ def search_architecture(strategy: str, seed: int, settings: TrialSettings, out: 
 
 
 def _count_flops(network: Any) -> float:
-    from ..inference.benchmark import count_flops
-
     width, height = FLOPS_SIZE
     return float(count_flops(network, width, height)["whole"]["flops"])
 
@@ -359,11 +361,6 @@ def _count_flops(network: Any) -> float:
 def score_checkpoint(checkpoint: Any, pairs: Sequence[Any]) -> dict[str, Any]:
     """``{"psnr", "ssim", "params", "flops"}`` of a trained checkpoint on paired images: the
     measurements every trial reports."""
-    import torch
-
-    from ..inference.evaluation import evaluate
-    from ..inference.metrics import count_parameters
-
     with torch.no_grad():
         scores = evaluate(checkpoint, pairs).mean
         network = checkpoint.build()
@@ -372,8 +369,6 @@ def score_checkpoint(checkpoint: Any, pairs: Sequence[Any]) -> dict[str, Any]:
 
 
 def _log_eval_scalars(tensorboard_dir: Path, metrics: Mapping[str, Any]) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
     writer = SummaryWriter(log_dir=str(tensorboard_dir / "eval"))
     try:
         for key in ("psnr", "ssim", "params", "flops", "search_seconds", "train_seconds"):
@@ -386,13 +381,6 @@ def _log_eval_scalars(tensorboard_dir: Path, metrics: Mapping[str, Any]) -> None
 def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.PathLike[str],
               reporter: Reporter) -> TrialResult:
     """Search with ``strategy`` and ``seed``, train the result, evaluate it; report everything."""
-    import torch
-
-    from ..base.atomic import atomic_write
-    from ..inference.evaluation import find_pairs
-    from ..training.config import load_train_config
-    from ..training.run import prepare_training, train
-
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     out = Path(out)
@@ -468,10 +456,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _manager_record_text(timeout: float = 20.0) -> str | None:
     """The parameter record that the NNI manager lists for this trial (the text it sent, as its REST
     API ``/trial-jobs/<id>`` shows it); ``None`` when it cannot be read."""
-    import urllib.error
-    import urllib.request
-    from urllib.parse import urlsplit
-
     channel = os.environ.get("NNI_TRIAL_COMMAND_CHANNEL", "")
     trial_id = os.environ.get("NNI_TRIAL_JOB_ID", "")
     parts = urlsplit(channel)
@@ -505,9 +489,6 @@ def adopt_manager_parameters() -> bool:
     included, so the reports match them too). Every parameter set still runs exactly once. Returns
     whether anything was replaced.
     """
-    import nni
-    import nni.trial
-
     current = getattr(nni.trial, "_params", None)
     if not isinstance(current, dict):
         return False
@@ -530,8 +511,6 @@ def adopt_manager_parameters() -> bool:
 
 def _nni_parameters() -> dict[str, Any]:
     """This trial's parameters from NNI, consistent with what the web UI shows for it."""
-    import nni
-
     nni.get_next_parameter()
     adopt_manager_parameters()
     parameters = nni.get_current_parameter()

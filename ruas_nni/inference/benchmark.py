@@ -18,6 +18,7 @@ which includes PyTorch itself; on CUDA, ``torch.cuda.max_memory_allocated``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -30,6 +31,12 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..model.checkpoint import Checkpoint, load_checkpoint
+from ..model.export import NetworkOptions, export
+from ..model.genotype import PAPER_GENOTYPE
+from .enhance import Enhancer, default_checkpoint_path, tune_allocator
 
 __all__ = [
     "PAPER_TABLE2",
@@ -65,13 +72,8 @@ class ModelSource:
     checkpoint_path: Path | None  # None: the paper genotype with random weights (seed 0)
 
     def load(self):
-        from ..model.checkpoint import Checkpoint, load_checkpoint
-
         if self.checkpoint_path is not None:
             return load_checkpoint(self.checkpoint_path)
-        from ..model.export import NetworkOptions, export
-        from ..model.genotype import PAPER_GENOTYPE
-
         torch.manual_seed(0)
         network = export(PAPER_GENOTYPE)
         return Checkpoint.from_network(network, PAPER_GENOTYPE, NetworkOptions(), {"source": "random"})
@@ -81,8 +83,6 @@ def resolve_model(checkpoint: str | os.PathLike[str] | None) -> ModelSource:
     """``checkpoint``, else the shipped default model, else the paper genotype with random weights."""
     if checkpoint is not None:
         return ModelSource(f"checkpoint {checkpoint}", Path(checkpoint))
-    from .enhance import default_checkpoint_path
-
     default = default_checkpoint_path()
     if default is not None:
         return ModelSource(f"the shipped default model ({default.name})", default)
@@ -118,8 +118,6 @@ def _bias_additions(module: nn.Module, run) -> int:
 
 def count_flops(network: nn.Module, width: int, height: int) -> dict[str, dict[str, float]]:
     """FLOPs of the whole network and of the IEM alone on one ``width x height`` image."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     image = torch.rand(1, 3, height, width)
     result: dict[str, dict[str, float]] = {}
     parts = {"whole": lambda: network(image), "iem": lambda: network.iem(image)}
@@ -171,8 +169,6 @@ def _child(kind: str, source: ModelSource, sizes: Sequence[tuple[int, int]], run
                 output = result.final if stage == "final" else result.iem
                 return output[0].clamp(0, 1).cpu()
     else:
-        from .enhance import Enhancer, tune_allocator
-
         if not cuda:
             tune_allocator()
         enhancer = Enhancer(checkpoint, stage=stage, device=device, half=cuda)
@@ -298,8 +294,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _child_main(argv: Sequence[str]) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", required=True)
     parser.add_argument("--checkpoint")

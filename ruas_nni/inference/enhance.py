@@ -38,7 +38,9 @@ import torch
 from torch import nn
 
 from ..base.errors import UsageError
+from ..base.images import ImageReadError, read_image, write_png
 from ..model.checkpoint import Checkpoint, load_checkpoint
+from .fold import FoldedRUAS
 from .tiling import DEFAULT_MAX_TILE_PIXELS, Tile, plan_tiles
 
 __all__ = [
@@ -269,8 +271,6 @@ class Enhancer:
         self.dtype = torch.float16 if half else torch.float32
         self.network = checkpoint.build()
         if fold:
-            from .fold import FoldedRUAS
-
             model: nn.Module = FoldedRUAS(self.network, stage, functional=compile,
                                           layout=layout if self.device.type == "cpu" else "nchw")
         else:
@@ -387,8 +387,6 @@ def write_enhanced(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, bi
                    png_compression: int | None = DEFAULT_PNG_COMPRESSION) -> None:
     """Write an enhanced image with :func:`ruas_nni.base.images.write_png` (atomically); 8-bit PNGs with
     zlib's run-length strategy, or at level ``png_compression``."""
-    from ..base.images import write_png
-
     if png_compression is None:
         options = {"compress_level": 6, "compress_type": _Z_RLE}
     else:
@@ -413,8 +411,6 @@ def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
     images are encoded and written by another background thread. A file that cannot be read or
     written is reported through ``on_error(path, reason)`` and skipped; nothing is written for it.
     """
-    from ..base.images import ImageReadError, read_image
-
     summary = EnhanceSummary()
 
     def fail(path: Path, reason: str) -> None:

@@ -19,6 +19,8 @@ from torch import nn
 
 from ..base.atomic import atomic_write
 from ..model.checkpoint import Checkpoint
+from .enhance import _StageOutput
+from .fold import FoldedRUAS
 
 __all__ = ["export_onnx", "DEFAULT_OPSET"]
 
@@ -28,11 +30,7 @@ DEFAULT_OPSET = 17
 def _inference_module(checkpoint: Checkpoint, stage: str, fold: bool) -> nn.Module:
     network = checkpoint.build()
     if fold:
-        from .fold import FoldedRUAS
-
         return FoldedRUAS(network, stage, functional=True).eval()
-    from .enhance import _StageOutput
-
     return _StageOutput(network, stage).eval()
 
 
@@ -56,7 +54,7 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike[str], *, stage: 
                           dynamic_axes={"image": axes, "enhanced": axes})
     data = buffer.getvalue()
     radius = module.receptive_radius()
-    try:
+    try:  # onnx is an optional extra (pip install onnx): imported here so that this module works without it
         import onnx
     except ImportError:  # pragma: no cover - onnx is optional; the model is complete without metadata
         pass
