@@ -9,6 +9,11 @@ The inference side (this package's top level) is plain PyTorch and never imports
 
 The NNI search space is :class:`search_spaces.RUASSpace`; the cooperative search strategy lives in
 :mod:`strategies`.
+
+The package is in layers, one folder each, every layer importing only the ones before it:
+:mod:`~ruas_nni.base`, :mod:`~ruas_nni.model` (the names below), :mod:`~ruas_nni.inference`,
+:mod:`~ruas_nni.training`, (``search_spaces``, ``strategies``), :mod:`~ruas_nni.search`,
+:mod:`~ruas_nni.experiments`, :mod:`~ruas_nni.cli`.
 """
 
 from .model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_nrm_init, save_checkpoint
