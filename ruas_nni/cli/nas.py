@@ -46,7 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import warnings
     from pathlib import Path
+
+    # NNI 3.0 does not know some newer torch classes; it warns about them when the NAS modules import
+    # it, which is noise here.
+    warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
 
     from ruas_nni.base.atomic import atomic_write
     from ruas_nni.experiments.launch import keep_web_ui_until_interrupted, web_ui_url

@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import warnings
 
+    # NNI 3.0 does not know some newer torch classes; it warns about them when the search modules
+    # import it, which is noise here.
+    warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
+
     import nni.nas.evaluator.pytorch  # noqa: F401  (configures its loggers on import)
     import pytorch_lightning  # noqa: F401
 
@@ -60,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     for name in ("pytorch_lightning", "lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("nni").setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*val_dataloader.*but have no.*validation_step.*")
 
