@@ -113,3 +113,26 @@ def test_golden_inputs_are_the_demo_images(demo_data):
             top, left = (pixels.shape[0] - 64) // 2, (pixels.shape[1] - 64) // 2
             assert np.array_equal(pixels[top:top + 64, left:left + 64], stored[path.stem]), (
                 f"the demo image {path.name} changed; {REGENERATE}")
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_illumination_floor_by_hand(fold):
+    """With every IEM cell's fuse bias at -100, t = clamp(sigmoid(...), 0.001, 1) sits at its floor
+    0.001, so the IEM output is u = clamp(y / 0.001, 0, 1): 0.0004 -> 0.4, 0.002 -> 1 (clipped)."""
+    from ruas_nni.checkpoint import Checkpoint
+    from ruas_nni.export import NetworkOptions, export
+    from ruas_nni.genotype import PAPER_GENOTYPE
+
+    torch.manual_seed(0)
+    network = export(PAPER_GENOTYPE).eval()
+    with torch.no_grad():
+        for cell in network.iem.stages:
+            cell.fuse.weight.zero_()
+            cell.fuse.bias.fill_(-100.0)
+    image = torch.full((3, 8, 8), 0.0004)
+    image[:, :, 4:] = 0.002
+    with Enhancer(Checkpoint.from_network(network, PAPER_GENOTYPE, NetworkOptions()), stage="iem", fold=fold,
+                  workers=1) as enhancer:
+        got = enhancer(image)
+    assert torch.allclose(got[:, :, :4], torch.full((3, 8, 4), 0.4), rtol=0, atol=1e-6)
+    assert torch.equal(got[:, :, 4:], torch.ones(3, 8, 4))
