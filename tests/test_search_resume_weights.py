@@ -1,0 +1,84 @@
+"""A killed and resumed search ends with the same *supernet weights* (and optimiser state) as an
+uninterrupted one, not only the same architecture probabilities (``tests/test_search_cli.py``).
+
+Both runs leave their final state in ``checkpoints/last.ckpt`` (written at every epoch's end); the
+test compares every tensor of the two: network weights, architecture weights, the weights' SGD
+momentum buffers and the alphas' Adam moments.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ruas_nni.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+
+
+def _tensors(value, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor inside a nested dict / list, by path."""
+    found: dict[str, torch.Tensor] = {}
+    if isinstance(value, torch.Tensor):
+        found[prefix] = value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found.update(_tensors(item, f"{prefix}/{key}"))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found.update(_tensors(item, f"{prefix}/{index}"))
+    return found
+
+
+def test_killed_search_resumes_to_the_same_supernet_weights(demo_data, tmp_path):
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({"threads": 1, "checkpoint_every": 1, "nrm_period": 2}))
+    flags = ["--data", str(demo_data.train), "--quiet", "--epochs", "3", "--steps", "3", "--crop", "24", "--seed", "3",
+             "--config", str(config)]
+    assert main(["search", "--out", str(tmp_path / "straight"), *flags]) == 0
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    child = subprocess.Popen([sys.executable, "-m", "ruas_nni", "search", "--out", str(out), *flags], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    _, stderr = child.communicate()
+    assert checkpoint.exists(), stderr.decode()[-2000:]
+    assert not (out / "arch.json").exists(), "the search finished before it could be killed"
+    interrupted = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert main(["search", "--out", str(out), *flags, "--resume"]) == 0
+
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    resumed = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert resumed["global_step"] == straight["global_step"] > interrupted["global_step"]
+
+    weights, expected = resumed["state_dict"], straight["state_dict"]
+    assert sorted(weights) == sorted(expected)
+    assert any("_arch_alpha" in k for k in weights) and sum(v.numel() for v in weights.values()) > 1000
+    for key in expected:
+        torch.testing.assert_close(weights[key], expected[key], rtol=0, atol=1e-7, msg=lambda m, k=key: f"{k}: {m}")
+    # The search moved the weights since the kill (so the comparison above is not of two copies of
+    # the same early state).
+    moved = max((weights[k].float() - interrupted["state_dict"][k].float()).abs().max().item()
+                for k in expected if k in interrupted["state_dict"])
+    assert moved > 1e-6
+
+    optimiser, expected_optimiser = _tensors(resumed["optimizer_states"]), _tensors(straight["optimizer_states"])
+    assert sorted(optimiser) == sorted(expected_optimiser) and any("momentum_buffer" in k for k in optimiser)
+    for key in expected_optimiser:
+        torch.testing.assert_close(optimiser[key], expected_optimiser[key], rtol=0, atol=1e-7,
+                                   msg=lambda m, k=key: f"optimizer {k}: {m}")
