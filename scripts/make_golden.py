@@ -3,11 +3,11 @@
 
     python scripts/make_golden.py
 
-Run it after a deliberate change of the network's numbers, e.g. when ``ruas_nni/models/default.pt``
+Run it after a deliberate change of the network's numbers, e.g. when ``ruas_nni/pretrained/default.pt``
 is replaced by a newly trained model, and commit the result. It writes:
 
 * ``inputs.npz``: ``64 x 64`` centre crops (uint8, ``H x W x 3``) of the built-in demo's low-light
-  evaluation images (:func:`ruas_nni.demo_data.make_demo_data`), one array per image;
+  evaluation images (:func:`ruas_nni.training.demo_data.make_demo_data`), one array per image;
 * ``<model>.npz`` for each model (``default``: the shipped default model; ``paper_seed0``: the paper
   genotype, randomly initialised after ``torch.manual_seed(0)``), holding for every image and for
   the ``final`` (IEM + NRM) and ``iem`` outputs of ``network.enhance`` on its crop (float32, not
@@ -43,7 +43,7 @@ def demo_crops() -> dict[str, np.ndarray]:
     """The ``CROP x CROP`` centre crop of every demo evaluation input, by image stem."""
     from PIL import Image
 
-    from ruas_nni.demo_data import make_demo_data
+    from ruas_nni.training.demo_data import make_demo_data
 
     with tempfile.TemporaryDirectory() as tmp:
         data = make_demo_data(Path(tmp) / "demo")
@@ -57,11 +57,11 @@ def demo_crops() -> dict[str, np.ndarray]:
 
 
 def default_checkpoint_path() -> Path:
-    from ruas_nni.enhance import default_checkpoint_path as packaged
+    from ruas_nni.inference.enhance import default_checkpoint_path as packaged
 
     path = packaged()
     if path is None:
-        raise SystemExit("no default model is shipped (ruas_nni/models/default.pt)")
+        raise SystemExit("no default model is shipped (ruas_nni/pretrained/default.pt)")
     return path
 
 
@@ -71,9 +71,9 @@ def sha256(path: Path) -> str:
 
 def build(model: str) -> torch.nn.Module:
     """The network of ``model`` (see the module doc), in eval mode."""
-    from ruas_nni.checkpoint import load_checkpoint
-    from ruas_nni.export import export
-    from ruas_nni.genotype import PAPER_GENOTYPE
+    from ruas_nni.model.checkpoint import load_checkpoint
+    from ruas_nni.model.export import export
+    from ruas_nni.model.genotype import PAPER_GENOTYPE
 
     if model == "default":
         return load_checkpoint(default_checkpoint_path()).build().eval()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ruas_nni.enhance import Enhancer
+from ruas_nni.inference.enhance import Enhancer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ def test_golden_files_are_complete(crops):
 
 def test_the_default_model_is_the_one_the_goldens_were_made_with():
     assert str(_golden("default")["sha256"]) == make_golden.sha256(make_golden.default_checkpoint_path()), (
-        f"ruas_nni/models/default.pt changed since tests/golden/ was written; {REGENERATE}")
+        f"ruas_nni/pretrained/default.pt changed since tests/golden/ was written; {REGENERATE}")
 
 
 @pytest.mark.parametrize("model", make_golden.MODELS)
@@ -85,10 +85,10 @@ def test_network_outputs_match_the_golden_outputs(model, crops):
 @pytest.mark.parametrize("fold", [True, False])
 def test_enhancer_outputs_match_the_golden_outputs(model, fold, crops):
     """The inference engine (folded or not, clipped to [0, 1]) gives the same numbers."""
-    from ruas_nni.checkpoint import Checkpoint
-    from ruas_nni.enhance import load_model
-    from ruas_nni.export import NetworkOptions
-    from ruas_nni.genotype import PAPER_GENOTYPE
+    from ruas_nni.model.checkpoint import Checkpoint
+    from ruas_nni.inference.enhance import load_model
+    from ruas_nni.model.export import NetworkOptions
+    from ruas_nni.model.genotype import PAPER_GENOTYPE
 
     if model == "default":
         checkpoint = load_model(None)[0]
@@ -119,9 +119,9 @@ def test_golden_inputs_are_the_demo_images(demo_data):
 def test_illumination_floor_by_hand(fold):
     """With every IEM cell's fuse bias at -100, t = clamp(sigmoid(...), 0.001, 1) sits at its floor
     0.001, so the IEM output is u = clamp(y / 0.001, 0, 1): 0.0004 -> 0.4, 0.002 -> 1 (clipped)."""
-    from ruas_nni.checkpoint import Checkpoint
-    from ruas_nni.export import NetworkOptions, export
-    from ruas_nni.genotype import PAPER_GENOTYPE
+    from ruas_nni.model.checkpoint import Checkpoint
+    from ruas_nni.model.export import NetworkOptions, export
+    from ruas_nni.model.genotype import PAPER_GENOTYPE
 
     torch.manual_seed(0)
     network = export(PAPER_GENOTYPE).eval()

@@ -1,6 +1,6 @@
 """Every loss term of RUAS pinned against independent values (spec Sec. 2, the losses' docstrings).
 
-The oracle below is plain numpy, written from the formulas (not from ``ruas_nni.losses``): explicit
+The oracle below is plain numpy, written from the formulas (not from ``ruas_nni.training.losses``): explicit
 loops over the 24 neighbour offsets and over pixel pairs, float64 throughout. Hand-computed tiny
 cases pin the numbers themselves, so that a changed constant (the smoothness coefficient, a
 fidelity weight, the factor 2 of TV) or a dropped term (TV's horizontal part) fails.
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from ruas_nni import losses
-from ruas_nni.losses import (
+from ruas_nni.training import losses
+from ruas_nni.training.losses import (
     REFERENCE_SMOOTH_COEFFICIENT,
     illumination_loss,
     noise_loss,
@@ -25,7 +25,7 @@ from ruas_nni.losses import (
     smoothness_coefficient,
     total_variation,
 )
-from ruas_nni.network import Enhancement
+from ruas_nni.model.network import Enhancement
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ruas_nni.enhance import Enhancer, load_model
-from ruas_nni.evaluation import evaluate, find_pairs
-from ruas_nni.trial import Reporter, TrialSettings, run_trial, score_checkpoint
+from ruas_nni.inference.enhance import Enhancer, load_model
+from ruas_nni.inference.evaluation import evaluate, find_pairs
+from ruas_nni.experiments.trial import Reporter, TrialSettings, run_trial, score_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,7 +81,7 @@ class _Recorder(Reporter):
 
 @pytest.mark.slow
 def test_a_trials_reported_scores_are_evaluates_on_its_model(demo_data, small_pairs, tmp_path):
-    from ruas_nni.checkpoint import load_checkpoint
+    from ruas_nni.model.checkpoint import load_checkpoint
 
     settings = TrialSettings(data=(str(demo_data.train),), eval_data=str(small_pairs), epochs=1, steps=2, crop=32,
                              train_steps=2, threads=1)
