@@ -85,8 +85,8 @@ def test_network_outputs_match_the_golden_outputs(model, crops):
 @pytest.mark.parametrize("fold", [True, False])
 def test_enhancer_outputs_match_the_golden_outputs(model, fold, crops):
     """The inference engine (folded or not, clipped to [0, 1]) gives the same numbers."""
-    from ruas_nni.model.checkpoint import Checkpoint
     from ruas_nni.inference.enhance import load_model
+    from ruas_nni.model.checkpoint import Checkpoint
     from ruas_nni.model.export import NetworkOptions
     from ruas_nni.model.genotype import PAPER_GENOTYPE
 

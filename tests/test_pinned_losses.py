@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from ruas_nni.model.network import Enhancement
 from ruas_nni.training import losses
 from ruas_nni.training.losses import (
     REFERENCE_SMOOTH_COEFFICIENT,
@@ -25,7 +26,6 @@ from ruas_nni.training.losses import (
     smoothness_coefficient,
     total_variation,
 )
-from ruas_nni.model.network import Enhancement
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from ruas_nni.model.checkpoint import Checkpoint
-from ruas_nni.training.demo_data import _photo, synthesize_low_light
 from ruas_nni.inference.enhance import Enhancer, load_model
+from ruas_nni.inference.tiling import plan_tiles, run_tiled
+from ruas_nni.model.checkpoint import Checkpoint
 from ruas_nni.model.export import NetworkOptions, export
 from ruas_nni.model.genotype import PAPER_GENOTYPE, Genotype
-from ruas_nni.inference.tiling import plan_tiles, run_tiled
+from ruas_nni.training.demo_data import _photo, synthesize_low_light
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ruas_nni.experiments.trial import Reporter, TrialSettings, run_trial, score_checkpoint
 from ruas_nni.inference.enhance import Enhancer, load_model
 from ruas_nni.inference.evaluation import evaluate, find_pairs
-from ruas_nni.experiments.trial import Reporter, TrialSettings, run_trial, score_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
