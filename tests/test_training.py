@@ -49,6 +49,47 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 # -- the loss the trainer optimises ----------------------------------------------------------
 
 
+def test_exposure_and_colour_terms() -> None:
+    from ruas_nni.training.losses import color_constancy, exposure_control
+
+    grey = torch.full((1, 3, 32, 32), 0.4)
+    assert float(exposure_control(grey, 0.4)) == pytest.approx(0.0, abs=1e-12)
+    assert float(exposure_control(grey, 0.6)) == pytest.approx(0.04, rel=1e-5)
+    assert float(color_constancy(grey)) == pytest.approx(0.0, abs=1e-12)
+    red = grey.clone()
+    red[:, 0] = 0.7
+    assert float(color_constancy(red)) == pytest.approx(2 * 0.3 ** 2, rel=1e-5)
+
+
+def test_self_supervised_denoising_losses() -> None:
+    from ruas_nni.training.losses import denoise_loss, diagonal_downsample, neighbor_subsample
+
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    first, second = neighbor_subsample(x, torch.zeros(1, 2, 2, dtype=torch.long))  # pair (top-left, top-right)
+    assert torch.equal(first, x[..., ::2, ::2]) and torch.equal(second, x[..., ::2, 1::2])
+    d1, d2 = diagonal_downsample(x)
+    assert torch.equal(d1, (x[..., ::2, ::2] + x[..., 1::2, 1::2]) / 2)
+    assert torch.equal(d2, (x[..., ::2, 1::2] + x[..., 1::2, ::2]) / 2)
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    noisy = flat + 0.1 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for method in ("neighbor2neighbor", "zsn2n"):
+        assert float(denoise_loss(lambda u: u, flat, method)) == pytest.approx(0.0, abs=1e-12)
+        identity = float(denoise_loss(lambda u: u, noisy, method, consistency=0.0, generator=torch.Generator().manual_seed(1)))
+        smooth = float(denoise_loss(lambda u: torch.full_like(u, 0.3), noisy, method, consistency=0.0,
+                                    generator=torch.Generator().manual_seed(1)))
+        assert smooth < identity  # the ideal denoiser beats the identity on pure noise
+
+
+def test_exposure_denoise_objective_trains_and_is_reproducible(demo_data, tmp_path: Path) -> None:
+    config = {"objective": "exposure_denoise", "nrm_period": 1, "exposure_level": 0.5, "exposure_weight": 10.0}
+    _train(_config(demo_data.train, **config), tmp_path / "a")
+    _train(_config(demo_data.train, **config), tmp_path / "b")
+    _train(_config(demo_data.train, **config, denoiser="zsn2n"), tmp_path / "c")
+    a, b, c = (_weights(tmp_path / name / "model.pt") for name in "abc")
+    assert _same(a, b) and not _same(a, c)
+    assert load_checkpoint(tmp_path / "a" / "model.pt").metadata["recipe"]["objective"] == "exposure_denoise"
+
+
 def test_smoothness_is_the_spec_sum_over_24_offsets() -> None:
     """R = sum over the 24 offsets of mean(w) * mean(|t(p) - t(q)|), w = exp(c * sum_c (g(p)-g(q))^2)."""
     torch.manual_seed(0)
@@ -185,6 +226,9 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
     [
         ([], "stepz: 3\n", "unknown key 'stepz'"),
         ([], "warm_start: cold\n", "'warm_start' must be one of rectified, plain, fixed"),
+        ([], "objective: fancy\n", "'objective' must be one of reference, exposure_denoise"),
+        ([], "exposure_level: 1.5\n", "'exposure_level' must be at most 1.0"),
+        ([], "denoiser: bm3d\n", "'denoiser' must be one of neighbor2neighbor, zsn2n"),
         (["--crop", "4"], "", "--crop must be at least 8"),
         (["--crop", "4000"], "", "--crop 4000 is larger than every image"),
         (["--arch", "nowhere.json"], "", "--arch nowhere.json: no such file"),

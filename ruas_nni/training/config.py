@@ -14,9 +14,14 @@ from ..base.errors import UsageError
 from ..model.export import NetworkOptions
 from ..model.genotype import PAPER_GENOTYPE, Genotype
 from ..model.network import WARM_STARTS
-from .losses import SMOOTH_GUIDES
+from .losses import DENOISERS, SMOOTH_GUIDES
 
-__all__ = ["TrainConfig", "load_train_config", "resolve_arch"]
+__all__ = ["TrainConfig", "OBJECTIVES", "load_train_config", "resolve_arch"]
+
+OBJECTIVES = ("reference", "exposure_denoise")
+"""Training objectives: ``reference`` = the authors' ``L_t`` and ``L_n`` (spec Sec. 2);
+``exposure_denoise`` = ``L_t`` plus exposure control (and optionally colour constancy) on the IEM
+output, and a self-supervised denoising loss for the NRM instead of ``L_n`` (docs/objectives.md)."""
 
 
 @dataclass
@@ -55,6 +60,23 @@ class TrainConfig:
     smooth_guide: str = field(default="ycbcr", metadata={"choices": SMOOTH_GUIDES})
     noise_fidelity_weight: float = field(default=1e-7, metadata={"min": 0.0, "help": "weight of MSE(x, u_K) in L_n"})
     tv_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of TV(x) in L_n"})
+    # the objective (reference = the two losses above; exposure_denoise adds the keys below)
+    objective: str = field(default="reference", metadata={"choices": OBJECTIVES, "help": (
+        "reference: L_t and L_n as the authors; exposure_denoise: L_t + exposure (+ colour) terms on u_K for the "
+        "IEM, a self-supervised denoising loss (+ TV) for the NRM instead of L_n")})
+    exposure_level: float = field(default=0.5, metadata={
+        "min": 0.0, "max": 1.0, "help": "exposure_denoise: grey level E that u_K's patch means are pulled to (Zero-DCE)"})
+    exposure_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "exposure_denoise: weight of the exposure term"})
+    exposure_patch: int = field(default=16, metadata={"min": 1, "help": "exposure_denoise: side of the exposure term's patches"})
+    color_weight: float = field(default=0.0, metadata={
+        "min": 0.0, "help": "exposure_denoise: weight of Zero-DCE's colour constancy term on u_K"})
+    denoiser: str = field(default="neighbor2neighbor", metadata={
+        "choices": DENOISERS, "help": "exposure_denoise: NRM loss, Neighbor2Neighbor or Zero-Shot Noise2Noise"})
+    denoise_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "exposure_denoise: weight of the denoising loss"})
+    denoise_consistency: float = field(default=2.0, metadata={
+        "min": 0.0, "help": "exposure_denoise: Neighbor2Neighbor's gamma / Zero-Shot N2N's consistency weight"})
+    denoise_tv_weight: float = field(default=0.0, metadata={
+        "min": 0.0, "help": "exposure_denoise: weight of TV(x) in the NRM loss"})
     # bookkeeping
     checkpoint_every: int = field(default=50, metadata={"min": 1, "help": "steps between resumable checkpoints"})
     log_every: int = field(default=10, metadata={"min": 1, "help": "steps between logged losses"})

@@ -7,6 +7,21 @@
 
 Defaults reproduce the authors' code, including its smoothness constant ``c = -0.5 * 0.1 * 0.1``
 (an operator-precedence slip for ``-1 / (2 sigma^2)``); ``smooth_sigma`` gives the intended form.
+
+Beyond the reference (the ``exposure_denoise`` objective of ``ruas-nni train``, see
+``docs/objectives.md``):
+
+* :func:`exposure_control` (Zero-DCE, Guo et al., CVPR 2020, "exposure control loss"): the grey level
+  of the enhanced image, averaged over non-overlapping patches, is pulled to a well-exposed level
+  ``E``. For RUAS's IEM ``u = y / t``, so the term sets how far ``t`` lies below ``y``.
+* :func:`color_constancy` (Zero-DCE's "colour constancy loss", a grey-world prior): the mean of each
+  colour channel of the enhanced image should agree.
+* :func:`neighbor2neighbor_loss` (Huang et al., "Neighbor2Neighbor: Self-Supervised Denoising from
+  Single Noisy Images", CVPR 2021) and :func:`zero_shot_n2n_loss` (Mansour & Heckel, "Zero-Shot
+  Noise2Noise: Efficient Image Denoising without any Data", CVPR 2023): self-supervised denoising of
+  one noisy image by predicting one sub-sampled copy of it from another, whose noise is (nearly)
+  independent. They train the NRM to remove the camera noise that ``1 / t`` amplifies, where the
+  reference loss ``TV(x) + 1e-7 MSE(x, u)`` is minimised by a flat image.
 """
 
 from __future__ import annotations
@@ -23,7 +38,18 @@ __all__ = [
     "total_variation",
     "illumination_loss",
     "noise_loss",
+    "DENOISERS",
+    "exposure_control",
+    "color_constancy",
+    "neighbor_subsample",
+    "neighbor2neighbor_loss",
+    "diagonal_downsample",
+    "zero_shot_n2n_loss",
+    "denoise_loss",
 ]
+
+DENOISERS = ("neighbor2neighbor", "zsn2n")
+"""Self-supervised denoising losses for the NRM: :func:`neighbor2neighbor_loss`, :func:`zero_shot_n2n_loss`."""
 
 REFERENCE_SMOOTH_COEFFICIENT = -0.5 * 0.1 * 0.1
 """``c`` in ``w = exp(c * |g(p) - g(q)|^2)`` as the authors' code computes it (-0.005)."""
@@ -121,3 +147,120 @@ def illumination_loss(
 def noise_loss(x: torch.Tensor, u: torch.Tensor, *, fidelity_weight: float = 1e-7, tv_weight: float = 1.0) -> torch.Tensor:
     """NRM loss ``L_n = 1e-7 * MSE(x, u) + TV(x)`` of the denoised ``x`` against the IEM output ``u``."""
     return fidelity_weight * F.mse_loss(x, u) + tv_weight * total_variation(x)
+
+
+# --------------------------------------------------------------------------------------------
+# beyond the reference: exposure, colour, self-supervised denoising
+
+
+def exposure_control(u: torch.Tensor, level: float = 0.5, patch: int = 16) -> torch.Tensor:
+    """Zero-DCE's exposure control term: ``mean_k (Y_k - E)^2`` where ``Y_k`` is the mean grey level
+    (mean of R, G, B) of the ``k``-th non-overlapping ``patch x patch`` block of ``u`` and ``E`` is
+    ``level``. Blocks that do not fit at the right / bottom border are left out; ``patch`` larger
+    than the image uses the whole image as one block. (Zero-DCE's paper writes ``|Y_k - E|``; its
+    code squares the difference, as here.)
+    """
+    grey = u.mean(dim=1, keepdim=True)
+    h, w = grey.shape[-2:]
+    size = max(1, min(patch, h, w))
+    means = F.avg_pool2d(grey, kernel_size=size, stride=size)
+    return (means - level).pow(2).mean()
+
+
+def color_constancy(u: torch.Tensor) -> torch.Tensor:
+    """Zero-DCE's colour constancy (grey-world) term: ``sum over channel pairs (p, q) of
+    (J_p - J_q)^2`` with ``J_c`` the mean of channel ``c`` of each image, averaged over the batch."""
+    means = u.mean(dim=(2, 3))  # B x 3
+    r, g, b = means[:, 0], means[:, 1], means[:, 2]
+    return ((r - g).pow(2) + (r - b).pow(2) + (g - b).pow(2)).mean()
+
+
+def _cells(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B x C x H x W, H and W cropped to even) as B x C x H/2 x W/2 x 4: the 2 x 2 cells,
+    pixels in the order top-left, top-right, bottom-left, bottom-right."""
+    b, c, h, w = x.shape
+    x = x[..., : h - h % 2, : w - w % 2]
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5)
+    return x.reshape(b, c, h // 2, w // 2, 4)
+
+
+# the eight ordered pairs of 4-neighbours inside a 2 x 2 cell (indices as in _cells)
+_NEIGHBOUR_PAIRS = torch.tensor([[0, 1], [1, 0], [0, 2], [2, 0], [1, 3], [3, 1], [2, 3], [3, 2]])
+
+
+def neighbor_subsample(x: torch.Tensor, choice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbor2Neighbor's random neighbour sub-sampler: in every 2 x 2 cell, ``g1`` takes one pixel
+    and ``g2`` one of its two horizontal / vertical neighbours in that cell. ``choice`` (B x H/2 x
+    W/2 integers in ``0..7``) picks the ordered pair per cell; the same choice applies to every
+    channel, so ``g1(f(u))`` and ``g1(u)`` sample the same pixels when given the same ``choice``."""
+    cells = _cells(x)
+    pairs = _NEIGHBOUR_PAIRS.to(choice.device)[choice]  # B x h x w x 2
+    first = pairs[..., 0].unsqueeze(1).unsqueeze(-1).expand(-1, x.shape[1], -1, -1, 1)
+    second = pairs[..., 1].unsqueeze(1).unsqueeze(-1).expand(-1, x.shape[1], -1, -1, 1)
+    return cells.gather(-1, first).squeeze(-1), cells.gather(-1, second).squeeze(-1)
+
+
+def neighbor2neighbor_loss(
+    denoiser,
+    u: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Neighbor2Neighbor (Huang et al., CVPR 2021) on one batch of noisy images ``u``:
+    ``||f(g1(u)) - g2(u)||^2 + gamma * ||f(g1(u)) - g2(u) - (g1(f(u)) - g2(f(u)))||^2`` (both as
+    means), with ``f(u)`` in the regulariser computed without gradient, as the paper does.
+
+    ``g1, g2``: :func:`neighbor_subsample` with one random neighbour pair per 2 x 2 cell, drawn from
+    ``generator`` (on the CPU) so that training stays reproducible.
+    """
+    b, _, h, w = u.shape
+    if h < 2 or w < 2:
+        return u.new_zeros(())
+    choice = torch.randint(0, len(_NEIGHBOUR_PAIRS), (b, h // 2, w // 2), generator=generator).to(u.device)
+    g1_u, g2_u = neighbor_subsample(u, choice)
+    prediction = denoiser(g1_u)
+    residual = prediction - g2_u
+    loss = residual.pow(2).mean()
+    if gamma:
+        with torch.no_grad():
+            g1_f, g2_f = neighbor_subsample(denoiser(u), choice)
+        loss = loss + gamma * (residual - (g1_f - g2_f)).pow(2).mean()
+    return loss
+
+
+def diagonal_downsample(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-Shot Noise2Noise's two fixed downsamplers: per 2 x 2 cell, the mean of the main diagonal
+    (top-left, bottom-right) and of the anti-diagonal (top-right, bottom-left)."""
+    cells = _cells(x)
+    return 0.5 * (cells[..., 0] + cells[..., 3]), 0.5 * (cells[..., 1] + cells[..., 2])
+
+
+def zero_shot_n2n_loss(denoiser, u: torch.Tensor, *, consistency: float = 1.0) -> torch.Tensor:
+    """Zero-Shot Noise2Noise (Mansour & Heckel, CVPR 2023) on noisy images ``u`` with the
+    denoiser ``f``: the residual term ``(||f(D1 u) - D2 u||^2 + ||f(D2 u) - D1 u||^2) / 2`` (each
+    half-resolution copy predicts the other) plus ``consistency`` times the term
+    ``(||f(D1 u) - D1 f(u)||^2 + ||f(D2 u) - D2 f(u)||^2) / 2`` (denoising commutes with
+    downsampling); ``D1, D2`` = :func:`diagonal_downsample`, all squared norms as means.
+    """
+    h, w = u.shape[-2:]
+    if h < 2 or w < 2:
+        return u.new_zeros(())
+    d1, d2 = diagonal_downsample(u)
+    f1, f2 = denoiser(d1), denoiser(d2)
+    loss = 0.5 * ((f1 - d2).pow(2).mean() + (f2 - d1).pow(2).mean())
+    if consistency:
+        full_1, full_2 = diagonal_downsample(denoiser(u))
+        loss = loss + consistency * 0.5 * ((f1 - full_1).pow(2).mean() + (f2 - full_2).pow(2).mean())
+    return loss
+
+
+def denoise_loss(denoiser, u: torch.Tensor, method: str = "neighbor2neighbor", *, consistency: float = 2.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """The self-supervised denoising loss ``method`` (one of :data:`DENOISERS`) of ``denoiser`` on ``u``;
+    ``consistency`` is Neighbor2Neighbor's ``gamma`` or Zero-Shot Noise2Noise's consistency weight."""
+    if method == "neighbor2neighbor":
+        return neighbor2neighbor_loss(denoiser, u, gamma=consistency, generator=generator)
+    if method == "zsn2n":
+        return zero_shot_n2n_loss(denoiser, u, consistency=consistency)
+    raise ValueError(f"unknown denoising loss {method!r}; expected one of {', '.join(DENOISERS)}")

@@ -13,7 +13,7 @@ from ..base.errors import RuasError
 from ..model.network import RUASNet
 from .config import TrainConfig
 from .data import StepProgress
-from .losses import illumination_loss, noise_loss
+from .losses import color_constancy, denoise_loss, exposure_control, illumination_loss, noise_loss, total_variation
 
 __all__ = ["RUASTrainingModule", "TrainingDiverged"]
 
@@ -56,16 +56,31 @@ class RUASTrainingModule(pl.LightningModule):
 
     def _illumination_loss(self, y: torch.Tensor) -> torch.Tensor:
         config = self.config
-        _, illuminations = self.net.iem(y)
-        return illumination_loss(y, illuminations[-1], fidelity_weight=config.fidelity_weight,
+        u, illuminations = self.net.iem(y)
+        loss = illumination_loss(y, illuminations[-1], fidelity_weight=config.fidelity_weight,
                                  smooth_weight=config.smooth_weight, smooth_sigma=config.smooth_sigma,
                                  guide=config.smooth_guide)
+        if config.objective == "exposure_denoise":
+            if config.exposure_weight:
+                loss = loss + config.exposure_weight * exposure_control(u, config.exposure_level, config.exposure_patch)
+            if config.color_weight:
+                loss = loss + config.color_weight * color_constancy(u)
+        return loss
 
-    def _noise_loss(self, y: torch.Tensor) -> torch.Tensor:
+    def _noise_loss(self, y: torch.Tensor, step: int = 0) -> torch.Tensor:
         with torch.no_grad():  # fresh forward with the updated IEM: nothing is differentiated through it
             u, _ = self.net.iem(y)
+        config = self.config
+        if config.objective == "exposure_denoise":
+            # the random sub-sampling of step s is a pure function of (seed, s): reproducible and resumable
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            loss = config.denoise_weight * denoise_loss(self.net.nrm, u, config.denoiser,
+                                                        consistency=config.denoise_consistency, generator=generator)
+            if config.denoise_tv_weight:
+                loss = loss + config.denoise_tv_weight * total_variation(self.net.nrm(u))
+            return loss
         x = self.net.nrm(u)
-        return noise_loss(x, u, fidelity_weight=self.config.noise_fidelity_weight, tv_weight=self.config.tv_weight)
+        return noise_loss(x, u, fidelity_weight=config.noise_fidelity_weight, tv_weight=config.tv_weight)
 
     def _step(self, optimizer, loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> bool:
         """Backward, clip, check and step; ``False`` (nothing changed) when anything is non-finite."""
@@ -92,7 +107,7 @@ class RUASTrainingModule(pl.LightningModule):
         ok = self._step(optimizers[0], loss_t, list(self.net.iem.parameters()))
         losses = {"loss/iem": float(loss_t.detach())}
         if ok and self.net.nrm is not None and step % self.config.nrm_period == 0:
-            loss_n = self._noise_loss(images)
+            loss_n = self._noise_loss(images, step)
             ok = self._step(optimizers[1], loss_n, list(self.net.nrm.parameters()))
             losses["loss/nrm"] = float(loss_n.detach())
         self._after_step(step, ok, losses)
