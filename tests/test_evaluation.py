@@ -93,7 +93,10 @@ def test_evaluate_cli_writes_json_and_side_by_side(demo_data, tmp_path: Path, ca
                  "--side-by-side", str(pictures), "--quiet"])
     assert code == 0
     scores = json.loads(out_json.read_text())
-    assert set(scores) == {"mean", "per_image"}
+    assert set(scores) == {"mean", "per_image", "exposure_matched"}
+    matched = scores["exposure_matched"]
+    assert sorted(matched["per_image"]) == sorted(scores["per_image"])
+    assert set(matched["mean"]) == {"psnr", "ssim", "output_brightness", "reference_brightness"}
     names = sorted(p.name for p in (demo_data.eval / "low").iterdir())
     assert sorted(scores["per_image"]) == names
     direct = evaluate(load_checkpoint(checkpoint), find_pairs(demo_data.eval))
@@ -126,3 +129,15 @@ def test_authors_lol_checkpoint_reproduces_the_published_scores(reference_dir: P
     for name, values in reference["per_image"].items():
         assert scores["per_image"][name]["psnr"] == pytest.approx(values["psnr"], abs=1e-3)
         assert scores["per_image"][name]["ssim"] == pytest.approx(values["ssim"], abs=1e-3)
+
+
+def test_exposure_matched_scores_undo_a_global_exposure_error() -> None:
+    from ruas_nni.inference.metrics import exposure_matched
+
+    torch.manual_seed(0)
+    target = torch.rand(3, 32, 32) * 0.8
+    darker = target * 0.5
+    scaled, gain = exposure_matched(darker, target)
+    assert gain == pytest.approx(2.0, rel=1e-5)
+    assert score_image(scaled, target).psnr > score_image(darker, target).psnr + 10
+    assert exposure_matched(torch.zeros(3, 4, 4), target[:, :4, :4])[1] == 1.0

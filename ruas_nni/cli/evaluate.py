@@ -16,7 +16,13 @@ Scores follow the project's reference definitions (the ones of the authors' LOL 
 PSNR over RGB with data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5) per channel, averaged,
 data range 1 (torchmetrics). The mean is the plain mean over images.
 
---json OUT writes {"mean": {"psnr", "ssim"}, "per_image": {"<name>": {"psnr", "ssim"}}}.
+A diagnostic beside the scores: the same metrics after scaling each output so that its mean equals
+its ground truth's ("exposure-matched"; separates wrong exposure from everything else), and the
+mean brightness of the output and of the ground truth.
+
+--json OUT writes {"mean": {"psnr", "ssim"}, "per_image": {"<name>": {"psnr", "ssim"}},
+"exposure_matched": {"mean": {...}, "per_image": {...}}} (psnr, ssim, output_brightness,
+reference_brightness).
 --side-by-side DIR writes DIR/<name>.png showing input | ours | ground truth.
 """
 
@@ -62,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
                       side_by_side_dir=args.side_by_side, progress=progress)
     if args.quiet:
         mean = result.mean
-        print(f"mean  PSNR {mean.psnr:.3f} dB  SSIM {mean.ssim:.4f}  ({len(result.per_image)} images)")
+        matched = result.matched_mean
+        print(f"mean  PSNR {mean.psnr:.3f} dB  SSIM {mean.ssim:.4f}  ({len(result.per_image)} images)"
+              f"  exposure-matched  PSNR {matched.psnr:.3f} dB  SSIM {matched.ssim:.4f}")
     else:
         print(format_table(result))
     if args.json is not None:

@@ -3,7 +3,9 @@
 A paired folder holds ``low/`` (inputs) and ``high/`` (ground truth) with the same file names, as
 the LOL test split does. Every low-light image is enhanced at full size, its output is scored with
 :mod:`ruas_nni.inference.metrics` (8-bit rounding, PSNR, SSIM as the reference numbers define them) and,
-on request, a side-by-side picture ``input | ours | ground truth`` is written.
+on request, a side-by-side picture ``input | ours | ground truth`` is written. Beside the plain
+scores, a diagnostic: the scores of the output with its exposure matched to the ground truth
+(:func:`ruas_nni.inference.metrics.exposure_matched`), and the mean brightness of output and ground truth.
 
 Plain PyTorch only (no NNI, no Lightning).
 """
@@ -24,7 +26,7 @@ from ..base.errors import UsageError
 from ..base.images import ImageReadError, find_images, read_image, write_png
 from ..model.checkpoint import Checkpoint
 from .enhance import Enhancer
-from .metrics import ImageScores, score_image
+from .metrics import ImageScores, exposure_matched, score_image
 
 __all__ = ["ImagePair", "EvaluationResult", "find_pairs", "side_by_side", "evaluate", "format_table"]
 
@@ -46,22 +48,52 @@ class EvaluationResult:
     """Per-image scores (in file-name order) and their means."""
 
     per_image: dict[str, ImageScores] = field(default_factory=dict)
+    matched: dict[str, ImageScores] = field(default_factory=dict)
+    """Diagnostic: the scores of each output with its exposure matched to the ground truth."""
+    brightness: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Diagnostic: ``(mean of the clamped output, mean of the ground truth)`` of each image."""
+
+    @staticmethod
+    def _mean(scores: dict[str, ImageScores]) -> ImageScores:
+        return ImageScores(statistics.fmean(s.psnr for s in scores.values()),
+                           statistics.fmean(s.ssim for s in scores.values()))
 
     @property
     def mean(self) -> ImageScores:
         if not self.per_image:
             raise ValueError("no images were scored")
-        return ImageScores(
-            statistics.fmean(s.psnr for s in self.per_image.values()),
-            statistics.fmean(s.ssim for s in self.per_image.values()),
-        )
+        return self._mean(self.per_image)
+
+    @property
+    def matched_mean(self) -> ImageScores | None:
+        """Mean exposure-matched scores, or ``None`` when they were not computed."""
+        return self._mean(self.matched) if self.matched else None
 
     def to_dict(self) -> dict[str, object]:
-        """``{"mean": {"psnr", "ssim"}, "per_image": {name: {"psnr", "ssim"}}}`` (the ``--json`` file)."""
-        return {
+        """``{"mean": {"psnr", "ssim"}, "per_image": {name: {"psnr", "ssim"}}}`` (the ``--json`` file),
+        plus, when computed, ``"exposure_matched": {"mean": {"psnr", "ssim", "output_brightness",
+        "reference_brightness"}, "per_image": {name: {"psnr", "ssim", "output_brightness",
+        "reference_brightness"}}}``."""
+        payload: dict[str, object] = {
             "mean": self.mean.to_dict(),
             "per_image": {name: scores.to_dict() for name, scores in self.per_image.items()},
         }
+        if self.matched:
+            def entry(scores: ImageScores, brightness: tuple[float, float] | None) -> dict[str, float]:
+                values = scores.to_dict()
+                if brightness is not None:
+                    values.update(output_brightness=brightness[0], reference_brightness=brightness[1])
+                return values
+
+            means = None
+            if self.brightness:
+                means = (statistics.fmean(b[0] for b in self.brightness.values()),
+                         statistics.fmean(b[1] for b in self.brightness.values()))
+            payload["exposure_matched"] = {
+                "mean": entry(self.matched_mean, means),
+                "per_image": {name: entry(scores, self.brightness.get(name)) for name, scores in self.matched.items()},
+            }
+        return payload
 
     def write_json(self, path: str | os.PathLike[str], extra: dict[str, object] | None = None) -> Path:
         """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the checkpoint) atomically."""
@@ -160,6 +192,9 @@ def _evaluate(enhancer: Enhancer, pairs: list[ImagePair], side_by_side_dir: str 
             )
         enhanced = enhancer(low)
         result.per_image[pair.name] = score_image(enhanced, high)
+        matched, _ = exposure_matched(enhanced, high)
+        result.matched[pair.name] = score_image(matched, high)
+        result.brightness[pair.name] = (float(enhanced.detach().float().clamp(0.0, 1.0).mean()), float(high.float().mean()))
         if side_by_side_dir is not None:
             picture = side_by_side([low, enhanced, high])
             write_png(Path(side_by_side_dir) / f"{Path(pair.name).stem}.png", picture)
@@ -167,11 +202,28 @@ def _evaluate(enhancer: Enhancer, pairs: list[ImagePair], side_by_side_dir: str 
 
 
 def format_table(result: EvaluationResult) -> str:
-    """A plain-text table: one row per image, then the mean."""
+    """A plain-text table: one row per image, then the mean. When the exposure-matched diagnostic was
+    computed, three more columns: its PSNR and SSIM, and the output's / ground truth's mean brightness."""
     width = max([len("mean")] + [len(name) for name in result.per_image])
-    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}"]
+    diagnostic = bool(result.matched)
+    header = f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}"
+    if diagnostic:
+        header += f"  {'matched PSNR':>12}  {'SSIM':>6}  {'brightness out/ref':>18}"
+    lines = [header]
+
+    def row(name: str, scores: ImageScores, matched: ImageScores | None, brightness: tuple[float, float] | None) -> str:
+        line = f"{name:<{width}}  {scores.psnr:>8.3f}  {scores.ssim:>6.4f}"
+        if diagnostic and matched is not None:
+            line += f"  {matched.psnr:>12.3f}  {matched.ssim:>6.4f}"
+            if brightness is not None:
+                line += f"  {brightness[0]:>8.3f} / {brightness[1]:.3f}"
+        return line
+
     for name, scores in result.per_image.items():
-        lines.append(f"{name:<{width}}  {scores.psnr:>8.3f}  {scores.ssim:>6.4f}")
-    mean = result.mean
-    lines.append(f"{'mean':<{width}}  {mean.psnr:>8.3f}  {mean.ssim:>6.4f}")
+        lines.append(row(name, scores, result.matched.get(name), result.brightness.get(name)))
+    means = None
+    if result.brightness:
+        means = (statistics.fmean(b[0] for b in result.brightness.values()),
+                 statistics.fmean(b[1] for b in result.brightness.values()))
+    lines.append(row("mean", result.mean, result.matched_mean, means))
     return "\n".join(lines)

@@ -12,6 +12,10 @@ Sec. 5), which the authors' LOL checkpoint scores 16.446 dB / 0.4993 under on th
 
 Both come from torchmetrics rather than our own arithmetic; the mean over a data set is the plain
 mean of the per-image values.
+
+A diagnostic beside them, :func:`exposure_matched`: the output scaled so that its mean equals the
+ground truth's before scoring. It separates how well an enhancer exposes each image (which the
+plain scores punish hard) from everything else (noise, colour, local contrast).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-__all__ = ["ImageScores", "quantize_8bit", "psnr", "ssim", "score_image", "count_parameters"]
+__all__ = ["ImageScores", "quantize_8bit", "psnr", "ssim", "score_image", "exposure_matched", "count_parameters"]
 
 SSIM_KERNEL_SIZE = 11
 SSIM_SIGMA = 1.5
@@ -82,6 +86,17 @@ def ssim(output: torch.Tensor, target: torch.Tensor) -> float:
 def score_image(output: torch.Tensor, target: torch.Tensor) -> ImageScores:
     """Both metrics of one image."""
     return ImageScores(psnr(output, target), ssim(output, target))
+
+
+def exposure_matched(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``output`` with its exposure matched to ``target``: the output is clamped to ``[0, 1]`` (what
+    a saved image shows) and multiplied by ``gain = mean(target) / mean(output)`` (means over all
+    pixels and channels); returns the scaled image (to be clamped and rounded by :func:`score_image`)
+    and ``gain``. A black output is returned unchanged with ``gain = 1``."""
+    clamped = output.detach().float().clamp(0.0, 1.0)
+    mean = float(clamped.mean())
+    gain = float(target.detach().float().mean()) / mean if mean > 0 else 1.0
+    return clamped * gain, gain
 
 
 def count_parameters(module: nn.Module) -> int:
