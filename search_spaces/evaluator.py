@@ -5,7 +5,10 @@
   ``L_t = 0.5 * MSE(t_K, y) + R(y, t_K)`` and the NRM loss ``L_n = 1e-7 * MSE(x, u_K) + TV(x)``.
   It configures the weights' optimiser of the reference (SGD, lr 0.005 cosine to 0.001, momentum
   0.9, weight decay 3e-4). It honours ``requested_losses`` (see :mod:`strategies.cooperative`): asked
-  for the IEM loss alone it runs the IEM alone.
+  for the IEM loss alone it runs the IEM alone. ``objective="exposure_denoise"`` selects the
+  objective of ``ruas-nni train`` of the same name instead (IEM: ``L_t`` plus Zero-DCE exposure and
+  colour terms on ``u_K``; NRM: a self-supervised denoising loss plus TV); the default
+  ``"reference"`` is the authors' losses, unchanged.
 * :class:`UnpairedSearchData`: a Lightning data module over folders of unpaired low-light images
   with a reproducible train / validation split (the lower and the upper level of the search),
   random crops and flips that depend only on ``(seed, epoch, index)``, and loaders that resume
@@ -27,11 +30,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ruas_nni.training.datasets import SeededShuffle, UnpairedImages, scan_folders, split_files
-from ruas_nni.training.losses import illumination_loss, noise_loss
+from ruas_nni.training.losses import (
+    DENOISERS,
+    color_constancy,
+    denoise_loss,
+    exposure_control,
+    illumination_loss,
+    noise_loss,
+    total_variation,
+)
 
 __all__ = ["ReferenceFreeLosses", "UnpairedSearchData", "ResumableLoader", "search_evaluator"]
 
 LOSS_KEYS = ("iem", "nrm")
+OBJECTIVES = ("reference", "exposure_denoise")
+"""The same objectives as ``ruas_nni.training.OBJECTIVES``."""
 
 
 def _images(batch: Any) -> Tensor:
@@ -58,14 +71,34 @@ class ReferenceFreeLosses(LightningModule):
     smooth_guide
         Guide image of the smoothness weights: ``rgb`` (``g = y``, as the authors' search code) or
         ``ycbcr``.
+    objective
+        ``reference`` (the authors' ``L_t`` and ``L_n``) or ``exposure_denoise``; the remaining
+        keyword arguments (``exposure_level`` ... ``denoise_tv_weight``) apply to the latter only and
+        mean what the ``ruas-nni train`` keys of the same names mean.
     """
 
     requested_losses: frozenset[str] | None = None
     """Set by the search strategy to the loss keys it is about to read; ``None`` means all."""
 
     def __init__(self, *, learning_rate: float = 0.005, learning_rate_min: float = 0.001, momentum: float = 0.9,
-                 weight_decay: float = 3e-4, smooth_sigma: float | None = None, smooth_guide: str = "rgb") -> None:
+                 weight_decay: float = 3e-4, smooth_sigma: float | None = None, smooth_guide: str = "rgb",
+                 objective: str = "reference", exposure_level: float = 0.5, exposure_weight: float = 1.0,
+                 exposure_patch: int = 16, color_weight: float = 0.0, denoiser: str = "neighbor2neighbor",
+                 denoise_weight: float = 1.0, denoise_consistency: float = 2.0, denoise_tv_weight: float = 0.0) -> None:
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        if denoiser not in DENOISERS:
+            raise ValueError(f"unknown denoiser {denoiser!r}; expected one of {', '.join(DENOISERS)}")
+        self.objective = objective
+        self.exposure_level = exposure_level
+        self.exposure_weight = exposure_weight
+        self.exposure_patch = exposure_patch
+        self.color_weight = color_weight
+        self.denoiser = denoiser
+        self.denoise_weight = denoise_weight
+        self.denoise_consistency = denoise_consistency
+        self.denoise_tv_weight = denoise_tv_weight
         self.learning_rate = learning_rate
         self.learning_rate_min = learning_rate_min
         self.momentum = momentum
@@ -81,15 +114,33 @@ class ReferenceFreeLosses(LightningModule):
         model = self.model
         result: dict[str, Tensor] = {}
         if wanted == {"iem"}:
-            _, illuminations = model.iem(y)
-            result["iem"] = illumination_loss(y, illuminations[-1], smooth_sigma=self.smooth_sigma, guide=self.smooth_guide)
+            u, illuminations = model.iem(y)
+            result["iem"] = self._iem_loss(y, u, illuminations[-1])
         else:
             out = model.enhance(y)
-            result["iem"] = illumination_loss(y, out.illuminations[-1], smooth_sigma=self.smooth_sigma, guide=self.smooth_guide)
+            result["iem"] = self._iem_loss(y, out.iem, out.illuminations[-1])
             if model.nrm is not None:
-                result["nrm"] = noise_loss(out.final, out.iem)
+                if self.objective == "reference":
+                    result["nrm"] = noise_loss(out.final, out.iem)
+                else:
+                    result["nrm"] = self._denoise_loss(model.nrm, out.iem, out.final)
         result["loss"] = sum(result.values())  # type: ignore[assignment]
         return result
+
+    def _iem_loss(self, y: Tensor, u: Tensor, t: Tensor) -> Tensor:
+        loss = illumination_loss(y, t, smooth_sigma=self.smooth_sigma, guide=self.smooth_guide)
+        if self.objective == "exposure_denoise":
+            if self.exposure_weight:
+                loss = loss + self.exposure_weight * exposure_control(u, self.exposure_level, self.exposure_patch)
+            if self.color_weight:
+                loss = loss + self.color_weight * color_constancy(u)
+        return loss
+
+    def _denoise_loss(self, nrm: Any, u: Tensor, x: Tensor) -> Tensor:
+        loss = self.denoise_weight * denoise_loss(nrm, u, self.denoiser, consistency=self.denoise_consistency)
+        if self.denoise_tv_weight:
+            loss = loss + self.denoise_tv_weight * total_variation(x)
+        return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self.losses(_images(batch), self.requested_losses)
