@@ -44,7 +44,7 @@ __all__ = ["ReferenceFreeLosses", "UnpairedSearchData", "ResumableLoader", "sear
 
 LOSS_KEYS = ("iem", "nrm")
 OBJECTIVES = ("reference", "exposure_denoise")
-"""The same objectives as ``ruas_nni.training.OBJECTIVES``."""
+"""The same objectives as ``ruas_nni.training.config.OBJECTIVES``."""
 
 
 def _images(batch: Any) -> Tensor:

@@ -50,9 +50,15 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def test_exposure_and_colour_terms() -> None:
-    from ruas_nni.training.losses import color_constancy, exposure_control
+    from ruas_nni.training.losses import color_constancy, exposure_control, illumination_exposure
 
     grey = torch.full((1, 3, 32, 32), 0.4)
+    y = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.1
+    assert float(illumination_exposure(y, y / 0.5, 0.5, patch=64)) == pytest.approx(0.0, abs=1e-10)
+    assert float(illumination_exposure(y, y / 0.25, 0.5, patch=8)) == pytest.approx(0.0625, rel=1e-4)
+    t = torch.full_like(y, 0.2).requires_grad_()
+    illumination_exposure(y, t, 0.5, patch=64).backward()
+    assert torch.allclose(t.grad, t.grad.flatten()[0].expand_as(t.grad))  # the same pull on every pixel
     assert float(exposure_control(grey, 0.4)) == pytest.approx(0.0, abs=1e-12)
     assert float(exposure_control(grey, 0.6)) == pytest.approx(0.04, rel=1e-5)
     assert float(color_constancy(grey)) == pytest.approx(0.0, abs=1e-12)
@@ -229,6 +235,7 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
         ([], "objective: fancy\n", "'objective' must be one of reference, exposure_denoise"),
         ([], "exposure_level: 1.5\n", "'exposure_level' must be at most 1.0"),
         ([], "denoiser: bm3d\n", "'denoiser' must be one of neighbor2neighbor, zsn2n"),
+        ([], "exposure_mode: auto\n", "'exposure_mode' must be one of illumination, output"),
         (["--crop", "4"], "", "--crop must be at least 8"),
         (["--crop", "4000"], "", "--crop 4000 is larger than every image"),
         (["--arch", "nowhere.json"], "", "--arch nowhere.json: no such file"),

@@ -14,7 +14,7 @@ from ..base.errors import UsageError
 from ..model.export import NetworkOptions
 from ..model.genotype import PAPER_GENOTYPE, Genotype
 from ..model.network import WARM_STARTS
-from .losses import DENOISERS, SMOOTH_GUIDES
+from .losses import DENOISERS, EXPOSURE_MODES, SMOOTH_GUIDES
 
 __all__ = ["TrainConfig", "OBJECTIVES", "load_train_config", "resolve_arch"]
 
@@ -68,6 +68,8 @@ class TrainConfig:
         "min": 0.0, "max": 1.0, "help": "exposure_denoise: grey level E that u_K's patch means are pulled to (Zero-DCE)"})
     exposure_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "exposure_denoise: weight of the exposure term"})
     exposure_patch: int = field(default=16, metadata={"min": 1, "help": "exposure_denoise: side of the exposure term's patches"})
+    exposure_mode: str = field(default="illumination", metadata={"choices": EXPOSURE_MODES, "help": (
+        "exposure_denoise: pull the block means of y over those of t_K (illumination) or of u_K (output, Zero-DCE) to E")})
     color_weight: float = field(default=0.0, metadata={
         "min": 0.0, "help": "exposure_denoise: weight of Zero-DCE's colour constancy term on u_K"})
     denoiser: str = field(default="neighbor2neighbor", metadata={

@@ -13,7 +13,9 @@ Beyond the reference (the ``exposure_denoise`` objective of ``ruas-nni train``, 
 
 * :func:`exposure_control` (Zero-DCE, Guo et al., CVPR 2020, "exposure control loss"): the grey level
   of the enhanced image, averaged over non-overlapping patches, is pulled to a well-exposed level
-  ``E``. For RUAS's IEM ``u = y / t``, so the term sets how far ``t`` lies below ``y``.
+  ``E``. For RUAS's IEM ``u = y / t``, so the term sets how far ``t`` lies below ``y``;
+  :func:`illumination_exposure` is the form that works for RUAS (block means of ``y`` over block
+  means of ``t``), see its docstring.
 * :func:`color_constancy` (Zero-DCE's "colour constancy loss", a grey-world prior): the mean of each
   colour channel of the enhanced image should agree.
 * :func:`neighbor2neighbor_loss` (Huang et al., "Neighbor2Neighbor: Self-Supervised Denoising from
@@ -39,7 +41,9 @@ __all__ = [
     "illumination_loss",
     "noise_loss",
     "DENOISERS",
+    "EXPOSURE_MODES",
     "exposure_control",
+    "illumination_exposure",
     "color_constancy",
     "neighbor_subsample",
     "neighbor2neighbor_loss",
@@ -47,6 +51,10 @@ __all__ = [
     "zero_shot_n2n_loss",
     "denoise_loss",
 ]
+
+EXPOSURE_MODES = ("illumination", "output")
+"""Where the exposure term looks: :func:`illumination_exposure` (block means of ``y`` over ``t``) or
+:func:`exposure_control` on the IEM output ``u`` (Zero-DCE's form)."""
 
 DENOISERS = ("neighbor2neighbor", "zsn2n")
 """Self-supervised denoising losses for the NRM: :func:`neighbor2neighbor_loss`, :func:`zero_shot_n2n_loss`."""
@@ -165,6 +173,24 @@ def exposure_control(u: torch.Tensor, level: float = 0.5, patch: int = 16) -> to
     size = max(1, min(patch, h, w))
     means = F.avg_pool2d(grey, kernel_size=size, stride=size)
     return (means - level).pow(2).mean()
+
+
+def illumination_exposure(y: torch.Tensor, t: torch.Tensor, level: float = 0.5, patch: int = 16) -> torch.Tensor:
+    """Exposure control through the illumination (this project's variant of Zero-DCE's term for
+    RUAS's ``u = y / t``): ``mean_k (Y_k / T_k - E)^2`` where ``Y_k`` and ``T_k`` are the mean grey
+    levels of input ``y`` and illumination ``t`` over the ``k``-th non-overlapping ``patch x patch``
+    block (``patch`` larger than the image: one block, a global exposure).
+
+    ``Y_k / T_k`` is the exposure the block gets from ``u = y / t`` when ``t`` is smooth. Unlike
+    :func:`exposure_control` on ``u``, whose gradient ``-y / t^2`` per pixel drives the illumination
+    of the darkest pixels to its floor (saturating their amplified noise), this gradient is the same
+    for every pixel of a block: the term sets the level of ``t``, the smoothness prior its shape.
+    """
+    h, w = t.shape[-2:]
+    size = max(1, min(patch, h, w))
+    y_means = F.avg_pool2d(y.mean(dim=1, keepdim=True), kernel_size=size, stride=size)
+    t_means = F.avg_pool2d(t.mean(dim=1, keepdim=True), kernel_size=size, stride=size)
+    return (y_means / t_means.clamp_min(1e-6) - level).pow(2).mean()
 
 
 def color_constancy(u: torch.Tensor) -> torch.Tensor:

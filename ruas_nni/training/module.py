@@ -13,7 +13,15 @@ from ..base.errors import RuasError
 from ..model.network import RUASNet
 from .config import TrainConfig
 from .data import StepProgress
-from .losses import color_constancy, denoise_loss, exposure_control, illumination_loss, noise_loss, total_variation
+from .losses import (
+    color_constancy,
+    denoise_loss,
+    exposure_control,
+    illumination_exposure,
+    illumination_loss,
+    noise_loss,
+    total_variation,
+)
 
 __all__ = ["RUASTrainingModule", "TrainingDiverged"]
 
@@ -62,7 +70,11 @@ class RUASTrainingModule(pl.LightningModule):
                                  guide=config.smooth_guide)
         if config.objective == "exposure_denoise":
             if config.exposure_weight:
-                loss = loss + config.exposure_weight * exposure_control(u, config.exposure_level, config.exposure_patch)
+                if config.exposure_mode == "illumination":
+                    exposure = illumination_exposure(y, illuminations[-1], config.exposure_level, config.exposure_patch)
+                else:
+                    exposure = exposure_control(u, config.exposure_level, config.exposure_patch)
+                loss = loss + config.exposure_weight * exposure
             if config.color_weight:
                 loss = loss + config.color_weight * color_constancy(u)
         return loss
