@@ -22,6 +22,24 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def exposure_level(text: str) -> float:
+    """An argparse ``type`` for ``--exposure``: a mean brightness in ``[0, 1]`` (0 = off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number 0-1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number 0-1 (0 = off), got {value:g}")
+    return value
+
+
+def add_exposure_argument(parser: argparse.ArgumentParser) -> None:
+    """``--exposure E``, shared by enhance and evaluate."""
+    parser.add_argument("--exposure", type=exposure_level, default=None, metavar="E",
+                        help="scale the IEM output (the illumination) to mean brightness E before the NRM, for any "
+                             "model (default: the model's own setting; 0 = off). Tiles share one gain per image")
+
+
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     """``--port``, ``--concurrency`` and ``--experiment-dir`` of the commands that start NNI experiments."""
     parser.add_argument("--port", type=int, default=None, metavar="P", help="NNI manager / web UI port (default 8080)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ruas_nni.cli._arguments import whole_number
+from ruas_nni.cli._arguments import add_exposure_argument, whole_number
 
 ORDER = 50
 HELP = "enhance low-light images (files or folders) into PNGs"
@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu or cuda")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders of folder inputs")
+    add_exposure_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--workers", type=whole_number(0), default=0, metavar="N",
@@ -106,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     checkpoint, _ = load_model(args.checkpoint)
+    if args.exposure is not None:
+        checkpoint = checkpoint.with_exposure(args.exposure)
     tune_allocator()
     enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
                         compile=args.compile, cuda_graphs=not args.no_cuda_graphs,

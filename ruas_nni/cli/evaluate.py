@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ruas_nni.cli._arguments import add_exposure_argument
+
 ORDER = 40
 HELP = "score a model on paired images (PSNR / SSIM per image and mean)"
 
@@ -40,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--side-by-side", metavar="DIR", default=None,
                         help="write input | ours | ground truth pictures into DIR")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    add_exposure_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-image table")
     parser.set_defaults(func=run)
 
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--side-by-side {args.side_by_side}: exists and is not a folder")
     device = resolve_device(args.device)
     checkpoint, _ = load_model(args.checkpoint)
+    if args.exposure is not None:
+        checkpoint = checkpoint.with_exposure(args.exposure)
 
     def progress(items):
         return tqdm(items, desc="evaluate", unit="img", disable=args.quiet, file=sys.stderr)

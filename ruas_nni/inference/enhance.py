@@ -160,8 +160,8 @@ class _StageOutput(nn.Module):
         self.network = network
         self.stage = stage
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        result = self.network.enhance(y)
+    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+        result = self.network.enhance(y, gain)
         return result.final if self.stage == "final" else result.iem
 
     def receptive_radius(self) -> int:
@@ -255,6 +255,8 @@ class Enhancer:
     CUDA, ``half`` runs in float16 and ``cuda_graphs`` replays one CUDA graph per input size.
     ``compile`` wraps the network in ``torch.compile`` (slower on CPU for this network; see
     ``docs/speed.md``). Use as a context manager, or call :meth:`close`, to stop the worker threads.
+    With exposure normalisation on (the checkpoint's ``exposure``), the gain is computed once per
+    image (:meth:`exposure_gain`) and every tile uses it: tiled equals untiled.
     """
 
     def __init__(self, checkpoint: Checkpoint, stage: str = "final", device: torch.device | str = "cpu", *,
@@ -270,6 +272,7 @@ class Enhancer:
             raise UsageError("--half needs a GPU (--device cuda): float16 convolutions are slow on CPU")
         self.dtype = torch.float16 if half else torch.float32
         self.network = checkpoint.build()
+        cuda_graphs = cuda_graphs and self.network.exposure is None  # graphs replay one input; the gain is a second
         if fold:
             model: nn.Module = FoldedRUAS(self.network, stage, functional=compile,
                                           layout=layout if self.device.type == "cpu" else "nchw")
@@ -312,11 +315,12 @@ class Enhancer:
                                                 initializer=torch.set_num_threads, initargs=(1,))
             return self._pool
 
-    def run_window(self, window: torch.Tensor) -> torch.Tensor:
-        """The network on one ``3 x h x w`` window: the output clipped to ``[0, 1]``, float32, CPU."""
+    def run_window(self, window: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+        """The network on one ``3 x h x w`` window (``gain``: the whole image's exposure gain): the
+        output clipped to ``[0, 1]``, float32, CPU."""
         with torch.inference_mode():
             batch = window.unsqueeze(0).to(self.device, self.dtype, non_blocking=True).contiguous()
-            output = self._forward(batch)[0]
+            output = (self._forward(batch) if gain is None else self._forward(batch, gain.to(self.device)))[0]
             return output.to("cpu", torch.float32).clamp_(0.0, 1.0)
 
     def plan(self, height: int, width: int, min_tiles: int = 1) -> list[Tile]:
@@ -330,15 +334,24 @@ class Enhancer:
         height, width = int(rgb.shape[1]), int(rgb.shape[2])
         tiles = self.plan(height, width, min_tiles)
         pool = self._pool_or_none()
+        gain = self.exposure_gain(rgb)
 
         def run(tile: Tile) -> torch.Tensor:
-            return tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right]))
+            return tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right], gain))
 
         if pool is None:
             futures: list[Future] = [_run_now(run, tile) for tile in tiles]
         else:
             futures = [pool.submit(run, tile) for tile in tiles]
         return PendingImage(height, width, tiles, futures)
+
+    def exposure_gain(self, rgb: torch.Tensor) -> torch.Tensor | None:
+        """The exposure gain of the whole image ``rgb`` (``3 x H x W``), ``None`` when exposure is off."""
+        if self.network.exposure is None:
+            return None
+        with torch.inference_mode():
+            weight = next(self.network.parameters())  # on the device, in the dtype, the network runs in
+            return self.network.exposure_gain(rgb.unsqueeze(0).to(weight.device, weight.dtype))
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
         """The enhanced image, clipped to ``[0, 1]``, on the CPU (tiles of one image in parallel)."""

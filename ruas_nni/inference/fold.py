@@ -31,6 +31,7 @@ against the authors' reference outputs). The unfolded network is left untouched.
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet
+from ..model.network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet, apply_gain, exposure_gain
 from ..model.ops import Convolution, ResidualConvolution
 
 __all__ = ["Affine", "FoldedRUAS", "fold", "fast_warm_start"]
@@ -402,6 +403,8 @@ class FoldedRUAS(nn.Module):
                 before, source = (pending, f"nrm{index}.buffer") if pending is not None else (None, f"nrm{index}.out")
             self.nrm_head = builder.add(Affine.from_conv(nrm.head), source, [(0, 3, "noise")], activate=False)
         self.receptive_radius_value = network.receptive_radius() if self.has_nrm else network.iem.receptive_radius()
+        self.exposure_iem = copy.deepcopy(network.iem) if network.exposure is not None else None  # the gain's IEM
+        self.exposure = network.exposure
 
     def receptive_radius(self) -> int:
         """Pixels one output pixel can see in each direction (the halo for exact tiling)."""
@@ -470,7 +473,11 @@ class FoldedRUAS(nn.Module):
         if program.fuse is not None:
             self._conv(program.fuse, env)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+        """``gain``: the exposure gain (:func:`ruas_nni.model.network.exposure_gain`) of the image that
+        ``y`` is a tile of; by default that of ``y`` when the network normalises exposure."""
+        if gain is None and self.exposure_iem is not None:
+            gain = exposure_gain(lambda small: self.exposure_iem(small)[0], y, self.exposure)
         warm = _traceable_warm_start if self.functional else fast_warm_start
         if self.iem_channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
@@ -493,6 +500,8 @@ class FoldedRUAS(nn.Module):
             else:
                 t = torch.sigmoid_(z).clamp_(T_MIN, 1.0)
                 u = torch.div(y, t, out=t).clamp_(0.0, 1.0)
+        if gain is not None:
+            u = apply_gain(u, gain)
         if not self.has_nrm:
             return u
         if self.iem_channels_last and not self.nrm_channels_last:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..base.atomic import atomic_write
+from ..base.errors import UsageError
 from ..model.checkpoint import Checkpoint
 from .enhance import _StageOutput
 from .fold import FoldedRUAS
@@ -43,6 +44,9 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike[str], *, stage: 
     """
     if stage not in ("final", "iem"):
         raise ValueError(f"stage must be 'final' or 'iem', got {stage!r}")
+    if checkpoint.options.exposure is not None:
+        raise UsageError(f"this model normalises exposure (E = {checkpoint.options.exposure:g}), which the ONNX graph "
+                         "cannot carry (its gain is measured on a downsampled whole image); use 'ruas-nni enhance'")
     module = _inference_module(checkpoint, stage, fold)
     sample = torch.rand(1, 3, *sample_size, generator=torch.Generator().manual_seed(0))
     buffer = io.BytesIO()

@@ -24,7 +24,7 @@ import os
 import pickle
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,6 +78,11 @@ class Checkpoint:
             raise CheckpointError(f"weights do not fit the architecture: {problem}")
         net.load_state_dict(self.state_dict)
         return net.eval()
+
+    def with_exposure(self, exposure: float) -> Checkpoint:
+        """The same model with exposure normalisation ``E`` = ``exposure`` (0 = off) instead of its own."""
+        options = replace(self.options, exposure=float(exposure) if exposure > 0 else None)
+        return replace(self, options=options)
 
     @classmethod
     def from_network(cls, net: RUASNet, genotype: Genotype, options: NetworkOptions,

@@ -22,6 +22,8 @@ class NetworkOptions:
     nrm_channels: int = 6
     gamma: float = 0.5
     warm_start: str = "rectified"
+    exposure: float | None = None
+    """Exposure normalisation's target mean ``E`` (:func:`ruas_nni.model.network.exposure_gain`); ``None`` = off."""
 
     def __post_init__(self) -> None:
         for name in ("iem_stages", "nrm_cells", "iem_channels", "nrm_channels"):
@@ -35,6 +37,10 @@ class NetworkOptions:
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
             raise ValueError(f"network option 'gamma' must be a number, got {self.gamma!r}")
         object.__setattr__(self, "gamma", float(self.gamma))
+        if self.exposure is not None:
+            if isinstance(self.exposure, bool) or not isinstance(self.exposure, (int, float)) or not 0 < self.exposure <= 1:
+                raise ValueError(f"network option 'exposure' must be a number in (0, 1] or null, got {self.exposure!r}")
+            object.__setattr__(self, "exposure", float(self.exposure))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> NetworkOptions:
@@ -46,7 +52,11 @@ class NetworkOptions:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The options; ``exposure`` only when set, so checkpoints without it are written as before."""
+        data = asdict(self)
+        if data["exposure"] is None:
+            del data["exposure"]
+        return data
 
 
 def export(arch: Any, options: NetworkOptions | Mapping[str, Any] | None = None) -> RUASNet:

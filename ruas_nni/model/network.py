@@ -7,6 +7,8 @@ Low-light Image Enhancement", CVPR 2021. The network is the unrolled optimisatio
   from a warm start and divide the input by it.
 * :class:`NoiseRemoval` (NRM, Eq. 5): a residual denoiser over the IEM output.
 * :class:`DistillationCell` (Fig. 2(d)): the searched cell both modules are made of.
+* optional exposure normalisation between them (:func:`exposure_gain`, not in the paper): the IEM
+  output is scaled to a fixed mean brightness before the NRM, i.e. the illumination is scaled.
 
 Every module takes an *edge factory* ``(edge_index, channels) -> nn.Module`` that fills the seven
 cell edges. The exported network (:func:`ruas_nni.model.export.export`) fills them with plain operations,
@@ -16,6 +18,7 @@ the searched and the exported network cannot drift apart. This module never impo
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -34,6 +37,9 @@ __all__ = [
     "Enhancement",
     "RUASNet",
     "warm_start",
+    "EXPOSURE_SIDE",
+    "exposure_gain",
+    "apply_gain",
 ]
 
 EDGE_NAMES: tuple[str, ...] = ("e1", "e2", "e3", "e4", "e5", "e6", "e7")
@@ -48,6 +54,12 @@ EdgeFactory = Callable[[int, int], nn.Module]
 
 LEAKY_SLOPE = 0.05
 T_MIN = 0.001
+
+EXPOSURE_SIDE = 256
+"""Longest side of the small copy on which :func:`exposure_gain` measures the IEM output's mean."""
+
+GAIN_FLOOR = 1e-3
+"""Smallest mean brightness :func:`exposure_gain` divides by (an all-black image)."""
 
 
 def warm_start(x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +107,33 @@ class DistillationCell(nn.Module):
         """Pixels one output pixel can see in each direction (longest chain of edges)."""
         r = [receptive_radius(getattr(self, name)) for name in EDGE_NAMES]
         return max(r[0], r[1] + r[2], r[1] + r[3] + r[4], r[1] + r[3] + r[5] + r[6])
+
+
+def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float) -> torch.Tensor:
+    """The gain ``k = E / m`` (one per image, shape ``B``) that scales the IEM output ``u`` to the
+    mean brightness ``E`` = ``exposure``: ``u' = clamp(k * u, 0, 1)``.
+
+    Retinex writes ``u = y / t``; ``u' = k * u = y / t'`` with ``t' = t / k``, so this is *scaling
+    the illumination* (by the same factor on every pixel: its shape is the IEM's, its level is set
+    by ``E``). A pixel-local network cannot tell how bright a photo ought to be, so one target
+    brightness for every image is the best it can do (``docs/objectives.md``).
+
+    ``m`` is defined on a small copy, so that it is the same for a whole image and for every tile
+    of it: with ``H x W`` the size of ``y``, ``f = min(ceil(max(H, W) / 256), H, W)`` (an integer,
+    at least 1); ``y_s = avg_pool2d(y, f, stride=f)`` (non-overlapping ``f x f`` means, a border
+    remainder of fewer than ``f`` rows / columns left out); ``m`` = the mean of ``iem(y_s)`` over
+    channels and pixels, at least ``1e-3``. ``iem`` maps an image to its IEM output ``u``.
+    """
+    height, width = y.shape[-2:]
+    factor = max(1, min(math.ceil(max(height, width) / EXPOSURE_SIDE), height, width))
+    small = F.avg_pool2d(y, kernel_size=factor, stride=factor) if factor > 1 else y
+    mean = iem(small).float().mean(dim=(1, 2, 3))
+    return float(exposure) / mean.clamp_min(GAIN_FLOOR)
+
+
+def apply_gain(u: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """``clamp(k * u, 0, 1)`` with one gain ``k`` per image of the batch ``u`` (see :func:`exposure_gain`)."""
+    return torch.clamp(u * gain.to(u.dtype).view(-1, 1, 1, 1), 0.0, 1.0)
 
 
 class IlluminationEstimation(nn.Module):
@@ -185,7 +224,7 @@ class Enhancement(NamedTuple):
     final: torch.Tensor
     """The enhanced image ``x`` (IEM + NRM; equals ``iem`` without an NRM). Not clipped."""
     iem: torch.Tensor
-    """The IEM output ``u_K``."""
+    """The IEM output ``u_K`` (with exposure normalisation: ``u' = clamp(k * u_K, 0, 1)``, the NRM's input)."""
     illuminations: Sequence[torch.Tensor]
     """The illumination maps ``t_0 .. t_{K-1}``."""
 
@@ -194,21 +233,44 @@ class RUASForward:
     """The top-level forward, shared by :class:`RUASNet` and the NNI search space.
 
     Subclasses provide ``self.iem`` (an :class:`IlluminationEstimation`) and ``self.nrm`` (a
-    :class:`NoiseRemoval` or ``None``).
+    :class:`NoiseRemoval` or ``None``), and may set ``self.exposure`` (``E``, see
+    :func:`exposure_gain`; ``None`` = off, the paper's network).
     """
 
     iem: IlluminationEstimation
     nrm: NoiseRemoval | None
+    exposure: float | None = None
 
-    def enhance(self, y: torch.Tensor) -> Enhancement:
-        """Run the whole network on ``y`` (B x 3 x H x W in [0, 1]); return all outputs."""
+    def exposure_gain(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The gain ``k`` per image of ``y`` (:func:`exposure_gain`), ``None`` when exposure is off."""
+        if self.exposure is None:
+            return None
+        with torch.no_grad():
+            return exposure_gain(lambda small: self.iem(small)[0], y, self.exposure)
+
+    def enhance_iem(self, y: torch.Tensor) -> torch.Tensor:
+        """The NRM's input for ``y``: the IEM output, exposure-normalised when exposure is on."""
+        u, _ = self.iem(y)
+        gain = self.exposure_gain(y)
+        return apply_gain(u, gain) if gain is not None else u
+
+    def enhance(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> Enhancement:
+        """Run the whole network on ``y`` (B x 3 x H x W in [0, 1]); return all outputs.
+
+        With exposure on, the IEM output is scaled by ``gain`` (default: :meth:`exposure_gain` of
+        ``y``; give the whole image's gain when ``y`` is a tile of it) before the NRM.
+        """
         u, illuminations = self.iem(y)
+        if gain is None:
+            gain = self.exposure_gain(y)
+        if gain is not None:
+            u = apply_gain(u, gain)
         x = self.nrm(u) if self.nrm is not None else u
         return Enhancement(x, u, illuminations)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
         """The enhanced image ``x`` (not clipped); see :meth:`enhance` for the IEM output."""
-        return self.enhance(y).final
+        return self.enhance(y, gain).final
 
     def receptive_radius(self) -> int:
         """Pixels one output pixel can see in each direction: the halo that makes tiling exact."""
@@ -236,7 +298,9 @@ class RUASNet(RUASForward, nn.Module):
         nrm_channels: int = 6,
         gamma: float = 0.5,
         warm_start: str = "rectified",
+        exposure: float | None = None,
     ) -> None:
         nn.Module.__init__(self)
+        self.exposure = exposure
         self.iem = IlluminationEstimation(iem_edges, iem_stages, iem_channels, gamma, warm_start)
         self.nrm = NoiseRemoval(nrm_edges, nrm_cells, nrm_channels) if nrm_edges is not None else None

@@ -49,6 +49,9 @@ class TrainConfig:
     # network (paper Sec. 3.1 and the ablations of Fig. 6)
     gamma: float = 0.5
     warm_start: str = field(default="rectified", metadata={"choices": WARM_STARTS})
+    exposure: float | None = field(default=None, metadata={"min": 0.01, "max": 1.0, "help": (
+        "exposure normalisation E: the IEM output is scaled to mean E before the NRM (network option, "
+        "saved in the checkpoint; null = off, the paper's network)")})
     iem_stages: int = field(default=3, metadata={"min": 1})
     nrm_cells: int = field(default=3, metadata={"min": 1})
     nrm_channels: int = field(default=6, metadata={"min": 1})
@@ -88,7 +91,7 @@ class TrainConfig:
 
     def network_options(self) -> NetworkOptions:
         return NetworkOptions(iem_stages=self.iem_stages, nrm_cells=self.nrm_cells, nrm_channels=self.nrm_channels,
-                              gamma=self.gamma, warm_start=self.warm_start)
+                              gamma=self.gamma, warm_start=self.warm_start, exposure=self.exposure)
 
 
 def resolve_arch(arch: str) -> tuple[Genotype, str]:

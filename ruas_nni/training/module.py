@@ -81,7 +81,7 @@ class RUASTrainingModule(pl.LightningModule):
 
     def _noise_loss(self, y: torch.Tensor, step: int = 0) -> torch.Tensor:
         with torch.no_grad():  # fresh forward with the updated IEM: nothing is differentiated through it
-            u, _ = self.net.iem(y)
+            u = self.net.enhance_iem(y) if self.net.exposure is not None else self.net.iem(y)[0]
         config = self.config
         if config.objective == "exposure_denoise":
             # the random sub-sampling of step s is a pure function of (seed, s): reproducible and resumable
