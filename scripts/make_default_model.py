@@ -3,10 +3,11 @@
 Usage (the last step of scripts/reproduce_default_model.sh)::
 
     python scripts/make_default_model.py --model runs/default/train/model.pt \
-        --eval ../shared/data/lol_eval15 [--search runs/default/search/arch.json] \
-        [--compare NAME=PATH ...] --note "why this model"
+        --val ../shared/data/lol_val --report ../shared/data/lol_eval15 \
+        [--search runs/default/search/arch.json] [--compare NAME=PATH ...] --note "why this model"
 
-It scores the model on the paired evaluation folder exactly as ``ruas-nni evaluate`` does, counts
+It scores the model on the validation folder (``--val``, where every choice is made) and on the
+test folder (``--report``, only reported) exactly as ``ruas-nni evaluate`` does, counts
 its parameters and FLOPs (PyTorch's FLOP counter, via :mod:`ruas_nni.inference.benchmark`), and writes the
 checkpoint with metadata saying how it was made: genotype and where it came from, the training
 recipe and data folders, the scores, and the exact commands (read from
@@ -29,7 +30,7 @@ from ruas_nni.inference.evaluation import evaluate, find_pairs  # noqa: E402
 from ruas_nni.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from ruas_nni.model.genotype import PAPER_GENOTYPE  # noqa: E402
 
-TARGET = ROOT / "ruas_nni" / "models" / "default.pt"
+TARGET = ROOT / "ruas_nni" / "pretrained" / "default.pt"
 COMMANDS = ROOT / "scripts" / "reproduce_default_model.sh"
 
 
@@ -47,15 +48,27 @@ def _commands() -> list[str]:
     return lines
 
 
+DEFINITION = "ruas-nni evaluate: 8-bit rounded output, PSNR on RGB, SSIM gaussian 11 / 1.5"
+
+
 def _scores(path: Path, pairs) -> dict[str, float]:
     result = evaluate(load_checkpoint(path), pairs)
     return {"psnr": round(result.mean.psnr, 4), "ssim": round(result.mean.ssim, 4)}
 
 
+def _record(result) -> dict:
+    record = {"psnr": round(result.mean.psnr, 4), "ssim": round(result.mean.ssim, 4)}
+    matched = result.matched_mean
+    if matched is not None:
+        record["exposure_matched"] = {"psnr": round(matched.psnr, 4), "ssim": round(matched.ssim, 4)}
+    return record | {"per_image": {k: v.to_dict() for k, v in result.per_image.items()}, "definition": DEFINITION}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the trained model.pt to ship")
-    parser.add_argument("--eval", required=True, help="paired folder to score on (LOL eval15)")
+    parser.add_argument("--val", required=True, help="paired validation folder the model was chosen on (lol_val)")
+    parser.add_argument("--report", required=True, help="paired test folder, only reported (LOL eval15)")
     parser.add_argument("--search", default=None, help="arch.json of the search whose winner was trained, if any")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
                         help="other candidates' model.pt to score and record (repeatable)")
@@ -64,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     source = load_checkpoint(args.model)
-    pairs = find_pairs(args.eval)
+    pairs = find_pairs(args.val)
     result = evaluate(source, pairs)
+    test_pairs = find_pairs(args.report)
+    test_result = evaluate(source, test_pairs)
     network = source.build()
     flops = count_flops(network, 600, 400)
     genotype = source.genotype
@@ -85,17 +100,17 @@ def main(argv: list[str] | None = None) -> int:
         "name": "ruas-nni default model",
         "genotype_source": genotype_source,
         "training": source.metadata,
-        "lol_eval15": {"psnr": round(result.mean.psnr, 4), "ssim": round(result.mean.ssim, 4),
-                       "per_image": {k: v.to_dict() for k, v in result.per_image.items()},
-                       "definition": "ruas-nni evaluate: 8-bit rounded output, PSNR on RGB, SSIM gaussian 11 / 1.5"},
+        "lol_val": _record(result),
+        "lol_eval15": _record(test_result),
         "compared_candidates": compared,
         "parameters": count_parameters(network)["whole"],
         "flops_600x400": {"whole": flops["whole"]["flops"], "iem": flops["iem"]["flops"],
                           "counted_by": "torch.utils.flop_counter.FlopCounterMode (1 multiply-add = 2 FLOPs)"},
         "commands": _commands(),
         "note": args.note,
-        "evaluation_set_use": "lol_eval15 was used only to score candidate recipes and models "
-                              "(model selection on the test set, see docs/training.md); never to search or train",
+        "evaluation_set_use": "recipe, objective, exposure, training length and checkpoint were chosen on lol_val "
+                              "(50 pairs); lol_eval15 is only reported; neither was used to search or train "
+                              "(docs/objectives.md)",
     }
     checkpoint = Checkpoint(source.genotype, source.options, source.state_dict, metadata)
     out = Path(args.out)
@@ -106,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          "steps", "seconds", "torch", "made_by")},
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
-    print(f"{out}: {result.mean.psnr:.3f} dB / {result.mean.ssim:.4f} on {len(pairs)} pairs, "
+    print(f"{out}: lol_val {result.mean.psnr:.3f} dB / {result.mean.ssim:.4f} on {len(pairs)} pairs, "
+          f"lol_eval15 {test_result.mean.psnr:.3f} dB / {test_result.mean.ssim:.4f} on {len(test_pairs)} pairs, "
           f"{metadata['parameters']} parameters, {flops['whole']['flops'] / 1e9:.3f} GFLOPs at 600x400")
     return 0
 

@@ -164,6 +164,20 @@ def test_training_key_is_validated_and_reaches_the_network() -> None:
             load_train_config(None, {"exposure": bad})
 
 
+def test_fidelity_gamma_key_and_loss() -> None:
+    from ruas_nni.training.losses import illumination_loss
+
+    assert load_train_config(None, {}).fidelity_gamma == 1.0
+    assert load_train_config(None, {"fidelity_gamma": 0.4}).fidelity_gamma == 0.4
+    with pytest.raises(ConfigError, match="at most 1.0"):
+        load_train_config(None, {"fidelity_gamma": 2.0})
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(illumination_loss(y, t), illumination_loss(y, t, fidelity_gamma=1.0))
+    only_fidelity = illumination_loss(y, t, smooth_weight=0.0, fidelity_gamma=0.4)
+    assert torch.allclose(only_fidelity, 0.5 * ((t - y ** 0.4) ** 2).mean())
+
+
 def test_random_network_checkpoint_with_exposure_builds() -> None:
     torch.manual_seed(0)
     options = NetworkOptions(exposure=0.5)

@@ -61,6 +61,9 @@ class TrainConfig:
     smooth_sigma: float | None = field(default=None, metadata={
         "min": 1e-6, "help": "intended sigma of R's weights exp(-|dg|^2 / 2 sigma^2); null = the reference's -0.005"})
     smooth_guide: str = field(default="ycbcr", metadata={"choices": SMOOTH_GUIDES})
+    fidelity_gamma: float = field(default=1.0, metadata={"min": 0.05, "max": 1.0, "help": (
+        "L_t's fidelity pulls t_K to y ** fidelity_gamma (1 = the reference, MSE(t_K, y)); below 1, u = y / t "
+        "lifts the shadows like a gamma curve")})
     noise_fidelity_weight: float = field(default=1e-7, metadata={"min": 0.0, "help": "weight of MSE(x, u_K) in L_n"})
     tv_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of TV(x) in L_n"})
     # the objective (reference = the two losses above; exposure_denoise adds the keys below)

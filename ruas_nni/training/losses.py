@@ -137,16 +137,20 @@ def illumination_loss(
     smooth_weight: float = 1.0,
     smooth_sigma: float | None = None,
     guide: str = "rgb",
+    fidelity_gamma: float = 1.0,
 ) -> torch.Tensor:
     """IEM loss ``L_t = 0.5 * MSE(t, y) + R(g, t)`` on the last illumination ``t`` (spec Sec. 2).
 
     ``guide`` picks ``g``: ``rgb`` (``g = y``, the authors' search code) or ``ycbcr`` (their training
     code). ``smooth_sigma=None`` keeps the authors' coefficient -0.005; a value uses ``-1/(2 sigma^2)``.
+    ``fidelity_gamma`` ``a`` != 1 (not in the reference) pulls ``t`` to ``y ** a`` instead of ``y``, so that
+    ``u = y / t`` tends to ``y ** (1 - a)``: a tone curve that lifts the shadows (``docs/objectives.md``).
     """
     if guide not in SMOOTH_GUIDES:
         raise ValueError(f"unknown smoothness guide {guide!r}; expected one of {', '.join(SMOOTH_GUIDES)}")
     g = rgb_to_ycbcr(y) if guide == "ycbcr" else y
-    loss = fidelity_weight * F.mse_loss(t, y)
+    target = y if fidelity_gamma == 1.0 else y.clamp_min(0.0).pow(fidelity_gamma)
+    loss = fidelity_weight * F.mse_loss(t, target)
     if smooth_weight:
         loss = loss + smooth_weight * smoothness(g, t, smoothness_coefficient(smooth_sigma))
     return loss

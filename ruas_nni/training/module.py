@@ -67,7 +67,7 @@ class RUASTrainingModule(pl.LightningModule):
         u, illuminations = self.net.iem(y)
         loss = illumination_loss(y, illuminations[-1], fidelity_weight=config.fidelity_weight,
                                  smooth_weight=config.smooth_weight, smooth_sigma=config.smooth_sigma,
-                                 guide=config.smooth_guide)
+                                 guide=config.smooth_guide, fidelity_gamma=config.fidelity_gamma)
         if config.objective == "exposure_denoise":
             if config.exposure_weight:
                 if config.exposure_mode == "illumination":
