@@ -404,7 +404,7 @@ class FoldedRUAS(nn.Module):
             self.nrm_head = builder.add(Affine.from_conv(nrm.head), source, [(0, 3, "noise")], activate=False)
         self.receptive_radius_value = network.receptive_radius() if self.has_nrm else network.iem.receptive_radius()
         self.exposure_iem = copy.deepcopy(network.iem) if network.exposure is not None else None  # the gain's IEM
-        self.exposure = network.exposure
+        self.exposure, self.exposure_gamma = network.exposure, network.exposure_gamma
 
     def receptive_radius(self) -> int:
         """Pixels one output pixel can see in each direction (the halo for exact tiling)."""
@@ -477,7 +477,7 @@ class FoldedRUAS(nn.Module):
         """``gain``: the exposure gain (:func:`ruas_nni.model.network.exposure_gain`) of the image that
         ``y`` is a tile of; by default that of ``y`` when the network normalises exposure."""
         if gain is None and self.exposure_iem is not None:
-            gain = exposure_gain(lambda small: self.exposure_iem(small)[0], y, self.exposure)
+            gain = exposure_gain(lambda small: self.exposure_iem(small)[0], y, self.exposure, self.exposure_gamma)
         warm = _traceable_warm_start if self.functional else fast_warm_start
         if self.iem_channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
@@ -501,7 +501,7 @@ class FoldedRUAS(nn.Module):
                 t = torch.sigmoid_(z).clamp_(T_MIN, 1.0)
                 u = torch.div(y, t, out=t).clamp_(0.0, 1.0)
         if gain is not None:
-            u = apply_gain(u, gain)
+            u = apply_gain(u, gain, self.exposure_gamma)
         if not self.has_nrm:
             return u
         if self.iem_channels_last and not self.nrm_channels_last:

@@ -79,9 +79,14 @@ class Checkpoint:
         net.load_state_dict(self.state_dict)
         return net.eval()
 
-    def with_exposure(self, exposure: float) -> Checkpoint:
-        """The same model with exposure normalisation ``E`` = ``exposure`` (0 = off) instead of its own."""
-        options = replace(self.options, exposure=float(exposure) if exposure > 0 else None)
+    def with_exposure(self, exposure: float | None = None, gamma: float | None = None) -> Checkpoint:
+        """The same model with exposure normalisation ``E`` = ``exposure`` (0 = off) and / or its tone
+        curve ``gamma`` instead of its own (``None``: keep)."""
+        options = self.options
+        if exposure is not None:
+            options = replace(options, exposure=float(exposure) if exposure > 0 else None)
+        if gamma is not None:
+            options = replace(options, exposure_gamma=float(gamma))
         return replace(self, options=options)
 
     @classmethod

@@ -24,6 +24,8 @@ class NetworkOptions:
     warm_start: str = "rectified"
     exposure: float | None = None
     """Exposure normalisation's target mean ``E`` (:func:`ruas_nni.model.network.exposure_gain`); ``None`` = off."""
+    exposure_gamma: float = 1.0
+    """With exposure normalisation on, the tone curve ``u ** exposure_gamma`` before the gain (1 = none)."""
 
     def __post_init__(self) -> None:
         for name in ("iem_stages", "nrm_cells", "iem_channels", "nrm_channels"):
@@ -41,6 +43,10 @@ class NetworkOptions:
             if isinstance(self.exposure, bool) or not isinstance(self.exposure, (int, float)) or not 0 < self.exposure <= 1:
                 raise ValueError(f"network option 'exposure' must be a number in (0, 1] or null, got {self.exposure!r}")
             object.__setattr__(self, "exposure", float(self.exposure))
+        if isinstance(self.exposure_gamma, bool) or not isinstance(self.exposure_gamma, (int, float)) \
+                or not 0 < self.exposure_gamma <= 2:
+            raise ValueError(f"network option 'exposure_gamma' must be a number in (0, 2], got {self.exposure_gamma!r}")
+        object.__setattr__(self, "exposure_gamma", float(self.exposure_gamma))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> NetworkOptions:
@@ -52,10 +58,13 @@ class NetworkOptions:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The options; ``exposure`` only when set, so checkpoints without it are written as before."""
+        """The options; ``exposure`` / ``exposure_gamma`` only when set, so checkpoints without them are
+        written as before."""
         data = asdict(self)
         if data["exposure"] is None:
             del data["exposure"]
+        if data["exposure_gamma"] == 1.0:
+            del data["exposure_gamma"]
         return data
 
 

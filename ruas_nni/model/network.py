@@ -109,9 +109,11 @@ class DistillationCell(nn.Module):
         return max(r[0], r[1] + r[2], r[1] + r[3] + r[4], r[1] + r[3] + r[5] + r[6])
 
 
-def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float) -> torch.Tensor:
+def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float,
+                  gamma: float = 1.0) -> torch.Tensor:
     """The gain ``k = E / m`` (one per image, shape ``B``) that scales the IEM output ``u`` to the
-    mean brightness ``E`` = ``exposure``: ``u' = clamp(k * u, 0, 1)``.
+    mean brightness ``E`` = ``exposure``: ``u' = clamp(k * u, 0, 1)`` (with ``gamma`` ``p`` != 1:
+    ``u' = clamp(k * u ** p, 0, 1)`` and ``m`` the mean of ``u ** p``, see :func:`apply_gain`).
 
     Retinex writes ``u = y / t``; ``u' = k * u = y / t'`` with ``t' = t / k``, so this is *scaling
     the illumination* (by the same factor on every pixel: its shape is the IEM's, its level is set
@@ -123,16 +125,24 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     at least 1); ``y_s = avg_pool2d(y, f, stride=f)`` (non-overlapping ``f x f`` means, a border
     remainder of fewer than ``f`` rows / columns left out); ``m`` = the mean of ``iem(y_s)`` over
     channels and pixels, at least ``1e-3``. ``iem`` maps an image to its IEM output ``u``.
+
+    ``gamma`` (not in the paper, default 1): the IEM that the reference loss trains has a nearly
+    constant illumination (its ``log t`` barely follows ``log y``), so ``u`` is close to a scaled ``y``
+    whose shadows stay dark; ``p < 1`` applies the tone curve ``u ** p`` that lifts them
+    (``docs/objectives.md``).
     """
     height, width = y.shape[-2:]
     factor = max(1, min(math.ceil(max(height, width) / EXPOSURE_SIDE), height, width))
     small = F.avg_pool2d(y, kernel_size=factor, stride=factor) if factor > 1 else y
-    mean = iem(small).float().mean(dim=(1, 2, 3))
+    u = iem(small).float()
+    mean = (u if gamma == 1.0 else u.clamp_min(0.0).pow(gamma)).mean(dim=(1, 2, 3))
     return float(exposure) / mean.clamp_min(GAIN_FLOOR)
 
 
-def apply_gain(u: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """``clamp(k * u, 0, 1)`` with one gain ``k`` per image of the batch ``u`` (see :func:`exposure_gain`)."""
+def apply_gain(u: torch.Tensor, gain: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """``clamp(k * u ** gamma, 0, 1)`` with one gain ``k`` per image of the batch ``u`` (see :func:`exposure_gain`)."""
+    if gamma != 1.0:
+        u = u.clamp_min(0.0).pow(gamma)
     return torch.clamp(u * gain.to(u.dtype).view(-1, 1, 1, 1), 0.0, 1.0)
 
 
@@ -240,19 +250,20 @@ class RUASForward:
     iem: IlluminationEstimation
     nrm: NoiseRemoval | None
     exposure: float | None = None
+    exposure_gamma: float = 1.0
 
     def exposure_gain(self, y: torch.Tensor) -> torch.Tensor | None:
         """The gain ``k`` per image of ``y`` (:func:`exposure_gain`), ``None`` when exposure is off."""
         if self.exposure is None:
             return None
         with torch.no_grad():
-            return exposure_gain(lambda small: self.iem(small)[0], y, self.exposure)
+            return exposure_gain(lambda small: self.iem(small)[0], y, self.exposure, self.exposure_gamma)
 
     def enhance_iem(self, y: torch.Tensor) -> torch.Tensor:
         """The NRM's input for ``y``: the IEM output, exposure-normalised when exposure is on."""
         u, _ = self.iem(y)
         gain = self.exposure_gain(y)
-        return apply_gain(u, gain) if gain is not None else u
+        return apply_gain(u, gain, self.exposure_gamma) if gain is not None else u
 
     def enhance(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> Enhancement:
         """Run the whole network on ``y`` (B x 3 x H x W in [0, 1]); return all outputs.
@@ -264,7 +275,7 @@ class RUASForward:
         if gain is None:
             gain = self.exposure_gain(y)
         if gain is not None:
-            u = apply_gain(u, gain)
+            u = apply_gain(u, gain, self.exposure_gamma)
         x = self.nrm(u) if self.nrm is not None else u
         return Enhancement(x, u, illuminations)
 
@@ -299,8 +310,10 @@ class RUASNet(RUASForward, nn.Module):
         gamma: float = 0.5,
         warm_start: str = "rectified",
         exposure: float | None = None,
+        exposure_gamma: float = 1.0,
     ) -> None:
         nn.Module.__init__(self)
         self.exposure = exposure
+        self.exposure_gamma = float(exposure_gamma)
         self.iem = IlluminationEstimation(iem_edges, iem_stages, iem_channels, gamma, warm_start)
         self.nrm = NoiseRemoval(nrm_edges, nrm_cells, nrm_channels) if nrm_edges is not None else None

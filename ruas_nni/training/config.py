@@ -52,6 +52,8 @@ class TrainConfig:
     exposure: float | None = field(default=None, metadata={"min": 0.01, "max": 1.0, "help": (
         "exposure normalisation E: the IEM output is scaled to mean E before the NRM (network option, "
         "saved in the checkpoint; null = off, the paper's network)")})
+    exposure_gamma: float = field(default=1.0, metadata={"min": 0.05, "max": 2.0, "help": (
+        "with exposure on: the tone curve u ** exposure_gamma before the gain (1 = plain scaling)")})
     iem_stages: int = field(default=3, metadata={"min": 1})
     nrm_cells: int = field(default=3, metadata={"min": 1})
     nrm_channels: int = field(default=6, metadata={"min": 1})
@@ -94,7 +96,8 @@ class TrainConfig:
 
     def network_options(self) -> NetworkOptions:
         return NetworkOptions(iem_stages=self.iem_stages, nrm_cells=self.nrm_cells, nrm_channels=self.nrm_channels,
-                              gamma=self.gamma, warm_start=self.warm_start, exposure=self.exposure)
+                              gamma=self.gamma, warm_start=self.warm_start, exposure=self.exposure,
+                              exposure_gamma=self.exposure_gamma)
 
 
 def resolve_arch(arch: str) -> tuple[Genotype, str]:
