@@ -178,6 +178,25 @@ def test_fidelity_gamma_key_and_loss() -> None:
     assert torch.allclose(only_fidelity, 0.5 * ((t - y ** 0.4) ** 2).mean())
 
 
+def test_exposure_gamma_tone_curve() -> None:
+    assert "exposure_gamma" not in NetworkOptions(exposure=0.4).to_dict()
+    assert NetworkOptions(exposure=0.4, exposure_gamma=0.6).to_dict()["exposure_gamma"] == 0.6
+    with pytest.raises(ValueError, match="'exposure_gamma'"):
+        NetworkOptions(exposure_gamma=0)
+    checkpoint = load_model(None)[0].with_exposure(0.45, 0.6)
+    net = checkpoint.build()
+    y = _photo_low(120, 160)[None]
+    with torch.no_grad():
+        u = net.iem(y)[0]
+        expected_gain = 0.45 / net.iem(y)[0].pow(0.6).mean()  # 160 px: no downsampling
+        gain = net.exposure_gain(y)
+        assert math.isclose(float(gain), float(expected_gain), rel_tol=1e-5)
+        assert torch.allclose(net.enhance(y).iem, (gain * u.pow(0.6)).clamp(0, 1))
+    with torch.inference_mode():
+        assert torch.allclose(fold(net)(y), net(y), atol=1e-5)
+    assert load_train_config(None, {"exposure": 0.45, "exposure_gamma": 0.6}).network_options().exposure_gamma == 0.6
+
+
 def test_random_network_checkpoint_with_exposure_builds() -> None:
     torch.manual_seed(0)
     options = NetworkOptions(exposure=0.5)

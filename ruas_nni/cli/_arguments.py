@@ -33,11 +33,25 @@ def exposure_level(text: str) -> float:
     return value
 
 
+def tone_gamma(text: str) -> float:
+    """An argparse ``type`` for ``--exposure-gamma``: a number in ``(0, 2]``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 2], got {text!r}") from None
+    if not 0.0 < value <= 2.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 2], got {value:g}")
+    return value
+
+
 def add_exposure_argument(parser: argparse.ArgumentParser) -> None:
     """``--exposure E``, shared by enhance and evaluate."""
     parser.add_argument("--exposure", type=exposure_level, default=None, metavar="E",
                         help="scale the IEM output (the illumination) to mean brightness E before the NRM, for any "
                              "model (default: the model's own setting; 0 = off). Tiles share one gain per image")
+    parser.add_argument("--exposure-gamma", type=tone_gamma, default=None, metavar="P",
+                        help="with exposure normalisation: the tone curve u**P before the gain (1 = plain scaling; "
+                             "default: the model's own setting)")
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:

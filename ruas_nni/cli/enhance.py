@@ -107,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     checkpoint, _ = load_model(args.checkpoint)
-    if args.exposure is not None:
-        checkpoint = checkpoint.with_exposure(args.exposure)
+    if args.exposure is not None or args.exposure_gamma is not None:
+        checkpoint = checkpoint.with_exposure(args.exposure, args.exposure_gamma)
     tune_allocator()
     enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
                         compile=args.compile, cuda_graphs=not args.no_cuda_graphs,

@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--side-by-side {args.side_by_side}: exists and is not a folder")
     device = resolve_device(args.device)
     checkpoint, _ = load_model(args.checkpoint)
-    if args.exposure is not None:
-        checkpoint = checkpoint.with_exposure(args.exposure)
+    if args.exposure is not None or args.exposure_gamma is not None:
+        checkpoint = checkpoint.with_exposure(args.exposure, args.exposure_gamma)
 
     def progress(items):
         return tqdm(items, desc="evaluate", unit="img", disable=args.quiet, file=sys.stderr)
