@@ -25,7 +25,10 @@ code under test is whatever that path holds, either package layout) which
 * counts parameters and FLOPs (``count_parameters``, ``count_flops`` at 600x400, LOL's size).
 
 One CSV row per (setup, genotype), written atomically (temporary file + rename) after each; rows
-already in the CSV are skipped, so an interrupted run continues where it stopped. Children run with
+already in the CSV are skipped, so an interrupted run continues where it stopped (a child that
+finished after its driver stopped left ``result.json``, which is recorded without rerunning; a
+trained model whose ``done.json`` matches ``--steps`` is scored without retraining). Use a new
+``--workdir`` when changing ``--steps``, ``--crop`` or the recipe. Children run with
 ``OMP_NUM_THREADS=1`` under ``nice -n 10`` (``--nice``).
 
 ``report`` writes ``landscape.png`` (PSNR against parameters and against the objective, one colour
@@ -232,10 +235,13 @@ def run(args: argparse.Namespace) -> int:
                        "--crop", str(args.crop), "--val", val, "--loss-images", str(args.loss_images),
                        "--loss-crop", str(args.loss_crop)]
             start = time.perf_counter()
-            with open(out / "log.txt", "w") as log:
-                rc = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-            wall = time.perf_counter() - start
             result_file = out / "result.json"
+            if result_file.exists():  # finished by a child whose driver was stopped: record it as it is
+                rc, wall = 0, float("nan")
+            else:
+                with open(out / "log.txt", "w") as log:
+                    rc = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+                wall = time.perf_counter() - start
             result = json.loads(result_file.read_text()) if rc == 0 and result_file.exists() else {
                 "status": f"child-failed-{rc}"}
             if from_paper:
