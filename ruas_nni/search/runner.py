@@ -38,7 +38,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # ``nni.nas.strategy`` must be imported before ``nni.nas.oneshot`` (see strategies/cooperative.py).
 import nni.nas.strategy  # noqa: F401, I001
@@ -61,8 +61,7 @@ from ..base.config import ConfigError, read_yaml, to_yaml_dict
 from ..base.errors import RuasError, UsageError
 from ..model.genotype import Genotype
 from ..model.ops import OPERATION_NAMES
-from .callbacks import CHECKPOINT_NAME
-from .callbacks import search_callbacks as _callbacks  # experiments.trial wraps this name to add its callbacks
+from .callbacks import CHECKPOINT_NAME, search_callbacks
 from .config import SearchConfig
 from .heatmap import architecture_probabilities
 from .strategies import build_strategy
@@ -180,12 +179,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         handle.write((text + "\n").encode("utf-8"))
 
 
-def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, *, resume: bool = False) -> SearchResult:
+def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, *, resume: bool = False,
+               callbacks: Sequence[Any] = ()) -> SearchResult:
     """Run the search ``config`` describes and write ``arch.json``, TensorBoard logs and the checkpoint.
 
     ``out`` overrides ``config.out``. With ``resume=True`` the search continues from
     ``out/checkpoints/last.ckpt`` (and must have the same settings); the result equals that of an
-    uninterrupted run with the same seed. Bad data or settings raise :class:`UsageError` before
+    uninterrupted run with the same seed. ``callbacks`` (Lightning callbacks) join the search's own
+    on its trainer, after them (e.g. a per-epoch report of an NNI trial). Bad data or settings raise :class:`UsageError` before
     anything starts; a search whose losses stop being finite raises :class:`SearchDivergedError` and
     keeps its last good checkpoint.
     """
@@ -222,7 +223,7 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         accelerator=accelerator,
         devices=1,
         logger=logger,
-        callbacks=_callbacks(config, checkpoint_dir),
+        callbacks=[*search_callbacks(config, checkpoint_dir), *callbacks],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=config.progress,
         enable_model_summary=False,
