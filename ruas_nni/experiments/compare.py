@@ -196,8 +196,11 @@ def compare_experiment(config: CompareConfig) -> Any:
             "optimize_mode": "maximize", "start_step": config.assessor_start_step})
     if config.machines:
         nni_config.training_service = remote_training_service(config.machines, config.gpus_per_trial > 0)
+        hosts = {str(m.get("host", "")) for m in config.machines}
         if config.nni_manager_ip:
             nni_config.nni_manager_ip = config.nni_manager_ip
+        elif hosts <= {"127.0.0.1", "localhost", "::1"}:  # SSH to this machine: trials report to loopback
+            nni_config.nni_manager_ip = "127.0.0.1"
     else:
         nni_config.training_service.use_active_gpu = config.gpus_per_trial > 0
     try:
