@@ -168,7 +168,7 @@ def remote_training_service(machines: Sequence[Mapping[str, Any]], use_active_gp
         if entry.use_active_gpu is None:
             entry.use_active_gpu = use_active_gpu
         entries.append(entry)
-    return RemoteConfig(machine_list=entries, reuse_mode=True)
+    return RemoteConfig(machine_list=entries, reuse_mode=False)  # NNI 3.0's own remote service (remote_v3)
 
 
 def _snake(key: str) -> str:
