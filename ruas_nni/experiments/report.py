@@ -146,7 +146,7 @@ def locate_experiment(id_or_dir: str, experiment_dir: str | os.PathLike[str] | N
             return folder
     raise UsageError(f"{id_or_dir}: no such experiment folder, and no NNI experiment with this id in "
                      f"{', '.join(str(c.parent) for c in dict.fromkeys(candidates))}; give the experiment's folder "
-                     "or --experiment-dir")
+                     "or `experiment_dir`", keys=("experiment_dir",))
 
 
 def _decode(text: Any) -> Any:
@@ -650,7 +650,7 @@ def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
     data = load_experiment(directory)
     out_dir = Path(out) if out is not None else Path(f"report-{data.experiment_id}")
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: exists and is not a folder")
+        raise UsageError(f"`out` {out_dir}: exists and is not a folder", keys=("out",))
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = summarize(data)
     figures: dict[str, Path] = {"psnr_vs_params": plot_psnr_vs_params(summaries, out_dir / "psnr_vs_params.png")}

@@ -387,7 +387,7 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
     out.mkdir(parents=True, exist_ok=True)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    pairs = find_pairs(settings.eval_data, "--eval-data")  # check before spending time on the search
+    pairs = find_pairs(settings.eval_data, "eval_data")  # check before spending time on the search
     tensorboard_dir = out / TENSORBOARD_DIR
 
     def on_epoch(epoch: int, losses: dict[str, float]) -> None:
@@ -551,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.info("trial: strategy %s, seed %d, output %s", strategy, seed, out)
         result = run_trial(settings, strategy, seed, out, reporter)
     except RuasError as exc:
-        print(f"ruas-nni trial: error: {exc}", file=sys.stderr)
+        print(f"ruas-nni trial: error: {exc.spelled(lambda key: '--' + key.replace('_', '-'))}", file=sys.stderr)
         return exc.exit_code
     _log.info("trial done: PSNR %.3f dB, SSIM %.4f", result.metrics["psnr"], result.metrics["ssim"])
     return 0
