@@ -25,7 +25,8 @@ def _strategy_flag() -> str:
 
 def test_ddp_on_two_cpu_processes_writes_one_checkpoint(demo_data, tmp_path):
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     result = subprocess.run(
         [sys.executable, "-m", "ruas_nni", "train", "--data", str(demo_data.train), "--steps", "4", "--crop", "16",
          "--device", "cpu", "--devices", "2", _strategy_flag(), "ddp", "--threads", "1", "--quiet", "--out", str(out)],
