@@ -79,6 +79,60 @@ def test_the_trial_parameter_record_is_nni_trial_params():
         nni_compat.set_trial_parameters(before)
 
 
+def test_the_trial_command_channels_keep_their_private_names():
+    from nni.runtime.trial_command_channel.local_legacy import LocalLegacyTrialCommandChannel
+    from nni.runtime.trial_command_channel.v3 import TrialCommandChannelV3
+
+    v3 = TrialCommandChannelV3.receive_parameter.__code__
+    assert nni_compat.V3_HTTP_CHANNEL in v3.co_names and "send" in v3.co_names and "receive" in v3.co_names, (
+        f"NNI's TrialCommandChannelV3.receive_parameter no longer asks its HTTP channel "
+        f"{nni_compat.V3_HTTP_CHANNEL!r} (send/receive) for the parameter")
+    assert nni_compat.V3_HTTP_CHANNEL in TrialCommandChannelV3.__init__.__code__.co_names
+    legacy = LocalLegacyTrialCommandChannel.receive_parameter.__code__.co_names
+    missing = [name for name in nni_compat.LEGACY_CHANNEL_NAMES if name not in legacy]
+    assert not missing, f"NNI's LocalLegacyTrialCommandChannel.receive_parameter no longer uses {missing}"
+
+
+class _FakeHttp:
+    def __init__(self, answer):
+        self.sent, self.answer = [], answer
+
+    def send(self, command):
+        self.sent.append(command)
+
+    def receive(self):
+        return self.answer
+
+
+def test_receive_parameter_text_returns_the_v3_text_undecoded(monkeypatch):
+    from nni.runtime.trial_command_channel.v3 import TrialCommandChannelV3
+
+    text = '{"parameter_id": 1, "parameters": {"strategy": {"__symbol__": "os.system"}}}'
+    channel = TrialCommandChannelV3.__new__(TrialCommandChannelV3)
+    http = _FakeHttp({"type": "parameter", "parameter": text})
+    setattr(channel, nni_compat.V3_HTTP_CHANNEL, http)
+    monkeypatch.setattr(nni_compat, "get_default_trial_command_channel", lambda: channel)
+    assert nni_compat.receive_parameter_text() == text
+    assert http.sent == [{"type": "request_parameter"}]
+    http.answer = None
+    assert nni_compat.receive_parameter_text() is None
+
+
+def test_receive_parameter_text_reads_the_legacy_parameter_file(monkeypatch, tmp_path):
+    from nni.runtime.trial_command_channel.local_legacy import LocalLegacyTrialCommandChannel
+
+    text = '{"parameter_id": 2, "parameters": {"seed": 1}}'
+    (tmp_path / "parameter.cfg").write_text(text)
+    channel = LocalLegacyTrialCommandChannel.__new__(LocalLegacyTrialCommandChannel)
+    channel._sysdir, channel._param_index = str(tmp_path), 0  # noqa: SLF001 (what NNI's __init__ sets)
+    monkeypatch.setattr(nni_compat, "get_default_trial_command_channel", lambda: channel)
+    assert nni_compat.receive_parameter_text() == text
+    assert nni_compat.receive_parameter_text() is None  # one record per trial
+    monkeypatch.setattr(nni_compat, "get_default_trial_command_channel", lambda: object())
+    with pytest.raises(nni_compat.UnsupportedChannel):
+        nni_compat.receive_parameter_text()
+
+
 def _nni_manager_schema() -> str:
     """The ``create table`` statements of the NNI manager that this NNI ships (``nni_node``)."""
     import nni_node
@@ -115,6 +169,10 @@ def test_the_experiment_database_has_the_tables_and_columns_the_report_reads():
     ("_arch_alpha", r"[\w)\]]\._arch_alpha\b|[\"']_arch_alpha[\"']"),
     ("_optimizer_progress", r"[\w)\]]\._optimizer_progress\b|[\"']_optimizer_progress[\"']"),
     ("nni.trial._params", r"trial\._params\b|trial,\s*[\"']_params[\"']"),
+    ("TrialCommandChannelV3._channel", r"\._channel\b|[\"']_channel[\"']"),
+    ("LocalLegacyTrialCommandChannel._sysdir", r"\._sysdir\b|[\"']_sysdir[\"']"),
+    ("LocalLegacyTrialCommandChannel._param_index", r"\._param_index\b|[\"']_param_index[\"']"),
+    ("LocalLegacyTrialCommandChannel._request_next_parameter", r"_request_next_parameter\b"),
 ])
 def test_private_names_are_used_only_in_the_compat_modules(attribute, pattern):
     root = Path(__file__).resolve().parents[1]

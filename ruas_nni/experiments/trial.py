@@ -53,8 +53,6 @@ import pytorch_lightning as pl
 import torch
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
 from nni.runtime.trial_command_channel import get_default_trial_command_channel, set_default_trial_command_channel
-from nni.runtime.trial_command_channel.local_legacy import LocalLegacyTrialCommandChannel
-from nni.runtime.trial_command_channel.v3 import TrialCommandChannelV3
 from torch.utils.tensorboard import SummaryWriter
 
 from ..base.atomic import atomic_write
@@ -64,7 +62,7 @@ from ..inference.benchmark import count_flops
 from ..inference.evaluation import evaluate, find_pairs
 from ..inference.metrics import count_parameters, score_image
 from ..search.config import STRATEGIES, load_search_config
-from ..search.nni_compat import set_trial_parameters, trial_parameters
+from ..search.nni_compat import UnsupportedChannel, receive_parameter_text, set_trial_parameters, trial_parameters
 from ..search.runner import run_search
 from ..training.config import load_train_config
 from ..training.run import prepare_training, train
@@ -149,13 +147,13 @@ class NniReporter(Reporter):
     puts them back around every report."""
 
     def __init__(self) -> None:
-        self._channel = get_default_trial_command_channel()
+        self._own_channel = get_default_trial_command_channel()
         self._params = trial_parameters()
 
     @contextlib.contextmanager
     def _trial_channel(self) -> Iterator[None]:
         channel, params = get_default_trial_command_channel(), trial_parameters()
-        set_default_trial_command_channel(self._channel)
+        set_default_trial_command_channel(self._own_channel)
         set_trial_parameters(self._params)
         try:
             yield
@@ -476,29 +474,6 @@ def _plain_json(text: Any) -> Any:
     return json.loads(text, parse_constant=no_constant)
 
 
-def _receive_parameter_text() -> str | None:
-    """The parameter record the NNI manager sends this trial, as raw text: what
-    :func:`nni.get_next_parameter` receives, without decoding it with ``nni.load`` (whose hooks would
-    run code named in the text, before any check could look at it)."""
-    channel = get_default_trial_command_channel()
-    if isinstance(channel, TrialCommandChannelV3):  # NNI 3.0's local and remote training services
-        http = channel._channel
-        http.send({"type": "request_parameter"})
-        response = http.receive()
-        if not isinstance(response, dict) or response.get("type") != "parameter":
-            return None
-        return response.get("parameter")
-    if isinstance(channel, LocalLegacyTrialCommandChannel):  # the other training services: parameter.cfg
-        path = Path(channel._sysdir) / "parameter.cfg"
-        if not path.is_file():
-            channel._request_next_parameter()
-        while not (path.is_file() and path.stat().st_size > 0):
-            time.sleep(1)
-        channel._param_index += 1
-        return path.read_text(encoding="utf-8")
-    raise ParameterError(f"unsupported NNI trial command channel {type(channel).__name__}")
-
-
 def _manager_record_text(timeout: float = 20.0) -> str | None:
     """The parameter record that the NNI manager lists for this trial (the text it sent, as its REST
     API ``/trial-jobs/<id>`` shows it); ``None`` when it cannot be read."""
@@ -559,7 +534,10 @@ def adopt_manager_parameters(loads: Callable[[str], Any] | None = None) -> bool:
 def _nni_parameters() -> Any:
     """This trial's parameters from NNI, consistent with what the web UI shows for it, decoded as
     plain JSON (they are untrusted: anyone who reaches the manager's port can choose them)."""
-    text = _receive_parameter_text()
+    try:
+        text = receive_parameter_text()
+    except UnsupportedChannel as exc:
+        raise ParameterError(str(exc)) from None
     if text is None:
         raise ParameterError("the NNI manager sent no parameters")
     record = _plain_json(text)
