@@ -28,8 +28,22 @@ EXP_ID=""
 REMOTE_HOME_EXP=""
 LOG="$WORK/selftest.log"
 
+# On failure: the tails of what the trials and NNI wrote (to stderr; stdout keeps its one line)
+show_logs() {
+    local file
+    for file in $(find "$WORK/experiments" "$REMOTE_HOME_EXP" -type f \( -name 'trial.stderr' -o -name 'trial.log' \
+                  -o -name 'trial.stdout' -o -name 'nnimanager.log' -o -name 'trial_keeper*.log' -o -name '*.log' \) \
+                  -size +0 2>/dev/null | sort -u); do
+        echo "==== $file" >&2
+        tail -n 25 "$file" >&2
+    done
+    [ -s "$WORK/sshd.log" ] && { echo "==== sshd.log" >&2; tail -n 10 "$WORK/sshd.log" >&2; }
+    [ -s "$LOG" ] && { echo "==== selftest.log" >&2; tail -n 25 "$LOG" >&2; }
+}
+
 finish() {
     local status=$1 message=$2
+    if [ "$status" -ne 0 ]; then show_logs; fi
     if [ -n "$EXP_PORT" ]; then
         HOME="$WORK/home" PATH="$(dirname "$PY"):$PATH" "$(dirname "$PY")/nnictl" stop --port "$EXP_PORT" >>"$LOG" 2>&1 || true
     fi
@@ -72,6 +86,10 @@ PermitRootLogin prohibit-password
 StrictModes no
 UsePAM no
 Subsystem sftp internal-sftp
+# Bash sources ~/.bashrc even when not interactive when it sees SSH_CLIENT and no SHLVL: NNI's trial
+# keeper runs every trial with /bin/bash and SSH_CLIENT inherited, so a ~/.bashrc that puts its own
+# Python first (pyenv, conda) would override the machine's pythonPath in the trial. A set SHLVL stops that.
+SetEnv SHLVL=1
 CONF
 "$SSHD" -D -e -f "$WORK/sshd_config" >>"$WORK/sshd.log" 2>&1 &
 SSHD_PID=$!
