@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,12 @@ def _sshd_can_start() -> str | None:
         key = Path(folder) / "host_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         config = Path(folder) / "sshd_config"
-        config.write_text(f"HostKey {key}\nListenAddress 127.0.0.1\nPort 0\nUsePAM no\n")
+        with socket.socket() as probe:  # sshd refuses port 0: check with a real free port
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config.write_text(f"HostKey {key}\nListenAddress 127.0.0.1\nPort {port}\nUsePAM no\n")
+        if os.access("/run", os.W_OK):  # sshd's privilege separation folder (the script makes it too)
+            Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         result = subprocess.run([str(sshd), "-t", "-f", str(config)], capture_output=True, text=True)
         if result.returncode != 0:
             return f"sshd -t fails: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
