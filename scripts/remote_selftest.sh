@@ -27,6 +27,9 @@ EXP_PORT=""
 EXP_ID=""
 REMOTE_HOME_EXP=""
 LOG="$WORK/selftest.log"
+# what this script's own processes put in TMPDIR (e.g. torch's torchinductor_<user> cache) goes with WORK
+mkdir -p "$WORK/tmp"
+export TMPDIR="$WORK/tmp"
 
 # On failure: the tails of what the trials and NNI wrote (to stderr; stdout keeps its one line)
 show_logs() {
