@@ -4,8 +4,8 @@
 fill :class:`ruas_nni.experiments.compare.CompareConfig` (which *is* a ``TrialSettings`` plus the
 experiment's own keys), :meth:`TrialSettings.to_argv` writes it into the trial command, and the trial
 process reads it back with :meth:`TrialSettings.from_argv`. The defaults below are the only ones: a
-quick comparison (the paper's settings are ``epochs 20, crop 320, train_steps 800``,
-``examples/compare.yaml``).
+quick comparison (the paper's settings are ``epochs 20, crop 320, train_steps 800``, ``arch_lr`` null,
+i.e. 3e-4: ``examples/compare.yaml``).
 
 The trial takes every path and setting from this command line, never from the NNI manager: the
 manager is unauthenticated (``docs/experiments.md``), so only the strategy and the seed come from it,
@@ -41,8 +41,11 @@ class TrialSettings:
     steps: int | None = field(default=None, metadata={"min": 1, "help": "search steps per epoch (null: all)"})
     crop: int = field(default=128, metadata={"min": 8, "help": "crop side of search and training"})
     train_steps: int = field(default=200, metadata={"min": 1, "help": "training steps of each searched network"})
-    arch_lr: float | None = field(default=None, metadata={
-        "min": 0.0, "help": "learning rate of the architecture weights (null: the search config's)"})
+    arch_lr: float | None = field(default=0.1, metadata={
+        "min": 0.0, "help": "learning rate of the architecture weights (null: the search config's, 3e-4)"})
+    # 0.1, not the search's 3e-4: with 4 epochs of a few images, 3e-4 leaves every probability within
+    # 0.001 of 1/7 and the genotype is the argmax of the random start; 0.1 moves the largest to 0.3-0.4
+    # (docs/experiments.md, "What a quick comparison can tell")
     device: str | None = field(default=None, metadata={
         "choices": ("cpu", "cuda", "auto"), "help": "device of a trial (null: cpu, or auto with gpus_per_trial)"})
     threads: int | None = field(default=None, metadata={"min": 1, "help": "torch threads of a trial (null: all)"})
