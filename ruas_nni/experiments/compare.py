@@ -119,8 +119,8 @@ def trial_command(config: CompareConfig, python: str | None = None) -> str:
               "--device", "auto" if config.gpus_per_trial > 0 else "cpu"]
     if config.steps is not None:
         words += ["--steps", str(config.steps)]
-    if config.gpus_per_trial == 0:  # share the cores between the trials that run at the same time
-        words += ["--threads", str(max(1, (os.cpu_count() or 1) // config.concurrency))]
+    if config.gpus_per_trial == 0:  # one thread per trial: fastest on shared cores (docs/speed.md)
+        words += ["--threads", "1"]
     if config.search_config:
         words += ["--search-config", str(Path(config.search_config).resolve())]
     if config.train_config:

@@ -51,6 +51,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..base.atomic import atomic_write
 from ..base.errors import RuasError, UsageError
+from ..base.quiet import quiet_dependencies
+from ..base.threads import set_torch_threads
 from ..inference.benchmark import count_flops
 from ..inference.evaluation import evaluate, find_pairs
 from ..inference.metrics import count_parameters
@@ -444,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop", type=int, default=320, help="crop side of search and training (default 320)")
     parser.add_argument("--train-steps", type=int, default=800, help="training steps (default 800)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="cpu (default), cuda or auto")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default 1)")
     parser.add_argument("--search-config", default=None, metavar="YAML", help="other search settings (ruas-nni search)")
     parser.add_argument("--train-config", default=None, metavar="YAML", help="other training settings (ruas-nni train)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None, help="outside NNI: the strategy")
@@ -544,7 +546,9 @@ def _parameters(args: argparse.Namespace) -> tuple[str, int, Reporter, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_dependencies()
     try:
+        set_torch_threads(args.threads)  # default 1: fastest on shared cores (docs/speed.md)
         settings = TrialSettings(tuple(args.data), args.eval_data, args.epochs, args.steps, args.crop,
                                  args.train_steps, args.device, args.threads, args.search_config, args.train_config)
         strategy, seed, reporter, out = _parameters(args)
