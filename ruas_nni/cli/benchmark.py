@@ -68,4 +68,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         with atomic_write(Path(args.json)) as handle:
             handle.write((json.dumps(report, indent=2) + "\n").encode())
+        print(f"wrote {args.json}")
     return 0

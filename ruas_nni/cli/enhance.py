@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu or cuda")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders of folder inputs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--workers", type=whole_number(0), default=0, metavar="N",
                        help="CPU worker threads (default 0: one per core)")
@@ -87,7 +87,10 @@ def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, 
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from ruas_nni.base.errors import UsageError
+    from ruas_nni.base.quiet import show_progress
     from ruas_nni.inference.enhance import (
         Enhancer,
         enhance_files,
@@ -118,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    progress = tqdm(total=len(plan.jobs), desc="enhance", unit="img", disable=True if args.quiet else None,
+    started = time.monotonic()
+    progress = tqdm(total=len(plan.jobs), desc="enhance", unit="img", disable=not show_progress(args.quiet),
                     file=sys.stderr)
 
     def say(line: str) -> None:
@@ -138,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"kept {len(plan.existing)} existing output(s) in {out_dir} (use --overwrite to replace them)",
               file=sys.stderr)
     if summary.failed:
-        total = len(plan.jobs) + len(plan.existing)
-        print(f"{len(summary.failed)} of {total} input(s) failed", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{len(summary.failed)} of {len(plan.jobs) + len(plan.existing)} input(s) failed", file=sys.stderr)
+    print(f"wrote {len(summary.written)} enhanced PNG(s) into {out_dir} in {time.monotonic() - started:.1f} s")
+    return 1 if summary.failed else 0

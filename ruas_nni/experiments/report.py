@@ -594,12 +594,19 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
     lines.append(f"- duration: {_duration(data.start_ms, data.end_ms)}")
     if config.get("trialCommand"):
         lines.append(f"- trial command: `{config['trialCommand']}`")
-    lines += ["", "## Per strategy (mean ± sample std (min..max) over seeds)", "",
-              "| strategy | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
-              "|---|---|---|---|---|---|---|"]
+    multi_trial = bool(summaries) and all(summary.strategy == "nas" for summary in summaries)
+    if multi_trial:  # a `ruas-nni nas` experiment: every trial is one sampled architecture, no seeds
+        lines += ["", "## All sampled architectures (mean ± sample std (min..max) over the trials)", "",
+                  "| experiment | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
+                  "|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["", "## Per strategy (mean ± sample std (min..max) over seeds)", "",
+                  "| strategy | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
+                  "|---|---|---|---|---|---|---|"]
     for summary in summaries:
         m = summary.metrics
-        lines.append(f"| {summary.strategy} | {len(summary.succeeded)}/{len(summary.trials)} | {_cell(m['psnr'], 3)} | "
+        label = "multi-trial NAS" if multi_trial else summary.strategy
+        lines.append(f"| {label} | {len(summary.succeeded)}/{len(summary.trials)} | {_cell(m['psnr'], 3)} | "
                      f"{_cell(m['ssim'], 4)} | {_cell(m['params'], 0)} | {_cell(m['flops'], 3, 1e-9)} | "
                      f"{_cell(m['search_seconds'], 1)} |")
     finished = [t for t in data.trials if t.final is not None]
