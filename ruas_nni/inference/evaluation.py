@@ -120,7 +120,7 @@ def label_panel(panel: torch.Tensor, label: str) -> torch.Tensor:
     black box, in Pillow's default font (nothing is drawn on panels too small to hold it)."""
     from PIL import Image, ImageDraw
 
-    array = (panel.permute(1, 2, 0).numpy() * 255.0).round().astype("uint8")
+    array = (panel.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
     picture = Image.fromarray(array, "RGB")
     draw = ImageDraw.Draw(picture)
     left, top, right, bottom = draw.textbbox((3, 2), label)
@@ -128,7 +128,10 @@ def label_panel(panel: torch.Tensor, label: str) -> torch.Tensor:
         return panel
     draw.rectangle((0, 0, right + 3, bottom + 3), fill=(0, 0, 0))
     draw.text((3, 2), label, fill=(255, 255, 255))
-    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 255.0
+    box = torch.from_numpy(np.asarray(picture)[: bottom + 4, : right + 4].copy()).permute(2, 0, 1).float() / 255.0
+    labelled = panel.clone()
+    labelled[:, : bottom + 4, : right + 4] = box  # only the label's box changes
+    return labelled
 
 
 def side_by_side(panels: Sequence[torch.Tensor], separator: int = SEPARATOR_PIXELS,
