@@ -19,12 +19,13 @@ __all__ = ["DEFAULT_THREADS", "set_torch_threads"]
 DEFAULT_THREADS = 1
 
 
-def set_torch_threads(threads: int | None = None, flag: str = "--threads") -> int:
+def set_torch_threads(threads: int | None = None, key: str = "threads") -> int:
     """Set torch's intra-op CPU threads to ``threads`` (``None``: :data:`DEFAULT_THREADS`); returns
-    the number set. A number below 1 is a :class:`UsageError` naming ``flag``."""
+    the number set. A number below 1 is a :class:`UsageError` naming ``key`` (``--threads`` on the
+    command line)."""
     count = DEFAULT_THREADS if threads is None else threads
-    if not isinstance(count, int) or count < 1:
-        raise UsageError(f"{flag} must be a whole number of at least 1, got {threads!r}")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise UsageError(f"`{key}` must be a whole number of at least 1, got {threads!r}", keys=(key,))
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
