@@ -80,17 +80,17 @@ def _search(train_dir, out, settings: DemoSettings, seed: int, progress: bool, t
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import logging
     import shutil
     import sys
     import time
     from pathlib import Path
 
-
     from ruas_nni.base.errors import UsageError
     from ruas_nni.base.images import read_image, write_png
-    from ruas_nni.inference.enhance import Enhancer
     from ruas_nni.base.quiet import set_nni_log_level, show_progress
     from ruas_nni.base.threads import set_torch_threads
+    from ruas_nni.inference.enhance import Enhancer
     from ruas_nni.inference.evaluation import PANEL_LABELS, EvaluationResult, find_pairs, format_table, side_by_side
     from ruas_nni.inference.metrics import score_image
     from ruas_nni.model.genotype import Genotype
@@ -113,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
     for name in leftovers:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    import logging
-
     set_nni_log_level(logging.WARNING)
     progress = show_progress(args.quiet)
     started = time.monotonic()
@@ -147,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             low, high = read_image(pair.low).rgb, read_image(pair.high).rgb
             enhanced = enhancer(low)
             write_png(out / "enhanced" / f"{Path(pair.name).stem}.png", enhanced)
-            write_png(out / "side_by_side" / f"{Path(pair.name).stem}.png", side_by_side([low, enhanced, high], labels=PANEL_LABELS))
+            picture = side_by_side([low, enhanced, high], labels=PANEL_LABELS)
+            write_png(out / "side_by_side" / f"{Path(pair.name).stem}.png", picture)
             scores.per_image[pair.name] = score_image(enhanced, high)
             baseline.per_image[pair.name] = score_image(low, high)
     summary = scores.to_dict()

@@ -59,9 +59,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..base.atomic import atomic_write
 from ..base.errors import RuasError, UsageError
+from ..base.images import read_image
 from ..base.quiet import quiet_dependencies
 from ..base.threads import set_torch_threads
-from ..base.images import read_image
 from ..inference.benchmark import count_flops
 from ..inference.evaluation import evaluate, find_pairs
 from ..inference.metrics import count_parameters, score_image
