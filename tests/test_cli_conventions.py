@@ -76,8 +76,16 @@ def test_threads_default_is_one_per_process():
 def test_threads_below_one_is_a_usage_error():
     from ruas_nni.base.errors import UsageError
 
-    with pytest.raises(UsageError, match="--threads"):
+    with pytest.raises(UsageError, match="`threads`") as raised:
         set_torch_threads(0)
+    assert raised.value.keys == ("threads",)
+
+
+def test_demo_threads_below_one_is_one_line_naming_the_flag(tmp_path, capsys):
+    assert main(["demo", "--quick", "--threads", "0", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads" in err[0]
+    assert not (tmp_path / "demo").exists()
 
 
 def test_search_config_and_compare_trials_default_to_one_thread(tmp_path):
@@ -196,3 +204,21 @@ def test_search_split_warning_explains_the_split(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert messages and all("training split" in m or "validation split" in m for m in messages)
     assert all("the 8 images are split into 4" in m for m in messages)
+
+
+def test_child_processes_inherit_the_pkg_resources_filter(monkeypatch):
+    """nnictl (and NNI's dispatcher and trials, started from this process) warn that pkg_resources
+    is deprecated; quiet_dependencies passes the filter on through PYTHONWARNINGS."""
+    import os
+
+    import ruas_nni.base.quiet as quiet
+
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
+    monkeypatch.setattr(quiet, "_installed", False)
+    quiet.quiet_dependencies()
+    nnictl = Path(sys.executable).with_name("nnictl")
+    if not nnictl.exists():
+        pytest.skip("nnictl is not installed beside this Python")
+    result = subprocess.run([str(nnictl), "--version"], capture_output=True, text=True, env=dict(os.environ),
+                            timeout=300)
+    assert result.returncode == 0 and "pkg_resources" not in result.stderr
