@@ -39,7 +39,7 @@ def _search(data: Path, out: Path, *extra: str) -> int:
 def _initial_probs(strategy_name: str) -> dict[str, np.ndarray]:
     """The softmax of the alphas a search with seed 0 starts from."""
     from ruas_nni.search.config import SearchConfig
-    from ruas_nni.search.heatmap import architecture_probabilities
+    from ruas_nni.search.probabilities import architecture_probabilities
     from ruas_nni.search.runner import prepare_search
 
     space, strategy = prepare_search(SearchConfig(strategy=strategy_name, seed=0))

@@ -64,7 +64,7 @@ from ..model.ops import OPERATION_NAMES
 from .callbacks import CHECKPOINT_NAME
 from .callbacks import search_callbacks as _callbacks  # experiments.trial wraps this name to add its callbacks
 from .config import SearchConfig
-from .heatmap import architecture_probabilities
+from .probabilities import architecture_probabilities
 from .strategies import build_strategy
 
 __all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "prepare_search", "run_search"]
