@@ -94,8 +94,7 @@ class AlphaHeatmaps(pl.Callback):
         for module, matrix in probs.items():
             if matrix is None:
                 continue
-            figure = alpha_heatmaps([(f"softmax of the architecture weights {when}; ringed: most probable",
-                                      {module: matrix})])
+            figure = alpha_heatmaps([(f"architecture probabilities {when}; ringed: most probable", {module: matrix})])
             experiment.add_figure(f"alpha/{module}", figure, global_step=step)
             genotype = [OPERATION_NAMES[int(np.argmax(row))] for row in matrix]
             experiment.add_text(f"genotype/{module}", ", ".join(genotype), global_step=step)

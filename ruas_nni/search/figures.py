@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -56,9 +57,10 @@ def _heatmap_panel(figure: Figure, ax, matrix: Matrix, title: str) -> None:
             red, green, blue, _ = colours[r, c]
             luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
             ax.text(c, r, f"{values[r, c]:.4f}", ha="center", va="center", fontsize=8,
-                    color="black" if luminance > 0.45 else "white")
+                    color="black" if luminance > 0.45 else "white", in_layout=False)  # inside the cells
         chosen = int(np.argmax(values[r]))
-        ring = Rectangle((chosen - 0.42, r - 0.42), 0.84, 0.84, fill=False, edgecolor="white", linewidth=1.8)
+        ring = Rectangle((chosen - 0.42, r - 0.42), 0.84, 0.84, fill=False, edgecolor="white", linewidth=1.8,
+                         in_layout=False)
         ring.set_path_effects([withStroke(linewidth=3.6, foreground="black")])
         ax.add_patch(ring)
     ax.set_xticks(range(cols), [OPERATION_NAMES[c] if c < len(OPERATION_NAMES) else str(c) for c in range(cols)],
@@ -105,7 +107,7 @@ def alpha_heatmaps(rows: Sequence[tuple[str, Mapping[str, Matrix | None]]], dpi:
         for ax in axes[len(panels):]:
             ax.set_visible(False)
         if title:
-            subfigure.suptitle(title, fontsize=12, x=0.02, ha="left")
+            subfigure.suptitle(textwrap.fill(title, 66 * columns), fontsize=12, x=0.02, ha="left")
     return figure
 
 
