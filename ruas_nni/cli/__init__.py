@@ -16,7 +16,7 @@ from typing import Sequence
 
 from ruas_nni.base.errors import RuasError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "flag_of", "error_line"]
 
 DESCRIPTION = """\
 RUAS low-light enhancement on NNI: search a tiny enhancement network without ground truth,
@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_of(key: str) -> str:
+    """The command-line flag of an argument or configuration key: ``init_nrm`` -> ``--init-nrm``."""
+    return "--" + key.replace("_", "-")
+
+
+def error_line(error: RuasError) -> str:
+    """The message users see for a library error: the keys it names written as flags."""
+    return error.spelled(flag_of)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RuasError as exc:
-        print(f"ruas-nni {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ruas-nni {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"ruas-nni {args.command}: interrupted", file=sys.stderr)

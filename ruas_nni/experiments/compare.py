@@ -90,8 +90,8 @@ def load_compare_config(path: str | os.PathLike[str] | None, overrides: Mapping[
 def check_compare_inputs(config: CompareConfig, *, check_port: bool = True) -> dict[str, int]:
     """Check everything a comparison needs before starting it; return counts for the user."""
     images = len(scan_folders(list(config.data)))
-    pairs = check_paired_data(config.eval_data, "--eval-data")
-    check_no_overlap(config.data, config.eval_data or "", "--eval-data")
+    pairs = check_paired_data(config.eval_data, "eval_data")
+    check_no_overlap(config.data, config.eval_data or "", "eval_data")
     if config.search_config:
         load_search_config(config.search_config, {"data": list(config.data)})
     if config.train_config:

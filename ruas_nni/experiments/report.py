@@ -37,6 +37,7 @@ from ..base.errors import UsageError
 from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
 from ..search.figures import alpha_heatmaps, psnr_vs_params, save_png
+from ..search.nni_compat import DATABASE, read_experiment_database
 
 __all__ = [
     "TrialRecord",
@@ -53,7 +54,6 @@ __all__ = [
     "plot_alpha_heatmaps",
 ]
 
-DATABASE = Path("db") / "nni.sqlite"
 MODULES = ("iem", "nrm")
 METRICS = ("psnr", "ssim", "params", "flops", "search_seconds")
 
@@ -152,7 +152,7 @@ def locate_experiment(id_or_dir: str, experiment_dir: str | os.PathLike[str] | N
             return folder
     raise UsageError(f"{id_or_dir}: no such experiment folder, and no NNI experiment with this id in "
                      f"{', '.join(str(c.parent) for c in dict.fromkeys(candidates))}; give the experiment's folder "
-                     "or --experiment-dir")
+                     "or `experiment_dir`", keys=("experiment_dir",))
 
 
 def _decode(text: Any) -> Any:
@@ -191,24 +191,18 @@ def load_experiment(directory: str | os.PathLike[str]) -> ExperimentData:
     except sqlite3.Error as exc:
         raise UsageError(f"{database}: cannot open ({exc})") from None
     try:
-        profiles = connection.execute(
-            "select params, id, startTime, endTime from ExperimentProfile order by revision desc limit 1").fetchall()
-        events = connection.execute(
-            "select timestamp, trialJobId, event, data, logPath, sequenceId from TrialJobEvent order by timestamp, rowid"
-        ).fetchall()
-        metrics = connection.execute(
-            "select timestamp, trialJobId, type, sequence, data from MetricData order by timestamp, rowid").fetchall()
+        rows = read_experiment_database(connection)
     except sqlite3.Error as exc:
         raise UsageError(f"{database}: not an NNI database ({exc})") from None
     finally:
         connection.close()
     config: dict[str, Any] = {}
     experiment_id, start_ms, end_ms = directory.name, None, None
-    if profiles:
-        params, experiment_id, start_ms, end_ms = profiles[0]
+    if rows.profile is not None:
+        params, experiment_id, start_ms, end_ms = rows.profile
         config = _decode(params) if params else {}
     trials: dict[str, TrialRecord] = {}
-    for timestamp, trial_id, event, data, log_path, sequence in events:
+    for timestamp, trial_id, event, data, log_path, sequence in rows.events:
         trial = trials.get(trial_id)
         if trial is None:
             trial = trials[trial_id] = TrialRecord(trial_id, int(sequence if sequence is not None else -1), event, {}, None)
@@ -223,7 +217,7 @@ def load_experiment(directory: str | os.PathLike[str]) -> ExperimentData:
             trial.start_ms = timestamp
         if event in ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"):
             trial.end_ms = timestamp
-    for _, trial_id, kind, _, data in metrics:
+    for _, trial_id, kind, _, data in rows.metrics:
         trial = trials.get(trial_id)
         if trial is None:
             continue
@@ -477,7 +471,7 @@ def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
     data = load_experiment(directory)
     out_dir = Path(out) if out is not None else Path(f"report-{data.experiment_id}")
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: exists and is not a folder")
+        raise UsageError(f"`out` {out_dir}: exists and is not a folder", keys=("out",))
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = summarize(data)
     figures: dict[str, Path] = {"psnr_vs_params": plot_psnr_vs_params(summaries, out_dir / "psnr_vs_params.png")}

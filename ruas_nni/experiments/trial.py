@@ -43,7 +43,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import nni
-import nni.trial
 import pytorch_lightning as pl
 import torch
 from nni.runtime.trial_command_channel import get_default_trial_command_channel, set_default_trial_command_channel
@@ -56,6 +55,7 @@ from ..inference.evaluation import evaluate, find_pairs
 from ..inference.metrics import count_parameters
 from ..search import runner as search
 from ..search.config import STRATEGIES, load_search_config
+from ..search.nni_compat import set_trial_parameters, trial_parameters
 from ..search.runner import run_search
 from ..training.config import load_train_config
 from ..training.run import prepare_training, train
@@ -175,18 +175,18 @@ class NniReporter(Reporter):
 
     def __init__(self) -> None:
         self._channel = get_default_trial_command_channel()
-        self._params = nni.trial._params
+        self._params = trial_parameters()
 
     @contextlib.contextmanager
     def _trial_channel(self) -> Iterator[None]:
-        channel, params = get_default_trial_command_channel(), nni.trial._params
+        channel, params = get_default_trial_command_channel(), trial_parameters()
         set_default_trial_command_channel(self._channel)
-        nni.trial._params = self._params
+        set_trial_parameters(self._params)
         try:
             yield
         finally:
             set_default_trial_command_channel(channel)
-            nni.trial._params = params
+            set_trial_parameters(params)
 
     def intermediate(self, metrics: Mapping[str, Any]) -> None:
         with self._trial_channel():
@@ -387,7 +387,7 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
     out.mkdir(parents=True, exist_ok=True)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    pairs = find_pairs(settings.eval_data, "--eval-data")  # check before spending time on the search
+    pairs = find_pairs(settings.eval_data, "eval_data")  # check before spending time on the search
     tensorboard_dir = out / TENSORBOARD_DIR
 
     def on_epoch(epoch: int, losses: dict[str, float]) -> None:
@@ -489,7 +489,7 @@ def adopt_manager_parameters() -> bool:
     included, so the reports match them too). Every parameter set still runs exactly once. Returns
     whether anything was replaced.
     """
-    current = getattr(nni.trial, "_params", None)
+    current = trial_parameters()
     if not isinstance(current, dict):
         return False
     text = _manager_record_text()
@@ -505,7 +505,7 @@ def adopt_manager_parameters() -> bool:
         return False
     _log.warning("NNI handed this trial parameter set %s but lists %s for it (microsoft/nni#5726); running the latter",
                  current.get("parameter_id"), record.get("parameter_id"))
-    nni.trial._params = record
+    set_trial_parameters(record)
     return True
 
 
@@ -551,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.info("trial: strategy %s, seed %d, output %s", strategy, seed, out)
         result = run_trial(settings, strategy, seed, out, reporter)
     except RuasError as exc:
-        print(f"ruas-nni trial: error: {exc}", file=sys.stderr)
+        print(f"ruas-nni trial: error: {exc.spelled(lambda key: '--' + key.replace('_', '-'))}", file=sys.stderr)
         return exc.exit_code
     _log.info("trial done: PSNR %.3f dB, SSIM %.4f", result.metrics["psnr"], result.metrics["ssim"])
     return 0

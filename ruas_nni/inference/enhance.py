@@ -87,11 +87,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+        raise UsageError("`device` cuda: no CUDA GPU is available here; use `device` cpu or auto", keys=("device",))
     try:
         return torch.device(device)
     except RuntimeError:
-        raise UsageError(f"--device: unknown device {device!r}; expected auto, cpu or cuda") from None
+        raise UsageError(f"`device`: unknown device {device!r}; expected auto, cpu or cuda", keys=("device",)) from None
 
 
 def load_model(path: str | os.PathLike[str] | None) -> tuple[Checkpoint, Path]:
@@ -100,8 +100,8 @@ def load_model(path: str | os.PathLike[str] | None) -> tuple[Checkpoint, Path]:
         default = default_checkpoint_path()
         if default is None:
             raise UsageError(
-                "no default model is shipped with this version yet: pass --checkpoint PATH "
-                "(a ruas-nni model.pt or one of the authors' lol.pt / upe.pt / dark.pt)"
+                "no default model is shipped with this version yet: pass `checkpoint` PATH "
+                "(a ruas-nni model.pt or one of the authors' lol.pt / upe.pt / dark.pt)", keys=("checkpoint",)
             )
         path = default
     return load_checkpoint(path), Path(path)
@@ -261,13 +261,14 @@ class Enhancer:
                  fold: bool = True, half: bool = False, compile: bool = False, cuda_graphs: bool = True,
                  workers: int | None = None, max_tile_pixels: int | None = None, layout: str = "nchw") -> None:
         if stage not in STAGES:
-            raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+            raise UsageError(f"`stage` must be one of {', '.join(STAGES)}, got {stage!r}", keys=("stage",))
         self.checkpoint = checkpoint
         self.stage = stage
         self.device = torch.device(device)
         on_cuda = self.device.type == "cuda"
         if half and not on_cuda:
-            raise UsageError("--half needs a GPU (--device cuda): float16 convolutions are slow on CPU")
+            raise UsageError("`half` needs a GPU (`device` cuda): float16 convolutions are slow on CPU",
+                             keys=("half", "device"))
         self.dtype = torch.float16 if half else torch.float32
         self.network = checkpoint.build()
         if fold:
@@ -285,7 +286,7 @@ class Enhancer:
         if workers is None:
             workers = available_cores() if not on_cuda else 1
         if workers < 1:
-            raise UsageError(f"--workers must be at least 1, got {workers}")
+            raise UsageError(f"`workers` must be at least 1, got {workers}", keys=("workers",))
         self.workers = 1 if on_cuda else int(workers)
         if max_tile_pixels is None:
             max_tile_pixels = CUDA_MAX_TILE_PIXELS if on_cuda else DEFAULT_MAX_TILE_PIXELS

@@ -79,23 +79,24 @@ def _natural_key(name: str) -> tuple:
     return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
 
 
-def find_pairs(folder: str | os.PathLike[str], flag: str = "--data") -> list[ImagePair]:
+def find_pairs(folder: str | os.PathLike[str], key: str = "data") -> list[ImagePair]:
     """The pairs of a paired folder (``low/`` and ``high/``, same names), in natural name order.
 
-    Raises :class:`UsageError` naming the folder when a side is missing, empty, or when names do
-    not match (all mismatches are listed, up to five)."""
+    Raises :class:`UsageError` naming the folder (and ``key``, the argument that gave it) when a side
+    is missing, empty, or when names do not match (all mismatches are listed, up to five)."""
     root = Path(folder)
     if not root.is_dir():
-        raise UsageError(f"{flag} {root}: no such folder")
+        raise UsageError(f"`{key}` {root}: no such folder", keys=(key,))
     for side in ("low", "high"):
         if not (root / side).is_dir():
-            raise UsageError(f"{flag} {root}: expected sub-folders low/ and high/ with matching file names; {side}/ is missing")
+            raise UsageError(f"`{key}` {root}: expected sub-folders low/ and high/ with matching file names; "
+                             f"{side}/ is missing", keys=(key,))
     sides = {}
     for side in ("low", "high"):
         path = root / side
         sides[side] = {p.name: p for p in find_images([path])}
         if not sides[side]:
-            raise UsageError(f"{flag} {path}: no image files")
+            raise UsageError(f"`{key}` {path}: no image files", keys=(key,))
     only_low = sorted(set(sides["low"]) - set(sides["high"]))
     only_high = sorted(set(sides["high"]) - set(sides["low"]))
     if only_low or only_high:
@@ -104,7 +105,8 @@ def find_pairs(folder: str | os.PathLike[str], flag: str = "--data") -> list[Ima
             details.append(f"no ground truth for {', '.join(only_low[:5])}{' ...' if len(only_low) > 5 else ''}")
         if only_high:
             details.append(f"no input for {', '.join(only_high[:5])}{' ...' if len(only_high) > 5 else ''}")
-        raise UsageError(f"{flag} {root}: low/ and high/ must hold the same file names: {'; '.join(details)}")
+        raise UsageError(f"`{key}` {root}: low/ and high/ must hold the same file names: {'; '.join(details)}",
+                         keys=(key,))
     names = sorted(sides["low"], key=_natural_key)
     return [ImagePair(name, sides["low"][name], sides["high"][name]) for name in names]
 

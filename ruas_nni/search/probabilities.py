@@ -8,6 +8,8 @@ import nni.nas.strategy  # noqa: F401, I001
 import torch
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
 
+from strategies.nni_compat import arch_alpha
+
 from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
 
@@ -30,7 +32,7 @@ def architecture_probabilities(supernet: torch.nn.Module) -> dict[str, list[list
     also for Gumbel DARTS (whose ``export_probs`` samples)."""
     rows: dict[str, dict[str, float]] = {}
     for layer in _mixed_layers(supernet):
-        probs = torch.softmax(layer._arch_alpha.detach().double().cpu(), dim=-1).tolist()
+        probs = torch.softmax(arch_alpha(layer).detach().double().cpu(), dim=-1).tolist()
         rows[layer.label] = dict(zip(layer.names, probs))
     result: dict[str, list[list[float]] | None] = {}
     for module in MODULES:

@@ -45,7 +45,6 @@ import nni.nas.strategy  # noqa: F401, I001
 import numpy as np
 import torch
 import yaml
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from nni.nas.evaluator.pytorch import Trainer
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.space import RawFormatModelSpace
@@ -57,22 +56,23 @@ from search_spaces.evaluator import UnpairedSearchData, search_evaluator
 from strategies import NonFiniteSearchError
 
 from ..base.atomic import atomic_write
-from ..base.config import ConfigError, read_yaml, to_yaml_dict
+from ..base.config import to_yaml_dict
 from ..base.errors import RuasError, UsageError
 from ..model.genotype import Genotype
 from ..model.ops import OPERATION_NAMES
+from ..training.plumbing import AtomicCheckpointIO, resolve_accelerator, resume_mismatch
 from .callbacks import CHECKPOINT_NAME
 from .callbacks import search_callbacks as _callbacks  # experiments.trial wraps this name to add its callbacks
 from .config import SearchConfig
 from .probabilities import architecture_probabilities
 from .strategies import build_strategy
 
-__all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "prepare_search", "run_search"]
+__all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "RESUME_MAY_CHANGE", "prepare_search", "run_search"]
 
 _log = logging.getLogger(__name__)
 
-# Keys that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = frozenset({"device", "progress", "threads"})
+RESUME_MAY_CHANGE = frozenset({"device", "progress", "threads"})
+"""Settings that may differ between an interrupted search and its resumption (everything else must match)."""
 
 
 class SearchDivergedError(RuasError):
@@ -94,28 +94,6 @@ class SearchResult:
     seconds: float
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes through :func:`ruas_nni.base.atomic.atomic_write` (a file is
-    complete or absent, never truncated by a kill) and reads our own checkpoints in full."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        with atomic_write(path) as handle:
-            torch.save(checkpoint, handle)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=False)
-
-
-def _accelerator(device: str) -> str:
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
-        return "gpu"
-    return "cpu"
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -127,26 +105,19 @@ def _check_output(out: Path, config: SearchConfig, resume: bool) -> Path | None:
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
     saved_config = out / "search_config.yaml"
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"`out` {out}: exists and is not a folder", keys=("out",))
     if not resume:
         if checkpoint.exists() or (out / "arch.json").exists():
-            raise UsageError(f"--out {out} already holds a search; pass --resume to continue it or choose another --out")
+            raise UsageError(f"`out` {out} already holds a search; pass `resume` to continue it or choose another `out`",
+                             keys=("out", "resume"))
         return None
     if not checkpoint.exists():
-        _log.warning("--resume: no checkpoint in %s yet; starting the search from the beginning", out)
+        _log.warning("resuming: no checkpoint in %s yet; starting the search from the beginning", out)
         return None
-    if saved_config.exists():
-        try:
-            previous = read_yaml(saved_config)
-        except ConfigError:
-            previous = {}
-        current = to_yaml_dict(config)
-        for key, value in current.items():
-            if key in _RESUMABLE_CHANGES or key not in previous:
-                continue
-            if previous[key] != value:
-                raise UsageError(f"--resume: {key} is {value!r} but the interrupted search in {out} used "
-                                 f"{previous[key]!r}; use the same settings or another --out")
+    mismatch = resume_mismatch(saved_config, to_yaml_dict(config), RESUME_MAY_CHANGE)
+    if mismatch is not None:
+        raise UsageError(f"`resume`: {mismatch.key} is {mismatch.current!r} but the interrupted search in {out} used "
+                         f"{mismatch.saved!r}; use the same settings or another `out`", keys=("resume", "out"))
     return checkpoint
 
 
@@ -192,11 +163,11 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     started = time.time()
     out_dir = Path(out if out is not None else (config.out or ""))
     if not str(out_dir):
-        raise UsageError("--out: give a folder for the search results")
+        raise UsageError("`out`: give a folder for the search results", keys=("out",))
     config = dataclasses.replace(config, out=str(out_dir))
     if not config.data:
-        raise UsageError("--data: give at least one folder of low-light images")
-    accelerator = _accelerator(config.device)
+        raise UsageError("`data`: give at least one folder of low-light images", keys=("data",))
+    accelerator = resolve_accelerator(config.device)
     resume_from = _check_output(out_dir, config, resume)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
