@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -393,7 +394,12 @@ class Enhancer:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.dtype} {tuple(rgb.shape)}")
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
-        source = torch.from_numpy(rgb)
+        if rgb.flags.writeable:
+            source = torch.from_numpy(rgb)
+        else:  # decoded images are read-only views of Pillow's bytes; they are only read here
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                source = torch.from_numpy(rgb)
         output = np.empty((height, width, 3), np.uint8)
         target = torch.from_numpy(output)
 
@@ -502,8 +508,6 @@ def _read_8bit(path: Path) -> _Decoded:
     exactly as :func:`ruas_nni.data.read_image` decodes them (EXIF orientation, RGB / RGBA
     conversion); anything else (16-bit, float, unreadable) goes through ``read_image`` itself, which
     also gives the one-line reason for a file it cannot read."""
-    import warnings
-
     from PIL import Image, ImageOps
 
     from .data import _SIXTEEN_BIT_MODES, _png_bit_depth, read_image
