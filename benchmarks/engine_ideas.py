@@ -5,7 +5,7 @@ with the others, ``--rounds`` rounds of ``--runs`` calls; the median ms is print
 average. Variants: the folded network in PyTorch (nchw, nhwc), onnxruntime on the folded graph
 (default and with its NHWC/extended optimisations), and the folded network on cache-sized tiles.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/engine_ideas.py [--checkpoint lol.pt]``
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/engine_ideas.py [--checkpoint lol.pt] [--only NAME ...]``
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     variants["torch as trained, channels-last"] = lambda x: network(x.contiguous(memory_format=torch.channels_last))
     for tile in (96, 160):
         enhancer = Enhancer(checkpoint, workers=1, max_tile_pixels=(tile + 34) ** 2)
-        variants[f"torch folded nchw, tiles {tile}+halo"] = (lambda e: lambda x: e(x[0]).unsqueeze(0))(enhancer)
+        variants[f"torch folded nchw, tiles {tile}+halo (clipped)"] = (lambda e: lambda x: e(x[0]).unsqueeze(0))(enhancer)
     try:
         import onnxruntime as ort
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
         path = Path(tempfile.mkdtemp()) / "folded.onnx"
         export_onnx(checkpoint, path)
-        for name, level in (("onnxruntime folded", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        for name, level in (("onnxruntime folded, all opt", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                            ("onnxruntime folded, extended opt", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
                             ("onnxruntime folded, basic opt", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)):
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         variants = {k: v for k, v in variants.items() if any(o in k for o in args.only)}
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
         for name, run in variants.items():
             out = run(image)
@@ -78,13 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<40} max |diff| vs first {float((out - reference).abs().max()):.2e}", flush=True)
         for _ in range(args.rounds):
             for name, run in variants.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 for _ in range(args.runs):
                     run(image)
                 times[name].append((time.perf_counter() - start) / args.runs * 1000)
-    print(f"\n{args.size}, one thread, median of {args.rounds} rounds x {args.runs} runs, alternated")
+                cpu[name].append((time.process_time() - start_cpu) / args.runs * 1000)
+    print(f"\n{args.size}, one thread, median of {args.rounds} rounds x {args.runs} runs, alternated; "
+          "CPU = process CPU time per call (less disturbed by other jobs than wall time)")
     for name, values in times.items():
-        print(f"{name:<40} {statistics.median(values):8.1f} ms   ({', '.join(f'{v:.0f}' for v in values)})")
+        print(f"{name:<44} wall {statistics.median(values):7.1f} ms  CPU {statistics.median(cpu[name]):7.1f} ms"
+              f"   (wall {', '.join(f'{v:.0f}' for v in values)})")
     print("load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0
 

@@ -187,7 +187,7 @@ def _child(kind: str, source: ModelSource, sizes: Sequence[tuple[int, int]], run
 
         if not cuda:
             tune_allocator()
-        enhancer = Enhancer(checkpoint, stage=stage, device=device, half=cuda)
+        enhancer = Enhancer(checkpoint, stage=stage, device=device, half=cuda, engine="auto")
         enhance = enhancer
     baseline = _rss_mb("VmRSS")
     measured = {}

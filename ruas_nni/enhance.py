@@ -70,11 +70,22 @@ tile size follows from it (:func:`tile_pixels_for_budget`). With two workers a 3
 peaks below 1 GB resident and a 7680x4320 one below 1.5 GB, PyTorch itself (about 0.5 GB) included
 (measured in ``docs/speed.md``)."""
 
-TILE_BYTES_PER_PIXEL = 900
-"""Peak resident memory one tile of the folded paper-genotype network needs per pixel (input,
-activations, convolution scratch, output; measured 860-1050 bytes for tiles of 40,000-330,000
-pixels with the authors' ``lol.pt``). Wider networks (more channels) scale it by their channel count
-(:func:`tile_pixels_for_budget`)."""
+TILE_BYTES_PER_PIXEL = 1500
+"""Peak resident memory one tile of the folded paper-genotype network needs per pixel in PyTorch
+(input, activations, convolution scratch, output): measured 860-1050 bytes for one tile of
+40,000-330,000 pixels with the authors' ``lol.pt``, rounded up for two workers sharing one heap
+(with 900 a 3840x2160 photo peaked at 1.06 GB, with 1200 at 0.98 GB, with 1500 at 0.93 GB).
+Wider networks (more channels) scale it by their channel count (:func:`tile_pixels_for_budget`)."""
+
+ORT_TILE_BYTES_PER_PIXEL = 536
+"""The same for the ONNX Runtime engine, whose memory planner reuses buffers (measured 536 bytes per
+pixel on one 570x570 tile; with it a 600x400 photo is one tile at the default budget)."""
+
+ENGINES = ("auto", "torch", "onnxruntime")
+"""CPU engines: ``torch`` runs the folded network in PyTorch; ``onnxruntime`` runs the same folded
+graph (:func:`ruas_nni.onnx_export.folded_onnx_bytes`) in ONNX Runtime, measured about 20 % less CPU
+time and 40 % less memory per pixel on 2 cores (``docs/speed.md``); ``auto`` picks ``onnxruntime``
+on CPU when it is installed and the network is folded, else ``torch``."""
 
 _PAPER_MAX_CHANNELS = 6
 
@@ -166,11 +177,13 @@ def tune_allocator() -> bool:
     return applied
 
 
-def tile_pixels_for_budget(budget_mb: float, workers: int, max_channels: int = _PAPER_MAX_CHANNELS) -> int:
+def tile_pixels_for_budget(budget_mb: float, workers: int, max_channels: int = _PAPER_MAX_CHANNELS,
+                           bytes_per_pixel: int = TILE_BYTES_PER_PIXEL) -> int:
     """Largest tile (pixels, halo included) such that ``workers`` tiles in flight stay within
-    ``budget_mb`` MB, for a network whose widest cell has ``max_channels`` channels; never more than
+    ``budget_mb`` MB, for a network whose widest cell has ``max_channels`` channels and an engine
+    that needs ``bytes_per_pixel`` for the paper genotype; never more than
     :data:`~ruas_nni.tiling.DEFAULT_MAX_TILE_PIXELS` (larger tensors would leave glibc's heap)."""
-    per_pixel = TILE_BYTES_PER_PIXEL * max(1.0, max_channels / _PAPER_MAX_CHANNELS)
+    per_pixel = bytes_per_pixel * max(1.0, max_channels / _PAPER_MAX_CHANNELS)
     pixels = int(budget_mb * 2**20 / (max(1, workers) * per_pixel))
     return max(1, min(DEFAULT_MAX_TILE_PIXELS, pixels))
 
@@ -196,6 +209,37 @@ class _StageOutput(nn.Module):
         if self.stage == "iem":
             return self.network.iem.receptive_radius()
         return self.network.receptive_radius()
+
+
+class _OnnxRuntime:
+    """The folded network in ONNX Runtime: one session, run concurrently by the worker threads, each
+    call on its caller's thread (one intra-op thread; ONNX Runtime releases the GIL)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        import onnxruntime as ort
+
+        from .onnx_export import folded_onnx_bytes
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Basic graph optimisations: the extended and layout (NCHWc) ones measured slower here.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.log_severity_level = 3
+        if os.environ.get("RUAS_NNI_ORT_ARENA", "1") == "0":  # for measuring what the arena saves
+            options.enable_cpu_mem_arena = False
+        self.session = ort.InferenceSession(folded_onnx_bytes(model), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.session.run(["enhanced"], {"image": x.detach().to(torch.float32).contiguous().numpy()})[0]
+        return torch.from_numpy(output)
+
+
+def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 class _CudaGraphs:
@@ -289,7 +333,7 @@ class Enhancer:
     def __init__(self, checkpoint: Checkpoint, stage: str = "final", device: torch.device | str = "cpu", *,
                  fold: bool = True, half: bool = False, compile: bool = False, cuda_graphs: bool = True,
                  workers: int | None = None, max_tile_pixels: int | None = None, layout: str = "nchw",
-                 memory_budget_mb: float | None = None) -> None:
+                 memory_budget_mb: float | None = None, engine: str = "torch") -> None:
         if stage not in STAGES:
             raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
         self.checkpoint = checkpoint
@@ -310,6 +354,19 @@ class Enhancer:
         self.halo = int(model.receptive_radius())
         self.model = model.to(self.device, self.dtype).eval()
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if engine == "auto":
+            wanted = not on_cuda and fold and not compile and layout == "nchw"
+            engine = "onnxruntime" if wanted and _onnxruntime_available() else "torch"
+        if engine == "onnxruntime":
+            if on_cuda or not fold or compile:
+                raise UsageError("--engine onnxruntime runs the folded network on CPU only "
+                                 "(not with --device cuda, --no-fold or --compile)")
+            if not _onnxruntime_available():
+                raise UsageError("--engine onnxruntime: onnxruntime is not installed (pip install onnxruntime)")
+            self._forward = _OnnxRuntime(self.model)
+        self.engine = engine
         if compile:
             self._forward = self._compiled(self.model)
         if on_cuda and cuda_graphs:
@@ -326,7 +383,8 @@ class Enhancer:
                 max_tile_pixels = CUDA_MAX_TILE_PIXELS
             else:
                 budget = memory_budget_mb or DEFAULT_MEMORY_BUDGET_MB_PER_WORKER * self.workers
-                max_tile_pixels = tile_pixels_for_budget(budget, self.workers, _max_channels(self.network))
+                per_pixel = ORT_TILE_BYTES_PER_PIXEL if engine == "onnxruntime" else TILE_BYTES_PER_PIXEL
+                max_tile_pixels = tile_pixels_for_budget(budget, self.workers, _max_channels(self.network), per_pixel)
         self.max_tile_pixels = int(max_tile_pixels) if max_tile_pixels > 0 else sys.maxsize
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -342,7 +400,9 @@ class Enhancer:
     # -- running ----------------------------------------------------------------------------
 
     def _pool_or_none(self) -> ThreadPoolExecutor | None:
-        if self.workers <= 1:
+        # On CPU even one worker is a thread of its own with one intra-op thread: run in the caller's
+        # thread, PyTorch's default intra-op threads made one worker ~8x more CPU time under load.
+        if self.device.type != "cpu":
             return None
         with self._lock:
             if self._pool is None:

@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.add_argument("--png-compression", type=whole_number(0, 9), default=None, metavar="0-9",
                        help="zlib level of 8-bit PNG outputs (default: zlib's run-length strategy, as small as "
                             "Pillow's default level 6 and 2-3x faster to write)")
+    speed.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+                       help="CPU engine for the folded network (default auto: onnxruntime when installed, "
+                            "else torch; see docs/speed.md)")
     speed.add_argument("--half", action="store_true", help="float16 on the GPU (needs --device cuda)")
     speed.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, do not replay CUDA graphs")
     speed.add_argument("--compile", action="store_true",
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
                         compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
                         workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout,
-                        memory_budget_mb=args.memory_budget)
+                        memory_budget_mb=args.memory_budget, engine=args.engine)
     plan = plan_jobs(sources, out_dir, overwrite=args.overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
