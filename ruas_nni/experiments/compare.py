@@ -138,11 +138,13 @@ def read_machine_list(path: str | os.PathLike[str]) -> list[dict]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--machines {path}: cannot read ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise UsageError(f"`machines` {path}: cannot read ({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
+                         keys=("machines",)) from None
     if isinstance(data, dict):
         data = data.get("machineList", data.get("machine_list"))
     if not isinstance(data, list) or not data or not all(isinstance(m, dict) for m in data):
-        raise UsageError(f"--machines {path}: expected a list of machines (host, user, sshKeyFile, pythonPath, ...)")
+        raise UsageError(f"`machines` {path}: expected a list of machines (host, user, sshKeyFile, pythonPath, ...)",
+                     keys=("machines",))
     return data
 
 

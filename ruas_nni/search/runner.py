@@ -65,7 +65,7 @@ from ..model.ops import OPERATION_NAMES
 from ..training.plumbing import AtomicCheckpointIO, resolve_accelerator, resume_mismatch
 from .callbacks import CHECKPOINT_NAME, search_callbacks
 from .config import SearchConfig
-from .heatmap import architecture_probabilities
+from .probabilities import architecture_probabilities
 from .strategies import build_strategy
 
 __all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "RESUME_MAY_CHANGE", "prepare_search", "run_search"]
