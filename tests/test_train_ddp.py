@@ -1,4 +1,4 @@
-"""`ruas-nni train --devices 2 --strategy ddp` on CPU: two processes (Lightning's DDP over gloo) run
+"""`ruas-nni train --devices 2 --dist-strategy ddp` on CPU: two processes (Lightning's DDP over gloo) run
 to the end and write one model and one checkpoint, as one process does."""
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Each subcommand is a module of this package with ``ORDER`` (its place in ``--help``) and
 ``register(subparsers)``; they are discovered, so adding a command is adding a file. Modules import
 heavy dependencies (NNI, Lightning) inside ``run``, so that ``ruas-nni enhance`` starts without them.
+
+Conventions every command follows: progress bars only on a terminal (:func:`ruas_nni.base.quiet.show_progress`;
+``--quiet`` hides them and nothing else), and the last line on standard output says what was
+written where. Dependencies' warnings and tips are filtered in :mod:`ruas_nni.base.quiet`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from typing import Sequence
 
 from ruas_nni.base.errors import RuasError
+from ruas_nni.base.quiet import quiet_dependencies
 
 __all__ = ["main", "build_parser", "flag_of", "error_line"]
 
@@ -60,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_dependencies()  # the one place where NNI's, Lightning's and setuptools' noise is filtered
     try:
         return int(args.func(args) or 0)
     except RuasError as exc:

@@ -109,7 +109,7 @@ def compare_search_space(strategies: Sequence[str], seeds: Sequence[int]) -> dic
 
 def trial_settings(config: CompareConfig) -> TrialSettings:
     """What the comparison's trials run with: the config's :class:`TrialSettings` with absolute paths,
-    the device (cpu, or auto when trials get GPUs) and the CPU threads shared out between trials."""
+    the device (cpu, or auto when trials get GPUs) and one CPU thread per trial."""
     settings = config.trial_settings()
     settings.data = [str(Path(folder).resolve()) for folder in config.data]
     settings.eval_data = str(Path(config.eval_data or "").resolve())
@@ -119,8 +119,7 @@ def trial_settings(config: CompareConfig) -> TrialSettings:
     if settings.device is None:
         settings.device = "auto" if config.gpus_per_trial > 0 else "cpu"
     if settings.threads is None and config.gpus_per_trial == 0 and not config.machines:
-        # share this machine's cores between the trials that run on it at the same time
-        settings.threads = max(1, (os.cpu_count() or 1) // config.concurrency)
+        settings.threads = 1  # one thread per trial: the fastest on shared cores (docs/speed.md#threads)
     return settings
 
 
@@ -139,11 +138,13 @@ def read_machine_list(path: str | os.PathLike[str]) -> list[dict]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--machines {path}: cannot read ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise UsageError(f"`machines` {path}: cannot read ({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
+                         keys=("machines",)) from None
     if isinstance(data, dict):
         data = data.get("machineList", data.get("machine_list"))
     if not isinstance(data, list) or not data or not all(isinstance(m, dict) for m in data):
-        raise UsageError(f"--machines {path}: expected a list of machines (host, user, sshKeyFile, pythonPath, ...)")
+        raise UsageError(f"`machines` {path}: expected a list of machines (host, user, sshKeyFile, pythonPath, ...)",
+                     keys=("machines",))
     return data
 
 

@@ -48,7 +48,7 @@ class TrialSettings:
     # (docs/experiments.md, "What a quick comparison can tell")
     device: str | None = field(default=None, metadata={
         "choices": ("cpu", "cuda", "auto"), "help": "device of a trial (null: cpu, or auto with gpus_per_trial)"})
-    threads: int | None = field(default=None, metadata={"min": 1, "help": "torch threads of a trial (null: all)"})
+    threads: int | None = field(default=None, metadata={"min": 1, "help": "torch threads of a trial (null: 1)"})
     search_config: str | None = field(default=None, metadata={"help": "YAML of `ruas-nni search` for other settings"})
     train_config: str | None = field(default=None, metadata={"help": "YAML of `ruas-nni train` for other settings"})
 

@@ -58,6 +58,8 @@ from torch.utils.tensorboard import SummaryWriter
 from ..base.atomic import atomic_write
 from ..base.errors import RuasError, UsageError
 from ..base.images import read_image
+from ..base.quiet import quiet_dependencies
+from ..base.threads import set_torch_threads
 from ..inference.benchmark import count_flops
 from ..inference.evaluation import evaluate, find_pairs
 from ..inference.metrics import count_parameters, score_image
@@ -586,7 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ruas-nni trial: error: {exc}", file=sys.stderr, flush=True)
         return getattr(exc, "exit_code", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_dependencies()
     try:
+        set_torch_threads(settings.threads)  # default 1: fastest on shared cores (docs/speed.md)
         _log.info("trial: strategy %s, seed %d, output %s", strategy, seed, out)
         result = run_trial(settings, strategy, seed, out, reporter)
     except RuasError as exc:

@@ -34,8 +34,8 @@ import json
 import logging
 import os
 import random
+import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,12 +58,14 @@ from strategies import NonFiniteSearchError
 from ..base.atomic import atomic_write
 from ..base.config import to_yaml_dict
 from ..base.errors import RuasError, UsageError
+from ..base.quiet import show_progress
+from ..base.threads import set_torch_threads
 from ..model.genotype import Genotype
 from ..model.ops import OPERATION_NAMES
 from ..training.plumbing import AtomicCheckpointIO, resolve_accelerator, resume_mismatch
 from .callbacks import CHECKPOINT_NAME, search_callbacks
 from .config import SearchConfig
-from .heatmap import architecture_probabilities
+from .probabilities import architecture_probabilities
 from .strategies import build_strategy
 
 __all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "RESUME_MAY_CHANGE", "prepare_search", "run_search"]
@@ -91,6 +93,11 @@ class SearchResult:
     checkpoint: Path | None
     tensorboard: Path
     seconds: float
+    steps_per_epoch: int | None = None
+    """Batches per search epoch actually run: ``steps`` or the training images' batches, the fewer."""
+    train_images: int | None = None
+    """Images in the training (lower-level) split; the others validate (the upper level)."""
+    val_images: int | None = None
 
 
 def _seed_everything(seed: int) -> None:
@@ -171,7 +178,7 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     accelerator = resolve_accelerator(config.device)
     resume_from = _check_output(out_dir, config, resume)
     if config.threads is not None:
-        torch.set_num_threads(config.threads)
+        set_torch_threads(config.threads)
 
     data = UnpairedSearchData(config.data, crop=config.crop, val_fraction=config.val_fraction, seed=config.seed,
                               batch_size=config.batch_size, flip=config.flip)
@@ -196,7 +203,7 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         logger=logger,
         callbacks=[*search_callbacks(config, checkpoint_dir), *callbacks],
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=config.progress,
+        enable_progress_bar=config.progress and show_progress(stream=sys.stdout),  # Lightning's bar: stdout
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
@@ -208,15 +215,11 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
     if resume_from is not None:
         strategy.load_state_dict({"ckpt_path": str(resume_from)})
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        try:
-            strategy.run()
-        except NonFiniteSearchError as exc:
-            kept = f"; the last good checkpoint is {resume_from or checkpoint_dir / CHECKPOINT_NAME}"
-            raise SearchDivergedError(f"search stopped: {exc}{kept}") from None
+    try:  # dependencies' warnings are filtered by ruas_nni.base.quiet (the commands call it)
+        strategy.run()
+    except NonFiniteSearchError as exc:
+        kept = f"; the last good checkpoint is {resume_from or checkpoint_dir / CHECKPOINT_NAME}"
+        raise SearchDivergedError(f"search stopped: {exc}{kept}") from None
 
     model = next(strategy.list_models())
     genotype = Genotype.from_sample(model.sample)
@@ -239,5 +242,7 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     arch_path = out_dir / "arch.json"
     _write_json(arch_path, arch)
     checkpoint = checkpoint_dir / CHECKPOINT_NAME
+    batches = -(-len(data.train_set) // config.batch_size)  # type: ignore[arg-type]
+    per_epoch = min(batches, config.steps) if config.steps is not None else batches
     return SearchResult(arch, out_dir, arch_path, checkpoint if checkpoint.exists() else None,
-                        out_dir / "tensorboard", seconds)
+                        out_dir / "tensorboard", seconds, per_epoch, len(data.train_set), len(data.val_set))

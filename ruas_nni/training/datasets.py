@@ -71,10 +71,12 @@ class UnpairedImages(Dataset):
         Base of every random draw: sample ``index`` of epoch ``e`` is the same in every run.
     repeats
         How many times each image appears per epoch (different crops each time).
+    role
+        What these images are, for the warnings (e.g. "the search's training split (4 of 8 images ...)").
     """
 
     def __init__(self, files: Sequence[Path], crop: int | None = 320, flip: bool = True, seed: int = 0,
-                 repeats: int = 1) -> None:
+                 repeats: int = 1, role: str | None = None) -> None:
         if crop is not None and crop < 1:
             raise UsageError(f"`crop` must be a positive number of pixels, got {crop}", keys=("crop",))
         self.crop = crop
@@ -100,10 +102,12 @@ class UnpairedImages(Dataset):
                 continue
             self.files.append(Path(path))
             self.images.append((image.rgb * 255.0).round().to(torch.uint8).numpy())
+        among = f" of {role}" if role else ""
         for item in unreadable:
-            _log.warning("skipping unreadable image %s", item)
+            _log.warning("skipping unreadable image%s: %s", among, item)
         if too_small:
-            _log.warning("skipping %d image(s) smaller than the %d-pixel crop, e.g. %s", len(too_small), crop, too_small[0])
+            _log.warning("skipping %d of the %d image(s)%s: smaller than the %d-pixel crop, e.g. %s",
+                         len(too_small), len(files), among, crop, too_small[0])
         if not self.images:
             if too_small:
                 raise UsageError(

@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -51,6 +50,7 @@ from .. import __version__
 from ..base.atomic import atomic_write
 from ..base.config import to_yaml_dict
 from ..base.errors import RuasError, UsageError
+from ..base.threads import set_torch_threads
 from ..model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_nrm_init, save_checkpoint
 from ..model.export import export
 from ..model.genotype import Genotype
@@ -230,9 +230,7 @@ def train(run: TrainingRun, *, device: str = "auto", devices: int | str = 1, str
     config = run.config
     accelerator = resolve_accelerator(device)
     if threads is not None:
-        if threads < 1:
-            raise UsageError(f"`threads` must be at least 1, got {threads}", keys=("threads",))
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
     run.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(run.out / CONFIG_FILE) as handle:
         handle.write(yaml.safe_dump(to_yaml_dict(config), sort_keys=False).encode())
@@ -255,17 +253,11 @@ def train(run: TrainingRun, *, device: str = "auto", devices: int | str = 1, str
                          f"{str(exc).strip().splitlines()[0]}", keys=("device", "devices", "precision")) from None
     resume_from = str(run.state_path) if run.resume and run.state_path.is_file() else None
     started = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
-        warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own pytree deprecation
-        try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-        except TrainingDiverged as exc:
-            kept = f"{run.model_path} (step {_steps_in(run.model_path)})" if run.model_path.is_file() else "none yet"
-            raise TrainingDiverged(f"{exc}: {kept}") from None
+    try:  # dependencies' warnings are filtered by ruas_nni.base.quiet (the commands call it)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+    except TrainingDiverged as exc:
+        kept = f"{run.model_path} (step {_steps_in(run.model_path)})" if run.model_path.is_file() else "none yet"
+        raise TrainingDiverged(f"{exc}: {kept}") from None
     seconds = time.monotonic() - started
     if trainer.interrupted:
         raise RuasError(f"training interrupted; continue with `resume` `out` {run.out}", keys=("resume", "out"))
