@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop", type=int, default=None, metavar="N", help="crop side (default 128; the paper: 320)")
     parser.add_argument("--train-steps", type=int, default=None, metavar="N", help="training steps (default 200; the paper: 800)")
     parser.add_argument("--arch-lr", type=float, default=None, metavar="LR",
-                        help="learning rate of the architecture weights (default 0.1, which a short search needs; the paper: 3e-4)")
+                        help="learning rate of the architecture weights (default 0.1, for short searches; the paper: 3e-4)")
     parser.add_argument("--assessor", choices=("medianstop", "curvefitting"), default=None,
                         help="NNI assessor: stop trials whose intermediate PSNR lags (default: none)")
     parser.add_argument("--machines", default=None, metavar="FILE",
