@@ -59,6 +59,7 @@ from nni.nas.strategy import DARTS
 from torch import Tensor, nn
 
 from .hypergradient import Hypergradient, LowerStep, first_order_hypergradient, unrolled_hypergradient
+from .nni_compat import arch_alpha, count_optimizer_step
 
 __all__ = [
     "ALL_LOSSES",
@@ -157,9 +158,10 @@ class _Group:
 def labelled_architecture_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The architecture weights of a differentiable NNI supernet by label, sorted by label.
 
-    NNI's differentiable modules keep their weights in ``_arch_alpha``: one parameter (``LayerChoice``,
-    ``InputChoice``: the label is the module's) or a ``ParameterDict`` keyed by label (mixed operations,
-    ``Repeat``, ``Cell`` edges). Modules that share a label share the parameter; it is listed once.
+    NNI's differentiable modules keep their weights in ``_arch_alpha`` (read through
+    :func:`strategies.nni_compat.arch_alpha`): one parameter (``LayerChoice``, ``InputChoice``: the
+    label is the module's) or a ``ParameterDict`` keyed by label (mixed operations, ``Repeat``,
+    ``Cell`` edges). Modules that share a label share the parameter; it is listed once.
     Architecture parameters found only through ``arch_parameters()`` are named after their module.
     """
     found: dict[str, nn.Parameter] = {}
@@ -172,12 +174,11 @@ def labelled_architecture_parameters(model: nn.Module) -> dict[str, nn.Parameter
 
     modules = list(model.named_modules())
     for _, module in modules:
-        alpha = module.__dict__.get("_parameters", {}).get("_arch_alpha")
+        alpha = arch_alpha(module)
         if isinstance(alpha, nn.Parameter) and hasattr(module, "label"):
             add(str(module.label), alpha)
-        container = module._modules.get("_arch_alpha") if isinstance(module, nn.Module) else None
-        if isinstance(container, nn.ParameterDict):
-            for label, param in container.items():
+        if isinstance(alpha, nn.ParameterDict):
+            for label, param in alpha.items():
                 add(str(label), param)
     for name, module in modules:
         if hasattr(module, "arch_parameters") and callable(module.arch_parameters) and module is not model:
@@ -509,7 +510,7 @@ class CooperativeBilevelLightningModule(DartsLightningModule):
         self.training_module.configure_gradient_clipping(optimizer, self.gradient_clip_val, None)
         self.training_module.optimizer_step(self.trainer.current_epoch, batch_idx, optimizer)
         optimizer.zero_grad()
-        self._optimizer_progress += 1
+        count_optimizer_step(self)
         return loss.detach(), True
 
     def _total_batches(self) -> int:

@@ -17,7 +17,7 @@ PSNR over RGB with data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5) 
 data range 1 (torchmetrics). The mean is the plain mean over images.
 
 --json OUT writes {"mean": {"psnr", "ssim"}, "per_image": {"<name>": {"psnr", "ssim"}}}.
---side-by-side DIR writes DIR/<name>.png showing input | ours | ground truth.
+--side-by-side DIR writes DIR/<name>.png showing input | ours | reference (ground truth), labelled.
 """
 
 
@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="score the final output (IEM + NRM, default) or the IEM output (meant for upe.pt, dark.pt)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the scores as JSON")
     parser.add_argument("--side-by-side", metavar="DIR", default=None,
-                        help="write input | ours | ground truth pictures into DIR")
+                        help="write labelled input | ours | reference pictures into DIR")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-image table")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
     parser.set_defaults(func=run)
 
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ruas_nni.base.errors import UsageError
+    from ruas_nni.base.quiet import show_progress
     from ruas_nni.inference.enhance import load_model, resolve_device
     from ruas_nni.inference.evaluation import evaluate, find_pairs, format_table
 
@@ -56,18 +57,17 @@ def run(args: argparse.Namespace) -> int:
     checkpoint, _ = load_model(args.checkpoint)
 
     def progress(items):
-        return tqdm(items, desc="evaluate", unit="img", disable=args.quiet, file=sys.stderr)
+        return tqdm(items, desc="evaluate", unit="img", disable=not show_progress(args.quiet), file=sys.stderr)
 
     result = evaluate(checkpoint, pairs, stage=args.stage, device=device,
                       side_by_side_dir=args.side_by_side, progress=progress)
-    if args.quiet:
-        mean = result.mean
-        print(f"mean  PSNR {mean.psnr:.3f} dB  SSIM {mean.ssim:.4f}  ({len(result.per_image)} images)")
-    else:
-        print(format_table(result))
+    print(format_table(result))
+    written = []
     if args.json is not None:
         result.write_json(args.json)
-        print(f"scores written to {args.json}", file=sys.stderr)
+        written.append(f"scores to {args.json}")
     if args.side_by_side is not None:
-        print(f"side-by-side pictures (input | ours | ground truth) in {args.side_by_side}", file=sys.stderr)
+        written.append(f"{len(result.per_image)} side-by-side pictures (input | ours | reference) to {args.side_by_side}")
+    print(f"wrote {' and '.join(written)}" if written else f"scored {len(result.per_image)} pairs (nothing written; "
+          "--json and --side-by-side write files)")
     return 0

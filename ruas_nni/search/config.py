@@ -71,7 +71,8 @@ class SearchConfig:
     checkpoint_every: int = field(default=10, metadata={"min": 1, "help": "write the checkpoint every N batches"})
     max_nonfinite_steps: int = field(default=5, metadata={"min": 1})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
-    threads: int | None = field(default=None, metadata={"min": 1, "help": "CPU threads for torch"})
+    threads: int | None = field(default=1, metadata={"min": 1, "help": "CPU threads of torch (1: fastest on "
+                                                                     "shared cores; null: PyTorch's default)"})
     progress: bool = True
     out: str | None = None
 
