@@ -198,7 +198,7 @@ def differentiable_probs(model: nn.Module) -> dict[str, dict[str, Tensor]]:
     """
     probs: dict[str, dict[str, Tensor]] = {}
     for module in model.modules():
-        alpha = module.__dict__.get("_parameters", {}).get("_arch_alpha")
+        alpha = arch_alpha(module)
         names = getattr(module, "names", None)
         label = getattr(module, "label", None)
         if isinstance(alpha, nn.Parameter) and names is not None and label is not None and label not in probs:
