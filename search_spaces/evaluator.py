@@ -241,8 +241,13 @@ class UnpairedSearchData(pl.LightningDataModule):
             return
         files = scan_folders(self.folders)
         self.train_files, self.val_files = split_files(files, self.val_fraction, self.seed)
-        self.train_set = UnpairedImages(self.train_files, crop=self.crop, flip=self.flip, seed=self.seed)
-        self.val_set = UnpairedImages(self.val_files, crop=self.crop, flip=self.flip, seed=self.seed + 1)
+        total, n_train, n_val = len(files), len(self.train_files), len(self.val_files)
+        split = (f"the {total} images are split into {n_train} for the training split (network weights) and "
+                 f"{n_val} for the validation split (architecture weights), val_fraction {self.val_fraction}")
+        self.train_set = UnpairedImages(self.train_files, crop=self.crop, flip=self.flip, seed=self.seed,
+                                        role=f"the search's training split ({split})")
+        self.val_set = UnpairedImages(self.val_files, crop=self.crop, flip=self.flip, seed=self.seed + 1,
+                                      role=f"the search's validation split ({split})")
 
     def train_dataloader(self) -> ResumableLoader:
         self.setup()

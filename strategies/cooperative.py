@@ -49,13 +49,17 @@ from typing import Any, Iterator, Mapping, Sequence
 # one-shot strategies) with a placeholder for the rest of the process.
 import nni.nas.strategy  # noqa: F401, I001  (import order matters, see above)
 import torch
+from nni.mutable import Categorical, MutableExpression
 from nni.nas.evaluator.pytorch.lightning import LightningModule
+from nni.nas.nn.pytorch import LayerChoice
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
+from nni.nas.profiler import ExpressionProfiler
 from nni.nas.strategy import DARTS
 from torch import Tensor, nn
 
 from .hypergradient import Hypergradient, LowerStep, first_order_hypergradient, unrolled_hypergradient
+from .nni_compat import arch_alpha, count_optimizer_step
 
 __all__ = [
     "ALL_LOSSES",
@@ -69,6 +73,9 @@ __all__ = [
     "SeparateSearch",
     "JointDARTS",
     "labelled_architecture_parameters",
+    "differentiable_probs",
+    "ParameterCountProfiler",
+    "parameter_budget_penalty",
 ]
 
 _log = logging.getLogger(__name__)
@@ -151,9 +158,10 @@ class _Group:
 def labelled_architecture_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The architecture weights of a differentiable NNI supernet by label, sorted by label.
 
-    NNI's differentiable modules keep their weights in ``_arch_alpha``: one parameter (``LayerChoice``,
-    ``InputChoice``: the label is the module's) or a ``ParameterDict`` keyed by label (mixed operations,
-    ``Repeat``, ``Cell`` edges). Modules that share a label share the parameter; it is listed once.
+    NNI's differentiable modules keep their weights in ``_arch_alpha`` (read through
+    :func:`strategies.nni_compat.arch_alpha`): one parameter (``LayerChoice``, ``InputChoice``: the
+    label is the module's) or a ``ParameterDict`` keyed by label (mixed operations, ``Repeat``,
+    ``Cell`` edges). Modules that share a label share the parameter; it is listed once.
     Architecture parameters found only through ``arch_parameters()`` are named after their module.
     """
     found: dict[str, nn.Parameter] = {}
@@ -166,18 +174,88 @@ def labelled_architecture_parameters(model: nn.Module) -> dict[str, nn.Parameter
 
     modules = list(model.named_modules())
     for _, module in modules:
-        alpha = module.__dict__.get("_parameters", {}).get("_arch_alpha")
+        alpha = arch_alpha(module)
         if isinstance(alpha, nn.Parameter) and hasattr(module, "label"):
             add(str(module.label), alpha)
-        container = module._modules.get("_arch_alpha") if isinstance(module, nn.Module) else None
-        if isinstance(container, nn.ParameterDict):
-            for label, param in container.items():
+        if isinstance(alpha, nn.ParameterDict):
+            for label, param in alpha.items():
                 add(str(label), param)
     for name, module in modules:
         if hasattr(module, "arch_parameters") and callable(module.arch_parameters) and module is not model:
             for index, param in enumerate(module.arch_parameters()):
                 add(f"{name}#{index}", param)
     return dict(sorted(found.items()))
+
+
+def differentiable_probs(model: nn.Module) -> dict[str, dict[str, Tensor]]:
+    """The choice probabilities of a differentiable NNI supernet, ``{label: {op name: p}}``, as
+    tensors that carry the gradient to the alphas.
+
+    NNI's ``export_probs`` gives the same numbers as Python floats (``.tolist()``), so a penalty
+    computed from it, such as :class:`~nni.nas.oneshot.pytorch.profiler.ExpectationProfilerPenalty`
+    inside NNI's DARTS, changes the loss's value but never moves an alpha. The cooperative search
+    feeds the penalty these instead.
+    """
+    probs: dict[str, dict[str, Tensor]] = {}
+    for module in model.modules():
+        alpha = arch_alpha(module)
+        names = getattr(module, "names", None)
+        label = getattr(module, "label", None)
+        if isinstance(alpha, nn.Parameter) and names is not None and label is not None and label not in probs:
+            softmax = getattr(module, "_softmax", None) or nn.Softmax(-1)
+            probs[str(label)] = dict(zip(names, softmax(alpha)))
+    return probs
+
+
+class ParameterCountProfiler(ExpressionProfiler):
+    """The parameter count of a model space as an NNI expression over its ``LayerChoice`` labels.
+
+    ``expression = fixed + sum over labels of params(label = op)``, where ``params(label = op)`` adds
+    the parameters of candidate ``op`` over every ``LayerChoice`` with that label (RUAS's three IEM
+    stages and three NRM cells share labels) and ``fixed`` counts everything outside the choices.
+    Evaluated on a sample (``{label: op}``) it is that network's size; under
+    :class:`~nni.nas.oneshot.pytorch.profiler.ExpectationProfilerPenalty` (``{label: {op: p}}``) its
+    expectation, linear in the probabilities. NNI's own ``NumParamsProfiler`` needs shape inference
+    for every module and fails on ``nn.Identity`` (the skip connection).
+    """
+
+    def __init__(self, model_space: nn.Module) -> None:
+        per_label: dict[str, dict[str, int]] = {}
+        choices: dict[str, Categorical] = {}
+        in_choices: set[int] = set()
+        seen: set[int] = set()
+        for module in model_space.modules():
+            if not isinstance(module, LayerChoice) or id(module) in seen:
+                continue
+            seen.add(id(module))
+            counts = per_label.setdefault(str(module.label), {})
+            choices.setdefault(str(module.label), module.choice)  # the space's own Categorical (label, names)
+            for name in module.names:
+                params = [p for p in module[name].parameters() if id(p) not in in_choices]
+                in_choices.update(id(p) for p in params)
+                counts[name] = counts.get(name, 0) + sum(p.numel() for p in params)
+        self.fixed = sum(p.numel() for p in model_space.parameters() if id(p) not in in_choices)
+        self.per_label = per_label
+        expression: Any = self.fixed
+        for label, counts in sorted(per_label.items()):
+            expression = expression + MutableExpression(counts.__getitem__, "params({})", [choices[label]])
+        self.expression = expression
+
+    def expected(self, probs: Mapping[str, Mapping[str, Any]]) -> Any:
+        """``fixed + sum_label sum_op p(label = op) * params(label = op)`` (a tensor when ``probs`` holds tensors)."""
+        total: Any = self.fixed
+        for label, counts in self.per_label.items():
+            total = total + sum(probs[label][op] * count for op, count in counts.items())
+        return total
+
+
+def parameter_budget_penalty(model_space: nn.Module, budget: float, scale: float = 1.0) -> ExpectationProfilerPenalty:
+    """NNI's ``ExpectationProfilerPenalty`` on the expected parameter count of ``model_space``:
+    ``loss + scale * max(E[params] / budget - 1, 0)`` (nothing below the budget)."""
+    if budget <= 0:
+        raise ValueError(f"the parameter budget must be positive, got {budget}")
+    return ExpectationProfilerPenalty(ParameterCountProfiler(model_space), baseline=float(budget), scale=float(scale),
+                                      nonlinear="positive", aggregate="add")
 
 
 class CooperativeBilevelLightningModule(DartsLightningModule):
@@ -372,8 +450,9 @@ class CooperativeBilevelLightningModule(DartsLightningModule):
             output = self._evaluate(batch, batch_idx, keys)
             total = sum(coefficient * output[key] for key, coefficient in terms)
             if penalise and self.penalty is not None:
-                total, details = self.penalty(total, self.export_probs())
-                self.log_dict({f"penalty/{k}": v for k, v in details.items()})
+                # differentiable probabilities: NNI's export_probs() are floats and carry no gradient
+                total, details = self.penalty(total, differentiable_probs(self.searched_module()))
+                self.log_dict({f"penalty/{k}": torch.as_tensor(v).detach().float() for k, v in details.items()})
             return total  # type: ignore[return-value]
 
         return loss
@@ -431,7 +510,7 @@ class CooperativeBilevelLightningModule(DartsLightningModule):
         self.training_module.configure_gradient_clipping(optimizer, self.gradient_clip_val, None)
         self.training_module.optimizer_step(self.trainer.current_epoch, batch_idx, optimizer)
         optimizer.zero_grad()
-        self._optimizer_progress += 1
+        count_optimizer_step(self)
         return loss.detach(), True
 
     def _total_batches(self) -> int:

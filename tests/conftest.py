@@ -3,10 +3,26 @@ skip with a reason when it is absent."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# NNI keeps its list of experiments in ~/nni-experiments/.experiment: nnictl and NNI's Python launcher
+# take the path from HOME when NNI is imported (nni/tools/nnictl/constants.py), the NNI manager from
+# os.homedir() (nni_node/common/globals/paths.js); NNI_CONFIG_DIR moves only NNI's training-service
+# configs. So the tests give NNI a private HOME, set before any test module imports NNI, and remove it
+# at exit; caches and git's configuration stay the user's.
+_USER_HOME = Path.home()
+_TEST_HOME = tempfile.mkdtemp(prefix="ruas-nni-test-home-")
+for _name, _path in (("XDG_CACHE_HOME", _USER_HOME / ".cache"), ("XDG_CONFIG_HOME", _USER_HOME / ".config"),
+                     ("GIT_CONFIG_GLOBAL", _USER_HOME / ".gitconfig"), ("MPLCONFIGDIR", _USER_HOME / ".config" / "matplotlib")):
+    os.environ.setdefault(_name, str(_path))
+os.environ["HOME"] = _TEST_HOME
+atexit.register(shutil.rmtree, _TEST_HOME, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RUAS_SHARED", ROOT.parent / "shared"))

@@ -50,8 +50,9 @@ def test_benchmark_command_reports_both_paths(tmp_path):
     report = json.loads(out.read_text())
     assert report["parameters"]["whole"] == 3438
     latency = report["latency"]
-    assert {"eager", "optimised"} <= set(latency)
-    for kind in ("eager", "optimised"):
+    assert {"eager", "eager-channels-last", "optimised"} <= set(latency)
+    assert "eager-channels-last" in result.stdout and "vs eager-cl" in result.stdout
+    for kind in ("eager", "eager-channels-last", "optimised"):
         entry = latency[kind]["sizes"]["64x48"]
         assert entry["median_ms"] > 0
         assert entry["peak_mb"] is None or entry["peak_mb"] > 0

@@ -2,7 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ruas_nni.base.config import ConfigError, load_config
+from ruas_nni.base.config import ConfigError, load_config, read_yaml
+from ruas_nni.cli import error_line
 
 
 @dataclass
@@ -40,8 +41,25 @@ def test_file_errors_name_the_file_and_key(tmp_path, text, message):
     assert str(path) in str(info.value) and message in str(info.value)
 
 
-def test_flag_errors_name_the_flag():
-    with pytest.raises(ConfigError, match="^--strategy must be one of cooperative, darts; got 'enas'$"):
+def test_override_errors_name_the_key_and_the_command_line_names_the_flag():
+    with pytest.raises(ConfigError, match="^`strategy` must be one of cooperative, darts; got 'enas'$") as info:
         load_config(_Example, None, {"strategy": "enas"})
-    with pytest.raises(ConfigError, match="no such file"):
+    assert info.value.keys == ("strategy",)
+    assert error_line(info.value) == "--strategy must be one of cooperative, darts; got 'enas'"
+    with pytest.raises(ConfigError, match="no such file") as info:
         load_config(_Example, "/nonexistent/c.yaml")
+    assert error_line(info.value) == "--config /nonexistent/c.yaml: no such file"
+
+
+def test_read_yaml_names_the_file_not_a_flag(tmp_path):
+    with pytest.raises(ConfigError, match="^/nonexistent/c.yaml: no such file$") as info:
+        read_yaml("/nonexistent/c.yaml")
+    assert info.value.keys == ()
+
+
+def test_file_errors_on_the_command_line_name_the_config_flag(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(_Example, path, {"epochs": 3})
+    assert error_line(info.value) == f"--config {path}: 'epochs' must be at least 1, got 0"

@@ -23,7 +23,7 @@ def test_bad_data_fails_before_work_with_the_folder_named(tmp_path, demo_data):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="empty: no image files"):
         scan_folders([tmp_path / "empty"])
-    with pytest.raises(UsageError, match="--crop 5000 is larger than every image"):
+    with pytest.raises(UsageError, match="`crop` 5000 is larger than every image"):
         UnpairedImages(scan_folders([demo_data.train]), crop=5000)
 
 

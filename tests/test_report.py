@@ -1,5 +1,6 @@
 """`ruas-nni report` on NNI's own stored data: a real NNI experiment whose trials report known metrics
-and write known architecture probabilities; the tables, the spread over seeds and the plots."""
+and write known architecture probabilities; the tables, the spread over seeds and the figures (drawn
+from this data: the heatmaps' cells and labels, the scatter's points, means and axes)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ from nni_utils import assert_all_gone, free_port, process_tree, rest, ruas_cli, 
 from PIL import Image
 
 from ruas_nni.base.errors import UsageError
-from ruas_nni.experiments.report import _heat_colour, load_experiment, locate_experiment, summarize, write_report
+from ruas_nni.experiments.report import (
+    alpha_heatmaps_figure,
+    load_experiment,
+    locate_experiment,
+    psnr_vs_params_figure,
+    summarize,
+    write_report,
+)
+from ruas_nni.model.network import EDGE_NAMES
+from ruas_nni.model.ops import OPERATION_NAMES
+from ruas_nni.search.figures import HEATMAP_COLOURS
 
 TRIAL = textwrap.dedent("""
     import json, os, sys
@@ -155,7 +166,60 @@ def test_report_files_from_an_experiment_id(recorded):
             assert len(image.convert("RGB").getcolors(1 << 16) or []) > 5  # drawn, not blank
     with Image.open(out / "alphas_darts.png") as image:  # the single seed's peak gets the top colour
         colours = {rgb for _, rgb in image.convert("RGB").getcolors(1 << 16)}
-    assert _heat_colour(1.0) in colours and _heat_colour(0.0) in colours
+    assert _colour(1.0) in colours and _colour(0.0) in colours
+    with Image.open(out / "alphas.png") as stacked, Image.open(out / "alphas_darts.png") as single:
+        assert stacked.width == single.width and stacked.height >= 1.9 * single.height  # two strategies, stacked
+
+
+def _colour(value):
+    import matplotlib
+
+    return tuple(int(c) for c in matplotlib.colormaps[HEATMAP_COLOURS](value, bytes=True)[:3])
+
+
+def _labels(ticks):
+    return [t.get_text() for t in ticks]
+
+
+def test_heatmaps_drawn_from_the_experiment(recorded):
+    summaries = summarize(load_experiment(recorded["dir"]))
+    figure = alpha_heatmaps_figure(summaries)
+    panels = [ax for ax in figure.axes if ax.images]
+    assert len(panels) == 4  # cooperative and darts, IEM and NRM each
+    titles = [figure.subfigs[0].get_suptitle(), figure.subfigs[1].get_suptitle()]
+    assert titles[0].startswith("cooperative:") and "mean of 2 seeds" in titles[0] and "mean of 1 seed)" in titles[1]
+    expected = [s.probs[m] for s in summaries for m in ("iem", "nrm")]
+    for ax, matrix, module in zip(panels, expected, ["IEM", "NRM"] * 2):
+        assert ax.images[0].get_array().shape == (7, 7) == (len(EDGE_NAMES), len(OPERATION_NAMES))
+        assert ax.images[0].get_array().tolist() == [pytest.approx(row) for row in matrix]
+        assert _labels(ax.get_yticklabels()) == list(EDGE_NAMES)
+        assert _labels(ax.get_xticklabels()) == list(OPERATION_NAMES)
+        assert ax.get_title().startswith(module)
+        cells = [t.get_text() for t in ax.texts]
+        assert cells == [f"{v:.4f}" for row in matrix for v in row]  # row by row, 4 decimals
+        rings = [(round(p.get_x() + p.get_width() / 2), round(p.get_y() + p.get_height() / 2)) for p in ax.patches]
+        assert rings == [(max(range(7), key=row.__getitem__), r) for r, row in enumerate(matrix)]
+    # cooperative's IEM, mean of seeds 0 and 1: 0.25 on the diagonal and next to it, 0.1 elsewhere
+    assert panels[0].texts[0].get_text() == "0.2500" and panels[0].texts[2].get_text() == "0.1000"
+    bars = [ax for ax in figure.axes if not ax.images and ax.get_label() == "<colorbar>"]
+    assert len(bars) == 4 and _labels(bars[0].get_yticklabels())[-1] == "0.2500"
+
+
+def test_psnr_scatter_drawn_from_the_experiment(recorded):
+    summaries = summarize(load_experiment(recorded["dir"]))
+    figure = psnr_vs_params_figure(summaries)
+    (ax,) = figure.axes
+    assert ax.get_xlabel() == "parameters (thousands)" and ax.get_ylabel() == "PSNR (dB)"
+    legend = _labels(ax.get_legend().get_texts())
+    assert legend == ["cooperative (2)", "darts (1)", "mean ± std over seeds"]
+    dots = [c.get_offsets().tolist() for c in ax.collections if c.get_label() in legend[:2]]
+    assert dots == [[[1.0, 10.0], [2.0, 11.0]], [[1.0, 15.0]]]  # thousands of parameters, dB
+    means = [line.get_xydata().tolist() for line in ax.lines if line.get_marker() == "o" and len(line.get_xydata())]
+    assert means == [[[1.5, 10.5]], [[1.0, 15.0]]]
+    low, high = ax.get_ylim()
+    assert high - low >= 1.0 and low <= 10.0 and high >= 15.0
+    single = psnr_vs_params_figure(summaries[1:])  # one trial: the PSNR axis still spans at least 1 dB
+    assert single.axes[0].get_ylim()[1] - single.axes[0].get_ylim()[0] >= 1.0
 
 
 def test_experiment_is_found_by_folder_or_id(recorded, tmp_path):

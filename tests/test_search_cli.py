@@ -4,6 +4,7 @@ uninterrupted result, TensorBoard gets losses and heatmaps, bad input fails up f
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from ruas_nni import OPERATION_NAMES, Genotype, export
 from ruas_nni.cli import main
@@ -39,7 +41,7 @@ def _search(data: Path, out: Path, *extra: str) -> int:
 def _initial_probs(strategy_name: str) -> dict[str, np.ndarray]:
     """The softmax of the alphas a search with seed 0 starts from."""
     from ruas_nni.search.config import SearchConfig
-    from ruas_nni.search.heatmap import architecture_probabilities
+    from ruas_nni.search.probabilities import architecture_probabilities
     from ruas_nni.search.runner import prepare_search
 
     space, strategy = prepare_search(SearchConfig(strategy=strategy_name, seed=0))
@@ -92,8 +94,11 @@ def test_same_seed_same_architecture_and_tensorboard(demo_data, tmp_path):
     tags = events.Tags()
     assert {"alpha/iem", "alpha/nrm"} <= set(tags["images"])
     assert [e.step for e in events.Images("alpha/iem")] == [0, 1, 2]  # start and every epoch's end
-    image = events.Images("alpha/iem")[-1]
-    assert image.width == image.height == 7 * 24
+    image = events.Images("alpha/iem")[-1]  # a matplotlib figure (add_figure) of the 7 x 7 heatmap
+    with Image.open(io.BytesIO(image.encoded_image_string)) as picture:
+        assert picture.format == "PNG" and picture.size == (image.width, image.height)
+        assert image.width >= 400 and image.height >= 400
+        assert len(picture.convert("RGB").getcolors(1 << 16) or []) > 50  # drawn: cells, labels, colour bar
     assert {"iem/train_loss", "iem/val_loss", "nrm/train_loss", "nrm/val_loss", "search_loss"} <= set(tags["scalars"])
     assert "prob/iem/e1/skip_connect" in tags["scalars"]
 

@@ -107,8 +107,14 @@ def test_receptive_radius_bounds_what_an_output_pixel_sees():
     assert 0 < reach <= radius
 
 
-def test_4k_image_enhances_in_under_2_gb(tmp_path):
-    """The whole command on a 3840x2160 PNG, peak resident memory measured in the child process."""
+def test_4k_image_enhances_in_under_1_5_gb(tmp_path):
+    """The whole command on a 3840x2160 PNG, peak resident memory measured in the child process
+    (default --memory-budget; a 7680x4320 photo is measured by ``benchmarks/peak_memory.py``).
+
+    ``benchmarks/peak_memory.py`` measures 850-930 MB for this image; under heavy machine load
+    (load average above 8 on 2 cores) one suite run peaked at 1,490 MB, as ONNX Runtime's arena
+    grows in powers of two when both workers' tiles are in flight at once. The bound here is the
+    one a loaded CI machine keeps; the issue's 1 GB target is tracked by the benchmark."""
     from PIL import Image
 
     from ruas_nni.model.checkpoint import save_checkpoint
@@ -129,5 +135,90 @@ def test_4k_image_enhances_in_under_2_gb(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     peak_mb = int(result.stdout.strip().splitlines()[-1]) / 1024
-    assert peak_mb < 2048, f"peak RSS {peak_mb:.0f} MB"
+    assert peak_mb < 1536, f"peak RSS {peak_mb:.0f} MB"
     assert Image.open(tmp_path / "out" / "frame.png").size == (3840, 2160)
+
+
+# -- tiles that follow a memory budget, through the Enhancer itself ------------------------------
+
+
+def test_tile_size_follows_the_memory_budget():
+    from ruas_nni.inference.enhance import TILE_BYTES_PER_PIXEL, tile_pixels_for_budget
+    from ruas_nni.inference.tiling import DEFAULT_MAX_TILE_PIXELS
+
+    assert tile_pixels_for_budget(10_000, 2) == DEFAULT_MAX_TILE_PIXELS  # never larger than the heap allows
+    assert tile_pixels_for_budget(64, 2) == 64 * 2**20 // (2 * TILE_BYTES_PER_PIXEL)
+    assert tile_pixels_for_budget(64, 4) < tile_pixels_for_budget(64, 2)
+    assert tile_pixels_for_budget(64, 2, max_channels=12) < tile_pixels_for_budget(64, 2)
+    checkpoint = _paper_checkpoint()
+    with Enhancer(checkpoint, workers=2, memory_budget=8) as small, Enhancer(checkpoint, workers=2) as default:
+        assert small.max_tile_pixels == tile_pixels_for_budget(8, 2)
+        assert len(small.plan(2160, 3840)) > len(default.plan(2160, 3840)) > 1
+    with pytest.raises(Exception, match="`memory_budget` must be positive"):
+        Enhancer(checkpoint, memory_budget=-1)
+
+
+def _real_photo(reference_dir) -> torch.Tensor:
+    from ruas_nni.base.images import read_image
+
+    return read_image(reference_dir / "inputs" / "lol22_crop.png").rgb[:, 40:130, 60:160].contiguous()
+
+
+def test_budget_tiles_equal_untiled_on_a_real_photo(reference_dir):
+    """A tiny budget cuts a real 100x90 photo into dozens of tiles: the authors' lol.pt gives the
+    untiled result up to float reordering, and the 8-bit path the same bytes as rounding it."""
+    import numpy as np
+
+    from ruas_nni.base.images import to_uint
+    from ruas_nni.model.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(reference_dir / "lol.pt")
+    image = _real_photo(reference_dir)
+    with Enhancer(checkpoint, max_tile_pixels=0, workers=1) as whole:
+        expected = whole(image)
+    with Enhancer(checkpoint, memory_budget=1, workers=2) as tiled:
+        assert len(tiled.plan(90, 100)) >= 50
+        got = tiled(image)
+        eight_bit = tiled.submit_uint8(to_uint(image)).result()
+    assert (got - expected).abs().max().item() <= 1e-6
+    assert eight_bit.dtype == np.uint8 and eight_bit.shape == (90, 100, 3)
+    assert np.abs(eight_bit.astype(np.int16) - to_uint(expected).astype(np.int16)).max() <= 1
+    assert np.array_equal(eight_bit, to_uint(got))
+
+
+def _shift_checkpoint() -> Checkpoint:
+    """The paper genotype with weights that make every 3x3 convolution a shift along its last tap
+    and every cell a shift along its longest path (the fuse keeps only the dilated edge's output):
+    an output pixel then depends strongly on input pixels at the full receptive radius, which random
+    or trained weights do not (their influence there is below float32 resolution)."""
+    network = export(PAPER_GENOTYPE).eval()
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.zero_()
+                module.bias.zero_()
+                out_channels, in_channels, kernel, _ = module.weight.shape
+                for channel in range(out_channels):
+                    if kernel > 1:
+                        module.weight[channel, channel % in_channels, -1, -1] = 1.0 if in_channels <= out_channels else 0.25
+                    elif in_channels == 4 * out_channels:  # the fuse: slot d2, after the dilated edge e3
+                        module.weight[channel, out_channels + channel, 0, 0] = 1.0
+        network.nrm.head.weight.mul_(-0.5)
+    return Checkpoint.from_network(network, PAPER_GENOTYPE, NetworkOptions())
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_a_short_halo_is_caught_through_the_enhancer(reference_dir, fold):
+    """Tiles with the network's halo are exact; one or two pixels short, they are not."""
+    checkpoint = _shift_checkpoint()
+    image = _real_photo(reference_dir)
+    with Enhancer(checkpoint, fold=fold, max_tile_pixels=0, workers=1) as whole:
+        expected = whole(image)
+    differences = {}
+    for short in (0, 1, 2):
+        with Enhancer(checkpoint, fold=fold, memory_budget=1, workers=2) as tiled:
+            assert tiled.halo == 17
+            tiled.halo -= short
+            differences[short] = (tiled(image) - expected).abs().max().item()
+    assert differences[0] <= 1e-6
+    assert differences[1] > 1e-5 and differences[2] > 1e-4, differences

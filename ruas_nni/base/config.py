@@ -37,25 +37,25 @@ class ConfigError(UsageError):
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping; empty files give ``{}``."""
+    """Read a YAML mapping; empty files give ``{}``. Errors (:class:`ConfigError`) name the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file") from None
+        raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: cannot read ({exc})") from None
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"--config {path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of keys to values, found {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of keys to values, found {type(data).__name__}")
     return data
 
 
@@ -159,14 +159,19 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], source: str = "config") 
 
 def load_config(cls: type[T], path: str | os.PathLike[str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file at ``path``, then ``overrides`` (flags; ``None``
-    values mean "not given" and are skipped). Flag errors name the flag (``--crop``)."""
+    """Defaults of ``cls``, then the YAML file at ``path``, then ``overrides`` (``None`` values mean
+    "not given" and are skipped).
+
+    Errors (:class:`ConfigError`) name what was wrong as a key (see :mod:`ruas_nni.base.errors`):
+    a problem of the file reads `` `config` PATH: ...``, a bad override `` `crop` must be ...``."""
     data: dict[str, Any] = {}
-    source = "config"
     if path is not None:
-        data.update(read_yaml(path))
-        source = f"--config {path}"
-        from_mapping(cls, data, source)  # report file errors as file errors
+        try:
+            data.update(read_yaml(path))
+            from_mapping(cls, data, str(path))  # report file errors as file errors
+        except ConfigError as exc:
+            raise ConfigError(f"`config` {exc}", keys=("config", *exc.keys)) from None
+    source = "config" if path is None else f"`config` {path}"
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     for key, value in flags.items():
         probe = dict(data)
@@ -175,12 +180,14 @@ def load_config(cls: type[T], path: str | os.PathLike[str] | None = None,
             from_mapping(cls, probe, source)
         except ConfigError as exc:
             if key in str(exc):
-                flag = "--" + key.replace("_", "-")
-                message = str(exc).split(": ", 1)[1].replace(repr(key), flag, 1)
-                raise ConfigError(message) from None
-            raise
+                message = str(exc).split(": ", 1)[1].replace(repr(key), f"`{key}`", 1)
+                raise ConfigError(message, keys=(key,)) from None
+            raise ConfigError(str(exc), keys=("config",) if path is not None else ()) from None
         data[key] = value
-    return from_mapping(cls, data, source)
+    try:
+        return from_mapping(cls, data, source)
+    except ConfigError as exc:  # settings that clash only together (``__post_init__``)
+        raise ConfigError(str(exc), keys=("config",) if path is not None else ()) from None
 
 
 def to_yaml_dict(config: Any) -> dict[str, Any]:

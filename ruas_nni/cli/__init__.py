@@ -3,6 +3,10 @@
 Each subcommand is a module of this package with ``ORDER`` (its place in ``--help``) and
 ``register(subparsers)``; they are discovered, so adding a command is adding a file. Modules import
 heavy dependencies (NNI, Lightning) inside ``run``, so that ``ruas-nni enhance`` starts without them.
+
+Conventions every command follows: progress bars only on a terminal (:func:`ruas_nni.base.quiet.show_progress`;
+``--quiet`` hides them and nothing else), and the last line on standard output says what was
+written where. Dependencies' warnings and tips are filtered in :mod:`ruas_nni.base.quiet`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import sys
 from typing import Sequence
 
 from ruas_nni.base.errors import RuasError
+from ruas_nni.base.quiet import quiet_dependencies
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "flag_of", "error_line"]
 
 DESCRIPTION = """\
 RUAS low-light enhancement on NNI: search a tiny enhancement network without ground truth,
@@ -46,14 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_of(key: str) -> str:
+    """The command-line flag of an argument or configuration key: ``init_nrm`` -> ``--init-nrm``."""
+    return "--" + key.replace("_", "-")
+
+
+def error_line(error: RuasError) -> str:
+    """The message users see for a library error: the keys it names written as flags."""
+    return error.spelled(flag_of)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_dependencies()  # the one place where NNI's, Lightning's and setuptools' noise is filtered
     try:
         return int(args.func(args) or 0)
     except RuasError as exc:
-        print(f"ruas-nni {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ruas-nni {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"ruas-nni {args.command}: interrupted", file=sys.stderr)

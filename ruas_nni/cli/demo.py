@@ -23,7 +23,7 @@ fixed seed, see ruas_nni/training/demo_data.py) into OUT/data, then run the main
   2. training of the searched network with the reference-free losses        -> OUT/train/model.pt
   3. enhancement of the evaluation inputs                                   -> OUT/enhanced/*.png
   4. scoring against the ground truth (PSNR / SSIM as `ruas-nni evaluate`)  -> OUT/scores.json,
-     and side-by-side pictures input | ours | ground truth                  -> OUT/side_by_side/*.png
+     and side-by-side pictures input | ours | reference (labelled)          -> OUT/side_by_side/*.png
 
 The settings are scaled down to finish in a few minutes on 2 CPU cores; --quick runs a much shorter
 version (a smoke test). The real recipe is in docs/training.md.
@@ -56,13 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder for data and results (default: demo-run; an earlier demo's results there are replaced)")
     parser.add_argument("--quick", action="store_true", help="a much shorter run (smoke test, well under a minute)")
     parser.add_argument("--seed", type=int, default=0, help="seed of search and training (default 0)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads of torch (default 1: fastest on shared cores, see docs/speed.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (bars are drawn only on a terminal)")
     parser.set_defaults(func=run)
 
 
-def _search(train_dir, out, settings: DemoSettings, seed: int, progress: bool, threads: int | None):
-    """The cooperative search; returns (arch.json path, a one-line description)."""
+def _search(train_dir, out, settings: DemoSettings, seed: int, progress: bool, threads: int):
+    """The cooperative search; returns (arch.json path, a one-line description of what ran)."""
     from ruas_nni.search.config import load_search_config
     from ruas_nni.search.runner import run_search
 
@@ -72,30 +73,32 @@ def _search(train_dir, out, settings: DemoSettings, seed: int, progress: bool, t
         "progress": progress, "threads": threads,
     })
     result = run_search(config, out)
-    return result.arch_path, f"cooperative search, {settings.search_epochs} epochs x {settings.search_steps} steps"
+    return result.arch_path, (f"cooperative search, {settings.search_epochs} epoch(s) x {result.steps_per_epoch} "
+                              f"step(s): {result.train_images} images train the weights, {result.val_images} "
+                              "the architecture")
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import logging
     import shutil
     import sys
     import time
     from pathlib import Path
 
-    import torch
-
     from ruas_nni.base.errors import UsageError
     from ruas_nni.base.images import read_image, write_png
+    from ruas_nni.base.quiet import set_nni_log_level, show_progress
+    from ruas_nni.base.threads import set_torch_threads
     from ruas_nni.inference.enhance import Enhancer
-    from ruas_nni.inference.evaluation import EvaluationResult, find_pairs, format_table, side_by_side
+    from ruas_nni.inference.evaluation import PANEL_LABELS, EvaluationResult, find_pairs, format_table, side_by_side
     from ruas_nni.inference.metrics import score_image
     from ruas_nni.model.genotype import Genotype
     from ruas_nni.training.config import TrainConfig
     from ruas_nni.training.demo_data import make_demo_data
     from ruas_nni.training.run import prepare_training, train
 
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    threads = set_torch_threads(args.threads)
     settings = QUICK if args.quick else FULL
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -110,20 +113,8 @@ def run(args: argparse.Namespace) -> int:
     for name in leftovers:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    import logging
-    import warnings
-
-    # NNI 3.0 does not know some newer torch classes; its warning about them is noise here.
-    warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*have no `validation_step`.*")
-    import nni  # noqa: F401 - NNI sets up its loggers on import; quieten them afterwards
-
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning", "nni"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    progress = not args.quiet
+    set_nni_log_level(logging.WARNING)
+    progress = show_progress(args.quiet)
     started = time.monotonic()
 
     def say(message: str) -> None:
@@ -135,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"demo data: {len(train_images)} unpaired low-light images in {data.train}, {len(pairs)} pairs in {data.eval}")
 
     say("1/4 cooperative architecture search ...")
-    arch_path, how = _search(data.train, out / "search", settings, args.seed, progress, args.threads)
+    arch_path, how = _search(data.train, out / "search", settings, args.seed, show_progress(args.quiet, sys.stdout),
+                             threads)
     genotype = Genotype.from_any(json.loads(Path(arch_path).read_text()))
     say(f"    searched genotype ({how}):\n      IEM {', '.join(genotype.iem)}\n      NRM {', '.join(genotype.nrm or [])}")
 
@@ -143,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(arch=str(arch_path), data=[str(data.train)], steps=settings.train_steps,
                          crop=settings.train_crop, seed=args.seed, checkpoint_every=settings.checkpoint_every,
                          sample_every=settings.checkpoint_every)
-    result = train(prepare_training(config, out / "train"), device="cpu", progress=progress)
+    result = train(prepare_training(config, out / "train"), device="cpu", progress=progress, threads=threads)
     say(f"    {result.steps} steps in {result.seconds:.1f} s -> {result.model_path}")
 
     say("3/4 enhancing the evaluation inputs, 4/4 scoring ...")
@@ -153,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             low, high = read_image(pair.low).rgb, read_image(pair.high).rgb
             enhanced = enhancer(low)
             write_png(out / "enhanced" / f"{Path(pair.name).stem}.png", enhanced)
-            write_png(out / "side_by_side" / f"{Path(pair.name).stem}.png", side_by_side([low, enhanced, high]))
+            picture = side_by_side([low, enhanced, high], labels=PANEL_LABELS)
+            write_png(out / "side_by_side" / f"{Path(pair.name).stem}.png", picture)
             scores.per_image[pair.name] = score_image(enhanced, high)
             baseline.per_image[pair.name] = score_image(low, high)
     summary = scores.to_dict()
@@ -165,12 +158,14 @@ def run(args: argparse.Namespace) -> int:
     mean, dark = scores.mean, baseline.mean
     print(f"\n{format_table(scores)}\n(the dark inputs themselves: {dark.psnr:.3f} dB / {dark.ssim:.4f})\n")
     first = Path(pairs[0].name).stem
-    print(f"demo finished in {time.monotonic() - started:.0f} s. Outputs:")
+    print("Outputs:")
     print(f"  search:        {arch_path}")
     print(f"  model:         {result.model_path}  (TensorBoard logs: {out / 'train' / 'tensorboard'})")
     print(f"  enhanced:      {out / 'enhanced'}/")
-    print(f"  side by side:  {out / 'side_by_side' / (first + '.png')}  (input | ours | ground truth; one per image)")
+    print(f"  side by side:  {out / 'side_by_side' / (first + '.png')}  (input | ours | reference; one per image)")
     print(f"  scores:        {out / 'scores.json'}")
     print(f"  mean scores:   PSNR {mean.psnr:.3f} dB, SSIM {mean.ssim:.4f} on {len(pairs)} demo pairs")
+    print(f"demo finished in {time.monotonic() - started:.0f} s: wrote a searched architecture, a trained model, "
+          f"{len(pairs)} enhanced images, {len(pairs)} side-by-side pictures and scores.json under {out}/")
     sys.stdout.flush()
     return 0

@@ -25,9 +25,10 @@ Checkpoints: a ruas-nni model.pt (from `ruas-nni train`), or one of the authors'
 (lol.pt, upe.pt, dark.pt), recognised by their keys. The authors meant lol.pt for the final output
 and upe.pt / dark.pt for the IEM output: use --stage iem with those two.
 
-Speed: the network is folded for inference and runs on one worker thread per CPU core, on tiles of
-at most --tile-pixels pixels with an exact halo (bounded memory for 4K images); images are decoded
-and encoded in background threads. See docs/speed.md.
+Speed: the network is folded for inference and runs on one worker thread per CPU core, on tiles
+with an exact halo whose size follows --memory-budget (bounded memory: a 3840x2160 image peaks
+below 1 GB resident, a 7680x4320 one below 1.5 GB); 8-bit images stay 8-bit outside the tiles, and
+are decoded and encoded in background threads. See docs/speed.md.
 
 Exit status: 0 when every input was enhanced (or its output kept), 1 when some inputs failed (each
 named on stderr in one line), 2 for bad flags or an unusable checkpoint.
@@ -48,16 +49,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     parser.add_argument("--recursive", action="store_true", help="also look into sub-folders of folder inputs")
     add_exposure_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--workers", type=whole_number(0), default=0, metavar="N",
                        help="CPU worker threads (default 0: one per core)")
+    speed.add_argument("--memory-budget", type=whole_number(16), default=None, metavar="MB",
+                       help="working memory of the network on CPU, all tiles in flight together, in MB "
+                            "(default 128 per worker); the tile size follows from it")
     speed.add_argument("--tile-pixels", type=whole_number(0), default=None, metavar="N",
-                       help="largest tile, halo included, in pixels (default 330000 on CPU, 9000000 on CUDA; "
-                            "0: never tile). Tiles are exact: the halo covers the network's receptive field")
+                       help="largest tile, halo included, in pixels, instead of --memory-budget (default on "
+                            "CUDA 9000000; 0: never tile). Tiles are exact: the halo covers the network's "
+                            "receptive field")
     speed.add_argument("--png-compression", type=whole_number(0, 9), default=None, metavar="0-9",
                        help="zlib level of 8-bit PNG outputs (default: zlib's run-length strategy, as small as "
                             "Pillow's default level 6 and 2-3x faster to write)")
+    speed.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+                       help="CPU engine for the folded network (default auto: onnxruntime when installed, "
+                            "else torch; see docs/speed.md)")
     speed.add_argument("--half", action="store_true", help="float16 on the GPU (needs --device cuda)")
     speed.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, do not replay CUDA graphs")
     speed.add_argument("--compile", action="store_true",
@@ -88,7 +96,10 @@ def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, 
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from ruas_nni.base.errors import UsageError
+    from ruas_nni.base.quiet import show_progress
     from ruas_nni.inference.enhance import (
         Enhancer,
         enhance_files,
@@ -112,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()
     enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
                         compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
-                        workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout)
+                        workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout,
+                        memory_budget=args.memory_budget, engine=args.engine)
     plan = plan_jobs(sources, out_dir, overwrite=args.overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    progress = tqdm(total=len(plan.jobs), desc="enhance", unit="img", disable=True if args.quiet else None,
+    started = time.monotonic()
+    progress = tqdm(total=len(plan.jobs), desc="enhance", unit="img", disable=not show_progress(args.quiet),
                     file=sys.stderr)
 
     def say(line: str) -> None:
@@ -141,7 +154,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"kept {len(plan.existing)} existing output(s) in {out_dir} (use --overwrite to replace them)",
               file=sys.stderr)
     if summary.failed:
-        total = len(plan.jobs) + len(plan.existing)
-        print(f"{len(summary.failed)} of {total} input(s) failed", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{len(summary.failed)} of {len(plan.jobs) + len(plan.existing)} input(s) failed", file=sys.stderr)
+    print(f"wrote {len(summary.written)} enhanced PNG(s) into {out_dir} in {time.monotonic() - started:.1f} s")
+    return 1 if summary.failed else 0

@@ -25,7 +25,7 @@ mean brightness of the output and of the ground truth.
 --json OUT writes {"mean": {"psnr", "ssim"}, "per_image": {"<name>": {"psnr", "ssim"}},
 "exposure_matched": {"mean": {...}, "per_image": {...}}} (psnr, ssim, output_brightness,
 reference_brightness).
---side-by-side DIR writes DIR/<name>.png showing input | ours | ground truth.
+--side-by-side DIR writes DIR/<name>.png showing input | ours | reference (ground truth), labelled.
 """
 
 
@@ -40,10 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="score the final output (IEM + NRM, default) or the IEM output (meant for upe.pt, dark.pt)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the scores as JSON")
     parser.add_argument("--side-by-side", metavar="DIR", default=None,
-                        help="write input | ours | ground truth pictures into DIR")
+                        help="write labelled input | ours | reference pictures into DIR")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     add_exposure_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-image table")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
     parser.set_defaults(func=run)
 
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ruas_nni.base.errors import UsageError
+    from ruas_nni.base.quiet import show_progress
     from ruas_nni.inference.enhance import load_model, resolve_device
     from ruas_nni.inference.evaluation import evaluate, find_pairs, format_table
 
@@ -67,20 +68,17 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = checkpoint.with_exposure(args.exposure, args.exposure_gamma)
 
     def progress(items):
-        return tqdm(items, desc="evaluate", unit="img", disable=args.quiet, file=sys.stderr)
+        return tqdm(items, desc="evaluate", unit="img", disable=not show_progress(args.quiet), file=sys.stderr)
 
     result = evaluate(checkpoint, pairs, stage=args.stage, device=device,
                       side_by_side_dir=args.side_by_side, progress=progress)
-    if args.quiet:
-        mean = result.mean
-        matched = result.matched_mean
-        print(f"mean  PSNR {mean.psnr:.3f} dB  SSIM {mean.ssim:.4f}  ({len(result.per_image)} images)"
-              f"  exposure-matched  PSNR {matched.psnr:.3f} dB  SSIM {matched.ssim:.4f}")
-    else:
-        print(format_table(result))
+    print(format_table(result))
+    written = []
     if args.json is not None:
         result.write_json(args.json)
-        print(f"scores written to {args.json}", file=sys.stderr)
+        written.append(f"scores to {args.json}")
     if args.side_by_side is not None:
-        print(f"side-by-side pictures (input | ours | ground truth) in {args.side_by_side}", file=sys.stderr)
+        written.append(f"{len(result.per_image)} side-by-side pictures (input | ours | reference) to {args.side_by_side}")
+    print(f"wrote {' and '.join(written)}" if written else f"scored {len(result.per_image)} pairs (nothing written; "
+          "--json and --side-by-side write files)")
     return 0

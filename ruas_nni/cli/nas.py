@@ -46,12 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import warnings
     from pathlib import Path
-
-    # NNI 3.0 does not know some newer torch classes; it warns about them when the NAS modules import
-    # it, which is noise here.
-    warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
 
     from ruas_nni.base.atomic import atomic_write
     from ruas_nni.experiments.launch import keep_web_ui_until_interrupted, web_ui_url
@@ -84,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
                 handle.write((json.dumps({**genotype.to_dict(), "metrics": metrics}, indent=2) + "\n").encode())
             print(f"   written to {path}")
     print(f"report: ruas-nni report {experiment.id}")
+    if args.export:
+        print(f"wrote {len(top)} architecture(s) as arch_<rank>.json into {args.export}")
     if args.no_wait_ui:
         experiment.stop()
         return 0

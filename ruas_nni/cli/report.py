@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from ruas_nni.experiments.report import write_report
 
     report = write_report(args.experiment, args.out, args.experiment_dir)
-    print(f"report: {report}")
-    for png in sorted(report.parent.glob("*.png")):
+    plots = sorted(report.parent.glob("*.png"))
+    for png in plots:
         print(f"plot: {png}")
+    print(f"wrote {report} and {len(plots)} plot(s) into {report.parent}")
     return 0

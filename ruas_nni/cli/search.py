@@ -41,31 +41,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", default=None, metavar="YAML", help="settings file (flags override it)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads of torch (default 1: fastest on shared cores, see docs/speed.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
-    import warnings
 
-    # NNI 3.0 does not know some newer torch classes; it warns about them when the search modules
-    # import it, which is noise here.
-    warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
-
-    import nni.nas.evaluator.pytorch  # noqa: F401  (configures its loggers on import)
-    import pytorch_lightning  # noqa: F401
-
+    from ruas_nni.base.quiet import set_nni_log_level, show_progress
     from ruas_nni.search.config import load_search_config
     from ruas_nni.search.runner import run_search
 
-    # Lightning's chatter (device banners, tips) and NNI's log lines, which would repeat a failure that
-    # this command reports in one line; warnings of Lightning and of the strategy still show.
-    for name in ("pytorch_lightning", "lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("nni").setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*val_dataloader.*but have no.*validation_step.*")
+    set_nni_log_level(logging.CRITICAL)  # NNI's log lines would repeat a failure reported here in one line
 
     overrides = {
         "data": args.data,
@@ -76,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "out": args.out,
         "device": args.device,
-        "progress": False if args.quiet else None,
+        "threads": args.threads,
+        # Lightning draws its bar on stdout; only on a terminal
+        "progress": None if show_progress(args.quiet, sys.stdout) else False,
     }
     config = load_search_config(args.config, overrides)
     result = run_search(config, resume=args.resume)
@@ -84,5 +75,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"iem: {', '.join(arch['iem'])}")
     if arch.get("nrm"):
         print(f"nrm: {', '.join(arch['nrm'])}")
-    print(f"wrote {result.arch_path} ({result.seconds:.1f} s); TensorBoard logs in {result.tensorboard}", file=sys.stderr)
+    print(f"wrote {result.arch_path} in {result.seconds:.1f} s (TensorBoard logs: {result.tensorboard}, "
+          f"resumable state: {result.out / 'checkpoints'})")
     return 0

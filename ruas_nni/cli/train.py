@@ -22,7 +22,8 @@ TensorBoard logs with losses and sample enhancements in OUT/tensorboard, and res
 OUT/checkpoints/last.ckpt every `checkpoint_every` steps: after an interruption, run the same command
 with --resume and the result equals an uninterrupted run's.
 
-On a GPU: --device cuda (or auto), several GPUs with --devices N (DDP), --precision bf16-mixed etc.
+On a GPU: --device cuda (or auto), several GPUs with --devices N (--dist-strategy ddp), --precision
+bf16-mixed etc. CPU threads: --threads (default 1, the fastest on shared cores; docs/speed.md).
 Exit status: 0 done; 1 training diverged (the last good model.pt is kept); 2 bad flags or data.
 """
 
@@ -44,12 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--device", default="auto", help="auto (GPU when present, default), cpu, cuda")
     parser.add_argument("--devices", default="1", help="how many devices (default 1; 'auto' for all)")
-    parser.add_argument("--strategy", default="auto", help="Lightning strategy for several devices (auto, ddp, ...)")
+    parser.add_argument("--dist-strategy", default="auto", metavar="NAME",
+                        help="Lightning's distributed strategy for several devices (auto, ddp, ...)")
+    parser.add_argument("--strategy", dest="old_strategy", default=None, metavar="NAME",
+                        help="refused: the old spelling of --dist-strategy (search strategies belong to "
+                             "`ruas-nni search --strategy`)")
     parser.add_argument("--precision", default="32-true",
                         help="Lightning precision: 32-true (default), bf16-mixed, 16-mixed (GPU)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice; 1 is fastest on busy shared cores)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads of torch (default 1: fastest on shared cores, see docs/speed.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
     parser.set_defaults(func=run)
 
 
@@ -68,33 +73,43 @@ def _devices(value: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import os
+
+    from ruas_nni.base.errors import UsageError
+    from ruas_nni.base.quiet import show_progress
+    from ruas_nni.base.threads import set_torch_threads
+
+    if args.old_strategy is not None:
+        raise UsageError(f"--strategy {args.old_strategy}: in `train` Lightning's distributed strategy is now "
+                         f"--dist-strategy (auto, ddp, ...); search strategies such as cooperative belong to "
+                         "`ruas-nni search --strategy`")
+    devices = _devices(args.devices)
+    threads = set_torch_threads(args.threads)
+
+    from pytorch_lightning.strategies import StrategyRegistry
 
     from ruas_nni.training.config import load_train_config
     from ruas_nni.training.run import prepare_training, train
 
-    devices = _devices(args.devices)
-    if args.threads is not None and args.threads < 1:
-        from ruas_nni.base.errors import UsageError
-
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    known = ["auto", *StrategyRegistry.available_strategies()]
+    if args.dist_strategy not in known:
+        raise UsageError(f"--dist-strategy {args.dist_strategy}: not one of Lightning's strategies "
+                         f"({', '.join(s for s in known if s in ('auto', 'ddp', 'ddp_spawn', 'fsdp', 'deepspeed'))}, ...)")
     overrides = {"arch": args.arch, "data": args.data, "steps": args.steps, "crop": args.crop, "seed": args.seed,
                  "init_nrm": args.init_nrm}
     config = load_train_config(args.config, overrides)
     training_run = prepare_training(config, args.out, resume=args.resume)
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     first_process = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     if first_process:  # Lightning re-runs this command for the other devices of a multi-device run
         print(f"training {training_run.arch_source} on {len(training_run.images.files)} images from "
               f"{', '.join(config.data)}: {config.steps} steps of {config.batch_size} x {config.crop}x{config.crop} crops, "
               f"seed {config.seed}" + (" (resuming)" if args.resume else ""))
-    result = train(training_run, device=args.device, devices=devices, strategy=args.strategy,
-                   precision=args.precision, progress=not args.quiet, threads=args.threads)
+    result = train(training_run, device=args.device, devices=devices, strategy=args.dist_strategy,
+                   precision=args.precision, progress=show_progress(args.quiet), threads=threads)
     if not result.is_global_zero:
         return 0
     skipped = f", {result.skipped_steps} non-finite step(s) skipped" if result.skipped_steps else ""
-    print(f"model: {result.model_path} ({result.steps} steps, {result.seconds:.1f} s{skipped})")
     print(f"TensorBoard: tensorboard --logdir {training_run.out / 'tensorboard'}")
+    print(f"model: {result.model_path} ({result.steps} steps, {result.seconds:.1f} s{skipped}; "
+          f"resumable state in {training_run.out / 'checkpoints'})")
     return 0

@@ -45,40 +45,43 @@ EXPERIMENT_ENDED = frozenset({"DONE", "STOPPED", "ERROR"})
 """Experiment statuses after which no trial will start."""
 
 
-def check_port_free(port: int, flag: str = "--port") -> None:
-    """Raise :class:`UsageError` when something listens on ``localhost:port``."""
+def check_port_free(port: int, key: str = "port") -> None:
+    """Raise :class:`UsageError` (naming the argument ``key``) when something listens on ``localhost:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         if sock.connect_ex(("127.0.0.1", port)) == 0:
-            raise UsageError(f"{flag} {port}: the port is in use (another NNI experiment? stop it with "
-                             f"`nnictl stop --port {port}`), or choose another port")
+            raise UsageError(f"`{key}` {port}: the port is in use (another NNI experiment? stop it with "
+                             f"`nnictl stop --port {port}`), or choose another port", keys=(key,))
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the NNI manager (Node) listens
         try:
             sock.bind(("", port))
         except OSError as exc:
-            raise UsageError(f"{flag} {port}: cannot listen on this port ({exc.strerror or exc})") from None
+            raise UsageError(f"`{key}` {port}: cannot listen on this port ({exc.strerror or exc})", keys=(key,)) from None
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_paired_data(folder: str | None, flag: str) -> int:
-    """Number of pairs in a paired folder (``low/``, ``high/``); one-line errors otherwise."""
+def check_paired_data(folder: str | None, key: str) -> int:
+    """Number of pairs in a paired folder (``low/``, ``high/``) given by the argument ``key``; one-line
+    errors naming ``key`` otherwise."""
     if not folder:
-        raise UsageError(f"{flag}: give a folder with low/ and high/ sub-folders (the same file names in both)")
-    return len(find_pairs(folder, flag))
+        raise UsageError(f"`{key}`: give a folder with low/ and high/ sub-folders (the same file names in both)",
+                         keys=(key,))
+    return len(find_pairs(folder, key))
 
 
-def check_no_overlap(data: Sequence[str], paired: str, paired_flag: str) -> None:
-    """Refuse training folders that contain, or lie inside, the paired evaluation folder."""
+def check_no_overlap(data: Sequence[str], paired: str, paired_key: str) -> None:
+    """Refuse training folders (``data``) that contain, or lie inside, the paired evaluation folder (the
+    argument ``paired_key``)."""
     paired_path = Path(paired).resolve()
     for folder in data:
         path = Path(folder).resolve()
         if _inside(path, paired_path) or _inside(paired_path, path):
-            raise UsageError(f"--data {folder} overlaps {paired_flag} {paired}: never search or train on the "
-                             "evaluation pairs")
+            raise UsageError(f"`data` {folder} overlaps `{paired_key}` {paired}: never search or train on the "
+                             "evaluation pairs", keys=("data", paired_key))
 
 
 def _quiet_nni_logging() -> None:

@@ -92,11 +92,11 @@ def load_nas_config(path: str | os.PathLike[str] | None, overrides: Mapping[str,
 
 def check_nas_inputs(config: NasConfig, *, check_port: bool = True) -> dict[str, int]:
     images = len(scan_folders(list(config.data)))
-    pairs = check_paired_data(config.val_data, "--val-data")
-    check_no_overlap(config.data, config.val_data or "", "--val-data")
+    pairs = check_paired_data(config.val_data, "val_data")
+    check_no_overlap(config.data, config.val_data or "", "val_data")
     if Path(config.val_data or "").resolve().name == "lol_eval15":
-        raise UsageError(f"--val-data {config.val_data}: lol_eval15 is the LOL test split; picking architectures by "
-                         "their score on it is searching on it. Use a validation set.")
+        raise UsageError(f"`val_data` {config.val_data}: lol_eval15 is the LOL test split; picking architectures by "
+                         "their score on it is searching on it. Use a validation set.", keys=("val_data",))
     if check_port:
         check_port_free(config.port)
     return {"images": images, "pairs": pairs}
@@ -132,7 +132,7 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     training_run = prepare_training(train_config, out / "train")
     _link_dir(out / "train" / TENSORBOARD_DIR, out / TENSORBOARD_DIR / "train")
     trained = train(training_run, device=device, progress=False)
-    measured = score_checkpoint(trained.checkpoint, find_pairs(val_data, "--val-data"))
+    measured = score_checkpoint(trained.checkpoint, find_pairs(val_data, "val_data"))
     metrics = {
         "default": measured["psnr"], **measured, "train_seconds": round(trained.seconds, 3),
         "genotype": json.dumps(genotype.to_dict(), separators=(",", ":")),

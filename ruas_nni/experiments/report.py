@@ -7,12 +7,14 @@ folder (``search/arch.json`` with the architecture probabilities) where it is on
 
 * ``report.md``: per strategy the mean and spread (sample standard deviation, min..max) over seeds of
   PSNR, SSIM, parameters, FLOPs and search time; every trial; failed trials with their logs;
-* ``psnr_vs_params.png``: PSNR against parameters per trial, strategy means marked (the paper's Fig. 1);
+* ``psnr_vs_params.png``: PSNR against parameters per trial, strategy means and their spread over seeds
+  marked (the paper's Fig. 1);
 * ``alphas_<strategy>.png`` and ``alphas.png``: per strategy the IEM and NRM architecture
   probabilities as 7 x 7 heatmaps, rows edges e1..e7, columns operations, averaged over seeds (the
   paper's Fig. 9).
 
-Plots are drawn with Pillow (no plotting library needed). Trials report their own strategy and seed in
+Plots are drawn with matplotlib by :mod:`ruas_nni.search.figures` (the same heatmaps the search logs to
+TensorBoard). Trials report their own strategy and seed in
 their final metric; those are used rather than the parameters NNI lists for the trial.
 """
 
@@ -27,13 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from matplotlib.figure import Figure
 from nni.tools.nnictl.config_utils import Experiments
-from PIL import Image, ImageDraw, ImageFont
 
 from ..base.atomic import atomic_write
 from ..base.errors import UsageError
 from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
+from ..search.figures import alpha_heatmaps, psnr_vs_params, save_png
+from ..search.nni_compat import DATABASE, read_experiment_database
 
 __all__ = [
     "TrialRecord",
@@ -44,10 +48,12 @@ __all__ = [
     "summarize",
     "write_report",
     "plot_psnr_vs_params",
+    "psnr_vs_params_figure",
+    "alpha_heatmaps_figure",
+    "plot_psnr_vs_params",
     "plot_alpha_heatmaps",
 ]
 
-DATABASE = Path("db") / "nni.sqlite"
 MODULES = ("iem", "nrm")
 METRICS = ("psnr", "ssim", "params", "flops", "search_seconds")
 
@@ -146,7 +152,7 @@ def locate_experiment(id_or_dir: str, experiment_dir: str | os.PathLike[str] | N
             return folder
     raise UsageError(f"{id_or_dir}: no such experiment folder, and no NNI experiment with this id in "
                      f"{', '.join(str(c.parent) for c in dict.fromkeys(candidates))}; give the experiment's folder "
-                     "or --experiment-dir")
+                     "or `experiment_dir`", keys=("experiment_dir",))
 
 
 def _decode(text: Any) -> Any:
@@ -185,24 +191,18 @@ def load_experiment(directory: str | os.PathLike[str]) -> ExperimentData:
     except sqlite3.Error as exc:
         raise UsageError(f"{database}: cannot open ({exc})") from None
     try:
-        profiles = connection.execute(
-            "select params, id, startTime, endTime from ExperimentProfile order by revision desc limit 1").fetchall()
-        events = connection.execute(
-            "select timestamp, trialJobId, event, data, logPath, sequenceId from TrialJobEvent order by timestamp, rowid"
-        ).fetchall()
-        metrics = connection.execute(
-            "select timestamp, trialJobId, type, sequence, data from MetricData order by timestamp, rowid").fetchall()
+        rows = read_experiment_database(connection)
     except sqlite3.Error as exc:
         raise UsageError(f"{database}: not an NNI database ({exc})") from None
     finally:
         connection.close()
     config: dict[str, Any] = {}
     experiment_id, start_ms, end_ms = directory.name, None, None
-    if profiles:
-        params, experiment_id, start_ms, end_ms = profiles[0]
+    if rows.profile is not None:
+        params, experiment_id, start_ms, end_ms = rows.profile
         config = _decode(params) if params else {}
     trials: dict[str, TrialRecord] = {}
-    for timestamp, trial_id, event, data, log_path, sequence in events:
+    for timestamp, trial_id, event, data, log_path, sequence in rows.events:
         trial = trials.get(trial_id)
         if trial is None:
             trial = trials[trial_id] = TrialRecord(trial_id, int(sequence if sequence is not None else -1), event, {}, None)
@@ -217,7 +217,7 @@ def load_experiment(directory: str | os.PathLike[str]) -> ExperimentData:
             trial.start_ms = timestamp
         if event in ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"):
             trial.end_ms = timestamp
-    for _, trial_id, kind, _, data in metrics:
+    for _, trial_id, kind, _, data in rows.metrics:
         trial = trials.get(trial_id)
         if trial is None:
             continue
@@ -321,222 +321,43 @@ def summarize(data: ExperimentData) -> list[StrategySummary]:
 
 
 # --------------------------------------------------------------------------------------------
-# drawing with Pillow
+# plots (drawn by :mod:`ruas_nni.search.figures`)
 
 
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-"""Distinct colours for the strategies (the common ten-colour categorical palette)."""
-
-_HEAT = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
-"""Anchors of a perceptually ordered dark-purple -> yellow colour scale for the heatmaps."""
-
-
-def _font(size: int) -> Any:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        return ImageFont.load_default()
+def psnr_vs_params_figure(summaries: Sequence[StrategySummary], title: str = "PSNR against model size") -> Figure:
+    """PSNR (dB) against parameters: one dot per finished trial, per strategy its mean as a ring with
+    the spread over seeds, a legend (the paper's Fig. 1)."""
+    series = []
+    for summary in summaries:
+        points = [(t.metric("params"), t.metric("psnr")) for t in summary.succeeded]
+        series.append((summary.strategy, [(x, y) for x, y in points if x is not None and y is not None]))
+    return psnr_vs_params(series, title)
 
 
-def _text_size(draw: Any, text: str, font: Any) -> tuple[int, int]:
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
+def _heatmap_title(summary: StrategySummary) -> str:
+    seeds = f"mean of {summary.probs_count} seed{'s' if summary.probs_count != 1 else ''}"
+    return f"{summary.strategy}: softmax of the architecture weights ({seeds}); ringed: most probable"
 
 
-def _heat_colour(value: float) -> tuple[int, int, int]:
-    value = min(max(value, 0.0), 1.0) * (len(_HEAT) - 1)
-    index = min(int(value), len(_HEAT) - 2)
-    t = value - index
-    a, b = _HEAT[index], _HEAT[index + 1]
-    return tuple(round(a[i] + (b[i] - a[i]) * t) for i in range(3))  # type: ignore[return-value]
-
-
-def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 5 x 10^k steps) covering ``[low, high]``."""
-    if not math.isfinite(low) or not math.isfinite(high):
-        return [0.0]
-    if high <= low:
-        high = low + 1.0
-    raw = (high - low) / max(count, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    start = math.floor(low / step) * step
-    ticks = []
-    value = start
-    while value <= high + step * 0.5:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
-
-
-def _padded_range(values: Sequence[float], minimum_span: float) -> tuple[float, float]:
-    """``[min, max]`` of ``values`` widened to at least ``minimum_span`` and padded by 10 %."""
-    low, high = min(values), max(values)
-    span = max(high - low, minimum_span)
-    centre = (low + high) / 2
-    return centre - span * 0.6, centre + span * 0.6
-
-
-def _format_tick(value: float) -> str:
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.3g}"
-    return f"{value:g}"
+def alpha_heatmaps_figure(summaries: Sequence[StrategySummary]) -> Figure | None:
+    """The IEM and NRM architecture probabilities side by side, one row per strategy that has them
+    (``None`` when none has)."""
+    rows = [(_heatmap_title(s), s.probs) for s in summaries if s.probs]
+    return alpha_heatmaps(rows) if rows else None
 
 
 def plot_psnr_vs_params(summaries: Sequence[StrategySummary], path: str | os.PathLike[str],
                         title: str = "PSNR against model size") -> Path:
-    """Scatter of PSNR (dB) against parameters: one dot per trial, a ringed larger dot per strategy
-    mean, a legend (the paper's Fig. 1)."""
-    width, height = 900, 600
-    left, right, top, bottom = 100, 220, 60, 80
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font, small, big = _font(16), _font(13), _font(20)
-    points = [(t.metric("params"), t.metric("psnr"), index)
-              for index, s in enumerate(summaries) for t in s.succeeded]
-    points = [(x, y, i) for x, y, i in points if x is not None and y is not None]
-    draw.text((left, 18), title, fill="black", font=big)
-    plot_w, plot_h = width - left - right, height - top - bottom
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black", width=1)
-    if not points:
-        draw.text((left + 20, top + plot_h // 2), "no finished trial with psnr and params", fill="black", font=font)
-    else:
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        x_ticks = _nice_ticks(*_padded_range(xs, minimum_span=max(abs(max(xs)) * 0.1, 10.0)))
-        y_ticks = _nice_ticks(*_padded_range(ys, minimum_span=1.0))  # at least 1 dB tall
-        x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
-
-        def to_pixel(x: float, y: float) -> tuple[float, float]:
-            return left + (x - x0) / (x1 - x0) * plot_w, top + plot_h - (y - y0) / (y1 - y0) * plot_h
-
-        for tick in x_ticks:
-            px, _ = to_pixel(tick, y0)
-            draw.line([px, top, px, top + plot_h], fill=(230, 230, 230))
-            label = _format_tick(tick)
-            w, _ = _text_size(draw, label, small)
-            draw.text((px - w / 2, top + plot_h + 8), label, fill="black", font=small)
-        for tick in y_ticks:
-            _, py = to_pixel(x0, tick)
-            draw.line([left, py, left + plot_w, py], fill=(230, 230, 230))
-            label = _format_tick(tick)
-            w, h = _text_size(draw, label, small)
-            draw.text((left - w - 8, py - h / 2 - 2), label, fill="black", font=small)
-        draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black", width=1)
-        for x, y, index in points:
-            px, py = to_pixel(x, y)
-            draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=PALETTE[index % len(PALETTE)])
-        for index, summary in enumerate(summaries):
-            params, psnr = summary.metrics.get("params"), summary.metrics.get("psnr")
-            if params is None or psnr is None:
-                continue
-            px, py = to_pixel(params.mean, psnr.mean)
-            colour = PALETTE[index % len(PALETTE)]
-            draw.ellipse([px - 10, py - 10, px + 10, py + 10], outline=colour, width=3)
-    label = "parameters"
-    w, _ = _text_size(draw, label, font)
-    draw.text((left + plot_w / 2 - w / 2, height - 40), label, fill="black", font=font)
-    y_label = Image.new("RGB", (_text_size(draw, "PSNR (dB)", font)[0] + 4, 22), "white")
-    ImageDraw.Draw(y_label).text((2, 0), "PSNR (dB)", fill="black", font=font)
-    y_label = y_label.rotate(90, expand=True)
-    image.paste(y_label, (18, top + plot_h // 2 - y_label.height // 2))
-    legend_x, legend_y = left + plot_w + 20, top
-    for index, summary in enumerate(summaries):
-        colour = PALETTE[index % len(PALETTE)]
-        draw.ellipse([legend_x, legend_y + 4, legend_x + 10, legend_y + 14], fill=colour)
-        draw.text((legend_x + 18, legend_y), f"{summary.strategy} ({len(summary.succeeded)})", fill="black", font=font)
-        legend_y += 24
-    draw.ellipse([legend_x - 2, legend_y + 10, legend_x + 14, legend_y + 26], outline="black", width=2)
-    draw.text((legend_x + 18, legend_y + 8), "mean", fill="black", font=font)
-    return _save_png(image, path)
+    """:func:`psnr_vs_params_figure` as a PNG file."""
+    return save_png(psnr_vs_params_figure(summaries, title), path)
 
 
-def _heatmap_panel(matrix: Sequence[Sequence[float]], title: str, cell: int = 54) -> Any:
-    """One 7 x 7 probability heatmap with edge and operation labels and the values in the cells."""
-    label_w, label_h, head, bar_w = 46, 110, 36, 90
-    rows, cols = len(matrix), len(matrix[0])
-    image = Image.new("RGB", (label_w + cols * cell + bar_w, head + rows * cell + label_h), "white")
-    draw = ImageDraw.Draw(image)
-    font, small = _font(16), _font(12)
-    draw.text((label_w, 8), title, fill="black", font=font)
-    peak = max(max(row) for row in matrix) or 1.0
-    floor = min(min(row) for row in matrix)
-    for r, row in enumerate(matrix):
-        chosen = max(range(len(row)), key=lambda c: row[c])
-        for c, value in enumerate(row):
-            scaled = (value - floor) / (peak - floor) if peak > floor else 0.5
-            colour = _heat_colour(scaled)
-            x, y = label_w + c * cell, head + r * cell
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
-            if c == chosen:
-                draw.rectangle([x + 1, y + 1, x + cell - 2, y + cell - 2], outline="white", width=2)
-            text = f"{value:.4f}"
-            w, h = _text_size(draw, text, small)
-            ink = "black" if scaled > 0.6 else "white"
-            draw.text((x + (cell - w) / 2, y + (cell - h) / 2 - 2), text, fill=ink, font=small)
-        edge = EDGE_NAMES[r] if r < len(EDGE_NAMES) else str(r)
-        w, h = _text_size(draw, edge, font)
-        draw.text((label_w - w - 8, head + r * cell + (cell - h) / 2 - 2), edge, fill="black", font=font)
-    for c in range(cols):
-        name = OPERATION_NAMES[c] if c < len(OPERATION_NAMES) else str(c)
-        w, h = _text_size(draw, name, small)
-        label = Image.new("RGB", (w + 4, h + 6), "white")
-        ImageDraw.Draw(label).text((2, 0), name, fill="black", font=small)
-        label = label.rotate(90, expand=True)
-        image.paste(label, (label_w + c * cell + (cell - label.width) // 2, head + rows * cell + 6))
-    # colour bar: the scale runs from the panel's smallest to its largest probability
-    bar_x, bar_top, bar_bottom = label_w + cols * cell + 14, head, head + rows * cell - 1
-    for y in range(bar_top, bar_bottom + 1):
-        draw.line([bar_x, y, bar_x + 14, y], fill=_heat_colour(1.0 - (y - bar_top) / max(bar_bottom - bar_top, 1)))
-    draw.rectangle([bar_x, bar_top, bar_x + 14, bar_bottom], outline="black")
-    for value, y in ((peak, bar_top), (floor, bar_bottom)):
-        text = f"{value:.4f}"
-        _, h = _text_size(draw, text, small)
-        draw.text((bar_x + 20, y - h / 2 - 2), text, fill="black", font=small)
-    return image
-
-
-def _module_title(module: str) -> str:
-    return {"iem": "IEM (illumination)", "nrm": "NRM (noise removal)"}.get(module, module)
-
-
-def plot_alpha_heatmaps(summary: StrategySummary, path: str | os.PathLike[str]) -> Path | None:
-    """IEM and NRM architecture probabilities of one strategy side by side (``None`` without probs)."""
-    panels = [_heatmap_panel(summary.probs[m], _module_title(m)) for m in MODULES if m in summary.probs]
-    if not panels:
-        return None
-    head = 40
-    width = sum(p.width for p in panels) + 20 * (len(panels) - 1) + 20
-    height = max(p.height for p in panels) + head
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    seeds = f"mean of {summary.probs_count} seed{'s' if summary.probs_count != 1 else ''}"
-    draw.text((10, 10), f"{summary.strategy}: softmax of the architecture weights ({seeds}); ringed: most probable",
-              fill="black", font=_font(18))
-    x = 10
-    for panel in panels:
-        image.paste(panel, (x, head))
-        x += panel.width + 20
-    return _save_png(image, path)
-
-
-def _stack_vertically(paths: Sequence[Path], path: str | os.PathLike[str]) -> Path | None:
-    images = [Image.open(p).convert("RGB") for p in paths]
-    if not images:
-        return None
-    canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
-    y = 0
-    for item in images:
-        canvas.paste(item, (0, y))
-        y += item.height
-    return _save_png(canvas, path)
-
-
-def _save_png(image: Any, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    with atomic_write(path) as handle:
-        image.save(handle, format="PNG")
-    return path
+def plot_alpha_heatmaps(summary: StrategySummary | Sequence[StrategySummary],
+                        path: str | os.PathLike[str]) -> Path | None:
+    """:func:`alpha_heatmaps_figure` of one strategy (or of several, stacked) as a PNG file; ``None``
+    (and no file) without probabilities."""
+    figure = alpha_heatmaps_figure([summary] if isinstance(summary, StrategySummary) else summary)
+    return save_png(figure, path) if figure is not None else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,12 +415,19 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
     lines.append(f"- duration: {_duration(data.start_ms, data.end_ms)}")
     if config.get("trialCommand"):
         lines.append(f"- trial command: `{config['trialCommand']}`")
-    lines += ["", "## Per strategy (mean ± sample std (min..max) over seeds)", "",
-              "| strategy | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
-              "|---|---|---|---|---|---|---|"]
+    multi_trial = bool(summaries) and all(summary.strategy == "nas" for summary in summaries)
+    if multi_trial:  # a `ruas-nni nas` experiment: every trial is one sampled architecture, no seeds
+        lines += ["", "## All sampled architectures (mean ± sample std (min..max) over the trials)", "",
+                  "| experiment | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
+                  "|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["", "## Per strategy (mean ± sample std (min..max) over seeds)", "",
+                  "| strategy | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
+                  "|---|---|---|---|---|---|---|"]
     for summary in summaries:
         m = summary.metrics
-        lines.append(f"| {summary.strategy} | {len(summary.succeeded)}/{len(summary.trials)} | {_cell(m['psnr'], 3)} | "
+        label = "multi-trial NAS" if multi_trial else summary.strategy
+        lines.append(f"| {label} | {len(summary.succeeded)}/{len(summary.trials)} | {_cell(m['psnr'], 3)} | "
                      f"{_cell(m['ssim'], 4)} | {_cell(m['params'], 0)} | {_cell(m['flops'], 3, 1e-9)} | "
                      f"{_cell(m['search_seconds'], 1)} |")
     finished = [t for t in data.trials if t.final is not None]
@@ -650,7 +478,7 @@ def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
     data = load_experiment(directory)
     out_dir = Path(out) if out is not None else Path(f"report-{data.experiment_id}")
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: exists and is not a folder")
+        raise UsageError(f"`out` {out_dir}: exists and is not a folder", keys=("out",))
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = summarize(data)
     figures: dict[str, Path] = {"psnr_vs_params": plot_psnr_vs_params(summaries, out_dir / "psnr_vs_params.png")}
@@ -662,7 +490,7 @@ def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
             figures[name] = path
             heatmaps.append(path)
     if len(heatmaps) > 1:
-        combined = _stack_vertically(heatmaps, out_dir / "alphas.png")
+        combined = plot_alpha_heatmaps(summaries, out_dir / "alphas.png")
         if combined is not None:
             figures["alphas"] = combined
     report = out_dir / "report.md"

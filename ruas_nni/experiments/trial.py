@@ -2,13 +2,19 @@
 
 ``python -m ruas_nni.experiments.trial`` is the trial command of the experiments that ``ruas-nni compare`` and
 ``examples/compare_experiment.yaml`` start. The tuner (GridSearch over the search space
-``{"strategy": choice, "seed": choice}``) gives each trial its strategy and seed through
-:func:`nni.get_next_parameter`; everything else (data folders, epochs, crops, training steps) is a
-flag of the trial command, the same for every trial. A trial
+``{"strategy": choice, "seed": choice}``) gives each trial its strategy and seed; everything else
+(data folders, epochs, crops, training steps: :class:`~ruas_nni.experiments.settings.TrialSettings`)
+is a flag of the trial command, the same for every trial. The NNI manager is unauthenticated, so the
+parameters it sends are untrusted: they are read as plain JSON (never with ``nni.load``, which can
+import and call what the text names) and must be exactly ``{"strategy": one of --strategies, "seed":
+an integer}``; anything else makes the trial print one line and fail before it does anything. A trial
 
 1. **searches** an architecture with its strategy (``cooperative``, ``separate``, ``joint``,
-   ``darts``, ``gumbel-darts``) on the unpaired images, reporting the validation loss of every search
-   epoch as an NNI intermediate result (``{"default": val_loss, ...}``), and writes ``search/arch.json``
+   ``darts``, ``gumbel-darts``) on the unpaired images, reporting after every search epoch an NNI
+   intermediate result ``{"default": psnr, "psnr", "ssim", "val_loss", "val_iem", "val_nrm", "epoch"}``:
+   PSNR (dB) and SSIM on the evaluation pairs of the network the search would derive at that point
+   (each edge's argmax operation, with the supernet's weights of that operation), and the supernet's
+   reference-free losses on the search's validation images; it writes ``search/arch.json``
    (genotype plus the architecture probabilities);
 2. **trains** the exported network for ``--train-steps`` steps with the reference recipe;
 3. **evaluates** it on the paired images (PSNR / SSIM as ``ruas-nni evaluate`` computes them), counts
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
+import dataclasses
 import json
 import logging
 import os
@@ -43,27 +49,33 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import nni
-import nni.trial
 import pytorch_lightning as pl
 import torch
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
 from nni.runtime.trial_command_channel import get_default_trial_command_channel, set_default_trial_command_channel
 from torch.utils.tensorboard import SummaryWriter
 
 from ..base.atomic import atomic_write
 from ..base.errors import RuasError, UsageError
+from ..base.images import read_image
+from ..base.quiet import quiet_dependencies
+from ..base.threads import set_torch_threads
 from ..inference.benchmark import count_flops
 from ..inference.evaluation import evaluate, find_pairs
-from ..inference.metrics import count_parameters
-from ..search import runner as search
+from ..inference.metrics import count_parameters, score_image
 from ..search.config import STRATEGIES, load_search_config
+from ..search.nni_compat import UnsupportedChannel, receive_parameter_text, set_trial_parameters, trial_parameters
 from ..search.runner import run_search
 from ..training.config import load_train_config
 from ..training.run import prepare_training, train
+from .settings import ParameterError, TrialSettings, validate_parameters
 
 __all__ = [
     "STRATEGIES",
     "FLOPS_SIZE",
     "TrialSettings",
+    "derived_network",
+    "score_derived",
     "SearchOutcome",
     "TrialResult",
     "Reporter",
@@ -91,45 +103,6 @@ TENSORBOARD_DIR = "tensorboard"
 """The folder inside a trial's output folder where NNI's web UI looks for TensorBoard logs."""
 
 
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of an experiment shares (the flags of the trial command)."""
-
-    data: tuple[str, ...]
-    """Folders of unpaired low-light images (search and training)."""
-    eval_data: str
-    """Paired folder (``low/``, ``high/``) for PSNR / SSIM; never searched or trained on."""
-    epochs: int = 20
-    """Search epochs."""
-    steps: int | None = None
-    """Search steps (batches) per epoch; ``None``: one pass over the training half of the images."""
-    crop: int = 320
-    """Side of the random square crops of search and training."""
-    train_steps: int = 800
-    """Training steps of the searched network (reference: 800)."""
-    device: str = "cpu"
-    """``cpu``, ``cuda`` or ``auto`` for search and training."""
-    threads: int | None = None
-    """CPU threads of torch in this trial (``None``: torch's default, all cores)."""
-    search_config: str | None = None
-    """YAML of ``ruas-nni search`` for every other search setting (flags above override it)."""
-    train_config: str | None = None
-    """YAML of ``ruas-nni train`` for every other training setting (flags above override it)."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "data", tuple(str(d) for d in self.data))
-        for name in ("epochs", "crop", "train_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.steps is not None and self.steps < 1:
-            raise UsageError(f"--steps must be a positive integer, got {self.steps!r}")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads must be a positive integer, got {self.threads!r}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise UsageError(f"--device must be cpu, cuda or auto, got {self.device!r}")
-
-
 @dataclass
 class SearchOutcome:
     """What a search left behind (``arch.json`` holds the same, in the format of ``ruas-nni search``)."""
@@ -143,6 +116,8 @@ class SearchOutcome:
     arch_path: Path
     val_losses: list[float] = field(default_factory=list)
     """Validation loss after every search epoch."""
+    val_psnrs: list[float] = field(default_factory=list)
+    """PSNR (dB) on the evaluation pairs of the network derived after every search epoch."""
 
 
 @dataclass
@@ -174,19 +149,19 @@ class NniReporter(Reporter):
     puts them back around every report."""
 
     def __init__(self) -> None:
-        self._channel = get_default_trial_command_channel()
-        self._params = nni.trial._params
+        self._own_channel = get_default_trial_command_channel()
+        self._params = trial_parameters()
 
     @contextlib.contextmanager
     def _trial_channel(self) -> Iterator[None]:
-        channel, params = get_default_trial_command_channel(), nni.trial._params
-        set_default_trial_command_channel(self._channel)
-        nni.trial._params = self._params
+        channel, params = get_default_trial_command_channel(), trial_parameters()
+        set_default_trial_command_channel(self._own_channel)
+        set_trial_parameters(self._params)
         try:
             yield
         finally:
             set_default_trial_command_channel(channel)
-            nni.trial._params = params
+            set_trial_parameters(params)
 
     def intermediate(self, metrics: Mapping[str, Any]) -> None:
         with self._trial_channel():
@@ -266,13 +241,65 @@ def _validation_losses(module: Any, images: Any) -> dict[str, float]:
     return {key: value / max(len(images), 1) for key, value in totals.items()}
 
 
-class ValidationLossPerEpoch(pl.Callback):
-    """After every epoch of the search, the reference-free losses ``{"loss", "iem", "nrm"}`` of the
-    supernet on the search's validation images (the upper level's half), logged as ``val/*`` and passed
-    to ``on_epoch(epoch, losses)``."""
+def _derived_choices(supernet: torch.nn.Module) -> dict[Any, str]:
+    """Every mixed layer of the supernet with the operation the search would derive for it now (the
+    argmax of its architecture weights, :meth:`DifferentiableMixedLayer.export`)."""
+    layers = [m for m in supernet.modules() if isinstance(m, DifferentiableMixedLayer)]
+    return {layer: next(iter(layer.export({}).values())) for layer in layers}
 
-    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None]) -> None:
+
+@contextlib.contextmanager
+def derived_network(supernet: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The supernet acting as the network the search would derive now: each mixed layer returns only
+    its argmax operation's output, with the supernet's weights of that operation (forward hooks;
+    removed on exit)."""
+    handles = []
+    for layer, choice in _derived_choices(supernet).items():
+        def only_choice(module: Any, args: tuple, kwargs: dict, output: Any, choice: str = choice) -> Any:
+            return module[choice](*args, **kwargs)
+        handles.append(layer.register_forward_hook(only_choice, with_kwargs=True))
+    try:
+        yield supernet
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def score_derived(supernet: torch.nn.Module, images: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """``{"psnr", "ssim"}`` (mean over ``images``, pairs of low-light input and ground truth, 3 x H x W
+    in [0, 1]) of the network the search would derive now (:func:`derived_network`), scored as
+    ``ruas-nni evaluate`` scores (8-bit quantised, :func:`ruas_nni.inference.metrics.score_image`)."""
+    device = next(supernet.parameters()).device
+    scores = []
+    with torch.no_grad(), derived_network(supernet) as network:
+        for low, high in images:
+            enhanced = network.enhance(low.unsqueeze(0).to(device)).final.clamp(0, 1)[0].cpu()
+            scores.append(score_image(enhanced, high))
+    count = max(len(scores), 1)
+    return {"psnr": sum(s.psnr for s in scores) / count, "ssim": sum(s.ssim for s in scores) / count}
+
+
+def load_pairs(pairs: Sequence[Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The images of paired files, as ``(low, high)`` tensors."""
+    images = []
+    for pair in pairs:
+        low, high = read_image(pair.low).rgb, read_image(pair.high).rgb
+        if low.shape != high.shape:
+            raise UsageError(f"{pair.name}: input and ground truth differ in size")
+        images.append((low, high))
+    return images
+
+
+class ValidationLossPerEpoch(pl.Callback):
+    """After every epoch of the search: the reference-free losses ``{"loss", "iem", "nrm"}`` of the
+    supernet on the search's validation images (the upper level's half), and, given ``eval_images``
+    (paired, never searched on), ``"psnr"`` and ``"ssim"`` of the network the search would derive at
+    that point (:func:`score_derived`). Logged as ``val/*`` and passed to ``on_epoch(epoch, values)``."""
+
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None],
+                 eval_images: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         self.on_epoch = on_epoch
+        self.eval_images = list(eval_images or [])
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         data = getattr(trainer, "datamodule", None)
@@ -283,70 +310,53 @@ class ValidationLossPerEpoch(pl.Callback):
         was_training = losses_module.training
         losses_module.eval()
         try:
-            losses = _validation_losses(losses_module, images)
+            values = _validation_losses(losses_module, images)
+            if self.eval_images:
+                values.update(score_derived(losses_module.model, self.eval_images))
         finally:
             losses_module.train(was_training)
         logger = getattr(trainer.logger, "experiment", None)
         if logger is not None and hasattr(logger, "add_scalar"):
-            for key, value in losses.items():
+            for key, value in values.items():
                 logger.add_scalar(f"val/{key}", value, trainer.current_epoch + 1)
-        self.on_epoch(trainer.current_epoch, losses)
+        self.on_epoch(trainer.current_epoch, values)
 
 
-def validation_loss_callback(on_epoch: Callable[[int, dict[str, float]], None]) -> ValidationLossPerEpoch:
+def validation_loss_callback(on_epoch: Callable[[int, dict[str, float]], None],
+                             eval_images: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                             ) -> ValidationLossPerEpoch:
     """A Lightning callback for the search's trainer: :class:`ValidationLossPerEpoch` calling ``on_epoch``."""
-    return ValidationLossPerEpoch(on_epoch)
-
-
-@contextlib.contextmanager
-def _extra_search_callbacks(callbacks: Sequence[Any]) -> Iterator[dict[str, Any]]:
-    """Hand ``callbacks`` to :func:`ruas_nni.search.runner.run_search`'s trainer.
-
-    ``run_search`` takes no callbacks yet; until it does, this wraps the module's callback factory for
-    the duration of one call. Yields the keyword arguments to pass to ``run_search`` (``callbacks=``
-    once it accepts them)."""
-    if "callbacks" in inspect.signature(search.run_search).parameters:
-        yield {"callbacks": list(callbacks)}
-        return
-    factory = getattr(search, "_callbacks", None)
-    if factory is None:
-        _log.warning("run_search accepts no callbacks: no validation loss per search epoch will be reported")
-        yield {}
-        return
-
-    def with_extra(*args: Any, **kwargs: Any) -> list[Any]:
-        return [*factory(*args, **kwargs), *callbacks]
-
-    search._callbacks = with_extra
-    try:
-        yield {}
-    finally:
-        search._callbacks = factory
+    return ValidationLossPerEpoch(on_epoch, eval_images)
 
 
 def search_architecture(strategy: str, seed: int, settings: TrialSettings, out: Path,
-                        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> SearchOutcome:
+                        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                        eval_images: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> SearchOutcome:
     """Search ``RUASSpace`` with ``strategy`` exactly as ``ruas-nni search`` does
     (:func:`ruas_nni.search.runner.run_search`; other settings from ``settings.search_config``) into ``out``
     (``arch.json``, TensorBoard logs, checkpoint). ``on_epoch(epoch, {"loss", "iem", "nrm"})`` receives
-    the validation losses after every epoch."""
+    the validation losses after every epoch, and with ``eval_images`` also ``"psnr"`` and ``"ssim"``
+    of the network the search would derive at that point."""
     overrides = {"data": list(settings.data), "strategy": strategy, "seed": seed, "epochs": settings.epochs,
                  "steps": settings.steps, "crop": settings.crop, "device": settings.device, "progress": False,
-                 "threads": settings.threads}
+                 "threads": settings.threads, "arch_lr": settings.arch_lr}
     config = load_search_config(settings.search_config, overrides)
     val_losses: list[float] = []
+    val_psnrs: list[float] = []
 
     def epoch_done(epoch: int, losses: dict[str, float]) -> None:
         val_losses.append(losses["loss"])
+        if "psnr" in losses:
+            val_psnrs.append(losses["psnr"])
         if on_epoch is not None:
             on_epoch(epoch, losses)
 
-    with warnings.catch_warnings(), _extra_search_callbacks([validation_loss_callback(epoch_done)]) as extra:
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        result = run_search(config, out, **extra)
+        result = run_search(config, out, callbacks=[validation_loss_callback(epoch_done, eval_images)])
     arch = result.arch
     genotype = {"iem": list(arch["iem"]), "nrm": list(arch["nrm"]) if arch.get("nrm") is not None else None}
-    return SearchOutcome(genotype, dict(arch.get("probs") or {}), float(result.seconds), result.arch_path, val_losses)
+    return SearchOutcome(genotype, dict(arch.get("probs") or {}), float(result.seconds), result.arch_path, val_losses, val_psnrs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,24 +391,32 @@ def _log_eval_scalars(tensorboard_dir: Path, metrics: Mapping[str, Any]) -> None
 def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.PathLike[str],
               reporter: Reporter) -> TrialResult:
     """Search with ``strategy`` and ``seed``, train the result, evaluate it; report everything."""
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    strategy, seed = validate_parameters({"strategy": strategy, "seed": seed}, settings.strategies)
+    if settings.device is None:
+        settings = dataclasses.replace(settings, device="cpu")
+    if not settings.eval_data:
+        raise UsageError("no evaluation pairs: the trial command needs --eval-data")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    pairs = find_pairs(settings.eval_data, "--eval-data")  # check before spending time on the search
+    pairs = find_pairs(settings.eval_data, "eval_data")  # check before spending time on the search
     tensorboard_dir = out / TENSORBOARD_DIR
 
-    def on_epoch(epoch: int, losses: dict[str, float]) -> None:
-        metrics = {"default": losses["loss"], "val_loss": losses["loss"], "epoch": epoch + 1}
-        metrics.update({f"val_{key}": value for key, value in losses.items() if key != "loss"})
+    eval_images = load_pairs(pairs)
+
+    def on_epoch(epoch: int, values: dict[str, float]) -> None:
+        # One metric for the web UI's curves and NNI's assessors: PSNR in dB (higher is better) of the
+        # network the search would derive now, on the evaluation pairs; SSIM and losses as extras.
+        metrics = {"default": values["psnr"], "psnr": values["psnr"], "ssim": values["ssim"],
+                   "val_loss": values["loss"], "epoch": epoch + 1}
+        metrics.update({f"val_{key}": value for key, value in values.items() if key not in ("loss", "psnr", "ssim")})
         reporter.intermediate(metrics)
 
     # Search and training write TensorBoard logs into their own folders; links put them under
     # tensorboard/, the one folder of the trial that the web UI's TensorBoard button opens.
     _link_dir(out / "search" / TENSORBOARD_DIR, tensorboard_dir / "search")
-    outcome = search_architecture(strategy, seed, settings, out / "search", on_epoch)
+    outcome = search_architecture(strategy, seed, settings, out / "search", on_epoch, eval_images)
 
     overrides = {"arch": str(outcome.arch_path), "data": list(settings.data), "steps": settings.train_steps,
                  "crop": settings.crop, "seed": seed}
@@ -421,7 +439,8 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
     }
     _log_eval_scalars(tensorboard_dir, metrics)
     record = {"metrics": metrics, "settings": asdict(settings), "probs": outcome.probs,
-              "val_losses": outcome.val_losses, "model": str(trained.model_path), "eval_images": len(pairs)}
+              "val_losses": outcome.val_losses, "val_psnrs": outcome.val_psnrs,
+              "model": str(trained.model_path), "eval_images": len(pairs)}
     with atomic_write(out / "result.json") as handle:
         handle.write((json.dumps(record, indent=2) + "\n").encode())
     reporter.final(metrics)
@@ -434,23 +453,27 @@ def run_trial(settings: TrialSettings, strategy: str, seed: int, out: str | os.P
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ruas_nni.experiments.trial",
-        description="One trial of `ruas-nni compare`: search, train and evaluate; strategy and seed come from "
-                    "NNI's tuner (or --strategy / --seed outside NNI).")
-    parser.add_argument("--data", action="append", required=True, metavar="DIR", help="unpaired low-light images")
-    parser.add_argument("--eval-data", required=True, metavar="PAIRED_DIR", help="folder with low/ and high/")
-    parser.add_argument("--epochs", type=int, default=20, help="search epochs (default 20)")
-    parser.add_argument("--steps", type=int, default=None, help="search steps per epoch (default: all batches)")
-    parser.add_argument("--crop", type=int, default=320, help="crop side of search and training (default 320)")
-    parser.add_argument("--train-steps", type=int, default=800, help="training steps (default 800)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="cpu (default), cuda or auto")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: all cores)")
-    parser.add_argument("--search-config", default=None, metavar="YAML", help="other search settings (ruas-nni search)")
-    parser.add_argument("--train-config", default=None, metavar="YAML", help="other training settings (ruas-nni train)")
+        prog="python -m ruas_nni.experiments.trial", allow_abbrev=False,
+        description="One trial of `ruas-nni compare`: search, train and evaluate. Every path and setting comes "
+                    "from these flags; from NNI's tuner only the strategy (one of --strategies) and an integer "
+                    "seed (or --strategy / --seed outside NNI).")
+    TrialSettings.add_arguments(parser)
     parser.add_argument("--strategy", choices=STRATEGIES, default=None, help="outside NNI: the strategy")
     parser.add_argument("--seed", type=int, default=None, help="outside NNI: the seed (default 0)")
     parser.add_argument("--out", default=None, help="outside NNI: output folder (inside: $NNI_OUTPUT_DIR)")
     return parser
+
+
+def _plain_json(text: Any) -> Any:
+    """JSON with no extensions: no NaN or Infinity, and none of ``nni.load``'s object hooks (which
+    would import and call what the text names, or unpickle it)."""
+    if not isinstance(text, (str, bytes)):
+        raise ParameterError("the parameter record is not text")
+
+    def no_constant(name: str) -> Any:
+        raise ParameterError(f"the parameter record holds {name}")
+
+    return json.loads(text, parse_constant=no_constant)
 
 
 def _manager_record_text(timeout: float = 20.0) -> str | None:
@@ -477,7 +500,7 @@ def _manager_record_text(timeout: float = 20.0) -> str | None:
         time.sleep(0.5)
 
 
-def adopt_manager_parameters() -> bool:
+def adopt_manager_parameters(loads: Callable[[str], Any] | None = None) -> bool:
     """Make this trial run the parameters that the NNI manager (and its web UI) lists for it.
 
     NNI 3.0's local training service queues the parameters of the trials it starts and hands them to
@@ -487,16 +510,17 @@ def adopt_manager_parameters() -> bool:
     learn from the wrong architecture. Call this right after :func:`nni.get_next_parameter`: when the
     manager lists other parameters for this trial id, they replace the received ones (parameter id
     included, so the reports match them too). Every parameter set still runs exactly once. Returns
-    whether anything was replaced.
+    whether anything was replaced. ``loads`` decodes the record (default ``nni.load``, which NNI's
+    multi-trial NAS needs; the comparison's trial passes plain JSON).
     """
-    current = getattr(nni.trial, "_params", None)
+    current = trial_parameters()
     if not isinstance(current, dict):
         return False
     text = _manager_record_text()
     if text is None:
         return False
     try:
-        record = nni.load(text)
+        record = (loads or nni.load)(text)
     except Exception:  # an unexpected format: keep what was received
         return False
     if not isinstance(record, dict) or "parameters" not in record:
@@ -505,53 +529,72 @@ def adopt_manager_parameters() -> bool:
         return False
     _log.warning("NNI handed this trial parameter set %s but lists %s for it (microsoft/nni#5726); running the latter",
                  current.get("parameter_id"), record.get("parameter_id"))
-    nni.trial._params = record
+    set_trial_parameters(record)
     return True
 
 
-def _nni_parameters() -> dict[str, Any]:
-    """This trial's parameters from NNI, consistent with what the web UI shows for it."""
-    nni.get_next_parameter()
-    adopt_manager_parameters()
-    parameters = nni.get_current_parameter()
-    return dict(parameters) if isinstance(parameters, Mapping) else {}
+def _nni_parameters() -> Any:
+    """This trial's parameters from NNI, consistent with what the web UI shows for it, decoded as
+    plain JSON (they are untrusted: anyone who reaches the manager's port can choose them)."""
+    try:
+        text = receive_parameter_text()
+    except UnsupportedChannel as exc:
+        raise ParameterError(str(exc)) from None
+    if text is None:
+        raise ParameterError("the NNI manager sent no parameters")
+    record = _plain_json(text)
+    if not isinstance(record, dict) or "parameters" not in record:
+        raise ParameterError("the parameter record has no 'parameters'")
+    set_trial_parameters(record)
+    adopt_manager_parameters(loads=_plain_json)
+    return trial_parameters()["parameters"]
 
 
-def _parameters(args: argparse.Namespace) -> tuple[str, int, Reporter, Path]:
-    """Strategy, seed, reporter and output folder: from NNI when running as a trial, else from flags."""
+def _parameters(args: argparse.Namespace, settings: TrialSettings) -> tuple[str, int, Reporter, Path]:
+    """Strategy, seed, reporter and output folder: from NNI when running as a trial (only strategy and
+    seed, validated), else from flags."""
     in_nni = bool(os.environ.get("NNI_PLATFORM")) and os.environ.get("NNI_PLATFORM") != "unittest"
     if in_nni:
-        parameters = _nni_parameters()
-        strategy = parameters.get("strategy", args.strategy)
-        seed = parameters.get("seed", args.seed if args.seed is not None else 0)
+        strategy, seed = validate_parameters(_nni_parameters(), settings.strategies)
         out = Path(os.environ.get("NNI_OUTPUT_DIR") or args.out or ".")
         link_tensorboard_for_web_ui(out, os.environ.get("NNI_TRIAL_JOB_ID"))
         reporter: Reporter = NniReporter()
     else:
-        strategy, seed = args.strategy, args.seed if args.seed is not None else 0
+        if args.strategy is None:
+            raise UsageError(f"no strategy: pass --strategy (one of {', '.join(settings.strategies)})")
+        strategy, seed = validate_parameters({"strategy": args.strategy, "seed": args.seed or 0}, settings.strategies)
         if args.out is None:
             raise UsageError("--out is required outside an NNI experiment")
         out = Path(args.out)
         reporter = PrintReporter()
-    if strategy is None:
-        raise UsageError(f"no strategy: the search space must have 'strategy' (one of {', '.join(STRATEGIES)}), "
-                         "or pass --strategy")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise UsageError(f"seed must be an integer, got {seed!r}")
-    return str(strategy), seed, reporter, out
+    return strategy, seed, reporter, out
+
+
+REFUSED = "ruas-nni trial: refused NNI parameters: "
+"""The start of the one line a trial prints when it refuses the parameters the manager sent."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = TrialSettings(tuple(args.data), args.eval_data, args.epochs, args.steps, args.crop,
-                                 args.train_steps, args.device, args.threads, args.search_config, args.train_config)
-        strategy, seed, reporter, out = _parameters(args)
+        settings = TrialSettings.from_namespace(args)
+        if not settings.eval_data:
+            raise UsageError("--eval-data: give a folder with low/ and high/")
+        strategy, seed, reporter, out = _parameters(args, settings)
+    except ParameterError as exc:
+        print(REFUSED + " ".join(str(exc).split()), file=sys.stderr, flush=True)
+        return 1
+    except (RuasError, ValueError) as exc:
+        print(f"ruas-nni trial: error: {exc}", file=sys.stderr, flush=True)
+        return getattr(exc, "exit_code", 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_dependencies()
+    try:
+        set_torch_threads(settings.threads)  # default 1: fastest on shared cores (docs/speed.md)
         _log.info("trial: strategy %s, seed %d, output %s", strategy, seed, out)
         result = run_trial(settings, strategy, seed, out, reporter)
     except RuasError as exc:
-        print(f"ruas-nni trial: error: {exc}", file=sys.stderr)
+        print(f"ruas-nni trial: error: {exc.spelled(lambda key: '--' + key.replace('_', '-'))}", file=sys.stderr)
         return exc.exit_code
     _log.info("trial done: PSNR %.3f dB, SSIM %.4f", result.metrics["psnr"], result.metrics["ssim"])
     return 0

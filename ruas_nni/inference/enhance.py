@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,11 +35,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch import nn
 
+from ..base.atomic import atomic_write
 from ..base.errors import UsageError
-from ..base.images import ImageReadError, read_image, write_png
+from ..base.images import _SIXTEEN_BIT_MODES, ImageReadError, _png_bit_depth, read_image, write_png
 from ..model.checkpoint import Checkpoint, load_checkpoint
 from .fold import FoldedRUAS
 from .tiling import DEFAULT_MAX_TILE_PIXELS, Tile, plan_tiles
@@ -64,6 +68,31 @@ STAGES = ("final", "iem")
 
 DEFAULT_CHECKPOINT = "default.pt"
 
+DEFAULT_MEMORY_BUDGET_MB_PER_WORKER = 128
+"""Working memory of the network per CPU worker, in MB, when no ``memory_budget`` is given: the
+tile size follows from it (:func:`tile_pixels_for_budget`). With two workers a 3840x2160 image
+peaks below 1 GB resident and a 7680x4320 one below 1.5 GB, PyTorch itself (about 0.5 GB) included
+(measured in ``docs/speed.md``)."""
+
+TILE_BYTES_PER_PIXEL = 1500
+"""Peak resident memory one tile of the folded paper-genotype network needs per pixel in PyTorch
+(input, activations, convolution scratch, output): measured 860-1050 bytes for one tile of
+40,000-330,000 pixels with the authors' ``lol.pt``, rounded up for two workers sharing one heap
+(with 900 a 3840x2160 photo peaked at 1.06 GB, with 1200 at 0.98 GB, with 1500 at 0.93 GB).
+Wider networks (more channels) scale it by their channel count (:func:`tile_pixels_for_budget`)."""
+
+ORT_TILE_BYTES_PER_PIXEL = 536
+"""The same for the ONNX Runtime engine, whose memory planner reuses buffers (measured 536 bytes per
+pixel on one 570x570 tile; with it a 600x400 photo is one tile at the default budget)."""
+
+ENGINES = ("auto", "torch", "onnxruntime")
+"""CPU engines: ``torch`` runs the folded network in PyTorch; ``onnxruntime`` runs the same folded
+graph (:func:`ruas_nni.onnx_export.folded_onnx_bytes`) in ONNX Runtime, measured about 20 % less CPU
+time and 40 % less memory per pixel on 2 cores (``docs/speed.md``); ``auto`` picks ``onnxruntime``
+on CPU when it is installed and the network is folded, else ``torch``."""
+
+_PAPER_MAX_CHANNELS = 6
+
 CUDA_MAX_TILE_PIXELS = 9_000_000
 """On a GPU a 3840x2160 frame runs as one tile (about 2 GB of activations in float32)."""
 
@@ -87,11 +116,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+        raise UsageError("`device` cuda: no CUDA GPU is available here; use `device` cpu or auto", keys=("device",))
     try:
         return torch.device(device)
     except RuntimeError:
-        raise UsageError(f"--device: unknown device {device!r}; expected auto, cpu or cuda") from None
+        raise UsageError(f"`device`: unknown device {device!r}; expected auto, cpu or cuda", keys=("device",)) from None
 
 
 def load_model(path: str | os.PathLike[str] | None) -> tuple[Checkpoint, Path]:
@@ -100,8 +129,8 @@ def load_model(path: str | os.PathLike[str] | None) -> tuple[Checkpoint, Path]:
         default = default_checkpoint_path()
         if default is None:
             raise UsageError(
-                "no default model is shipped with this version yet: pass --checkpoint PATH "
-                "(a ruas-nni model.pt or one of the authors' lol.pt / upe.pt / dark.pt)"
+                "no default model is shipped with this version yet: pass `checkpoint` PATH "
+                "(a ruas-nni model.pt or one of the authors' lol.pt / upe.pt / dark.pt)", keys=("checkpoint",)
             )
         path = default
     return load_checkpoint(path), Path(path)
@@ -152,6 +181,22 @@ def tune_allocator() -> bool:
     return applied
 
 
+def tile_pixels_for_budget(budget_mb: float, workers: int, max_channels: int = _PAPER_MAX_CHANNELS,
+                           bytes_per_pixel: int = TILE_BYTES_PER_PIXEL) -> int:
+    """Largest tile (pixels, halo included) such that ``workers`` tiles in flight stay within
+    ``budget_mb`` MB, for a network whose widest cell has ``max_channels`` channels and an engine
+    that needs ``bytes_per_pixel`` for the paper genotype; never more than
+    :data:`~ruas_nni.tiling.DEFAULT_MAX_TILE_PIXELS` (larger tensors would leave glibc's heap)."""
+    per_pixel = bytes_per_pixel * max(1.0, max_channels / _PAPER_MAX_CHANNELS)
+    pixels = int(budget_mb * 2**20 / (max(1, workers) * per_pixel))
+    return max(1, min(DEFAULT_MAX_TILE_PIXELS, pixels))
+
+
+def _max_channels(network: nn.Module) -> int:
+    channels = [int(m.out_channels) for m in network.modules() if isinstance(m, nn.Conv2d)]
+    return max(channels, default=_PAPER_MAX_CHANNELS)
+
+
 class _StageOutput(nn.Module):
     """The unfolded network returning one stage's output (for ``fold=False``)."""
 
@@ -168,6 +213,37 @@ class _StageOutput(nn.Module):
         if self.stage == "iem":
             return self.network.iem.receptive_radius()
         return self.network.receptive_radius()
+
+
+class _OnnxRuntime:
+    """The folded network in ONNX Runtime: one session, run concurrently by the worker threads, each
+    call on its caller's thread (one intra-op thread; ONNX Runtime releases the GIL)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        import onnxruntime as ort  # optional: only the ONNX Runtime engine needs it
+
+        from .onnx_export import folded_onnx_bytes  # onnx_export imports this module (cycle)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Basic graph optimisations: the extended and layout (NCHWc) ones measured slower here.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.log_severity_level = 3
+        if os.environ.get("RUAS_NNI_ORT_ARENA", "1") == "0":  # for measuring what the arena saves
+            options.enable_cpu_mem_arena = False
+        self.session = ort.InferenceSession(folded_onnx_bytes(model), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.session.run(["enhanced"], {"image": x.detach().to(torch.float32).contiguous().numpy()})[0]
+        return torch.from_numpy(output)
+
+
+def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 class _CudaGraphs:
@@ -214,29 +290,27 @@ class _CudaGraphs:
 
 
 class PendingImage:
-    """An image whose tiles are being enhanced; :meth:`result` waits and assembles them."""
+    """An image whose tiles are being enhanced straight into a preallocated output; :meth:`result`
+    waits for them and returns that output (``3 x H x W`` float32 or ``H x W x 3`` uint8)."""
 
-    def __init__(self, height: int, width: int, tiles: list[Tile], futures: list[Future]) -> None:
-        self.height = height
-        self.width = width
+    def __init__(self, output: torch.Tensor | np.ndarray, tiles: list[Tile], futures: list[Future]) -> None:
+        self.output = output
         self.tiles = tiles
         self.futures = futures
 
-    def result(self) -> torch.Tensor:
-        """The enhanced image, ``3 x H x W`` float32 in ``[0, 1]`` on the CPU."""
-        if len(self.tiles) == 1 and self.tiles[0].pixels == self.height * self.width:
-            return self.futures[0].result()
-        out = torch.empty(3, self.height, self.width)
-        for tile, future in zip(self.tiles, self.futures):
-            out[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = future.result()
-        return out
+    def result(self):
+        """The enhanced image: float32 ``3 x H x W`` in ``[0, 1]`` on the CPU for :meth:`Enhancer.submit`,
+        uint8 ``H x W x 3`` for :meth:`Enhancer.submit_uint8`."""
+        for future in self.futures:
+            future.result()
+        return self.output
 
     def cancel(self) -> None:
         for future in self.futures:
             future.cancel()
 
 
-def _run_now(function: Callable[[Tile], torch.Tensor], tile: Tile) -> Future:
+def _run_now(function: Callable[[Tile], None], tile: Tile) -> Future:
     """A finished future holding ``function(tile)`` or the exception it raised (as a pool would)."""
     future: Future = Future()
     try:
@@ -254,22 +328,26 @@ class Enhancer:
     (default: one per core) enhance tiles of at most ``max_tile_pixels`` pixels in parallel; on
     CUDA, ``half`` runs in float16 and ``cuda_graphs`` replays one CUDA graph per input size.
     ``compile`` wraps the network in ``torch.compile`` (slower on CPU for this network; see
-    ``docs/speed.md``). Use as a context manager, or call :meth:`close`, to stop the worker threads.
-    With exposure normalisation on (the checkpoint's ``exposure``), the gain is computed once per
-    image (:meth:`exposure_gain`) and every tile uses it: tiled equals untiled.
+    ``docs/speed.md``). On CPU the tile size follows ``memory_budget``, the working memory of all
+    tiles in flight together (default :data:`DEFAULT_MEMORY_BUDGET_MB_PER_WORKER` per worker), unless
+    ``max_tile_pixels`` is given (0: never tile). Use as a context manager, or call :meth:`close`, to
+    stop the worker threads. With exposure normalisation on (the checkpoint's ``exposure``), the gain
+    is computed once per image (:meth:`exposure_gain`) and every tile uses it: tiled equals untiled.
     """
 
     def __init__(self, checkpoint: Checkpoint, stage: str = "final", device: torch.device | str = "cpu", *,
                  fold: bool = True, half: bool = False, compile: bool = False, cuda_graphs: bool = True,
-                 workers: int | None = None, max_tile_pixels: int | None = None, layout: str = "nchw") -> None:
+                 workers: int | None = None, max_tile_pixels: int | None = None, layout: str = "nchw",
+                 memory_budget: float | None = None, engine: str = "torch") -> None:
         if stage not in STAGES:
-            raise UsageError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+            raise UsageError(f"`stage` must be one of {', '.join(STAGES)}, got {stage!r}", keys=("stage",))
         self.checkpoint = checkpoint
         self.stage = stage
         self.device = torch.device(device)
         on_cuda = self.device.type == "cuda"
         if half and not on_cuda:
-            raise UsageError("--half needs a GPU (--device cuda): float16 convolutions are slow on CPU")
+            raise UsageError("`half` needs a GPU (`device` cuda): float16 convolutions are slow on CPU",
+                             keys=("half", "device"))
         self.dtype = torch.float16 if half else torch.float32
         self.network = checkpoint.build()
         cuda_graphs = cuda_graphs and self.network.exposure is None  # graphs replay one input; the gain is a second
@@ -281,6 +359,24 @@ class Enhancer:
         self.halo = int(model.receptive_radius())
         self.model = model.to(self.device, self.dtype).eval()
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if engine not in ENGINES:
+            raise UsageError(f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}", keys=("engine",))
+        if engine == "auto":
+            wanted = not on_cuda and fold and not compile and layout == "nchw" and self.network.exposure is None
+            engine = "onnxruntime" if wanted and _onnxruntime_available() else "torch"
+        if engine == "onnxruntime":
+            if on_cuda or not fold or compile:
+                raise UsageError("`engine` onnxruntime runs the folded network on CPU only "
+                                 "(not with `device` cuda, `no_fold` or `compile`)",
+                                 keys=("engine", "device", "no_fold", "compile"))
+            if self.network.exposure is not None:
+                raise UsageError("`engine` onnxruntime cannot apply exposure normalisation (its gain is measured on "
+                                 "the whole image); use `engine` torch", keys=("engine", "exposure"))
+            if not _onnxruntime_available():
+                raise UsageError("`engine` onnxruntime: onnxruntime is not installed (pip install onnxruntime)",
+                                 keys=("engine",))
+            self._forward = _OnnxRuntime(self.model)
+        self.engine = engine
         if compile:
             self._forward = self._compiled(self.model)
         if on_cuda and cuda_graphs:
@@ -288,10 +384,17 @@ class Enhancer:
         if workers is None:
             workers = available_cores() if not on_cuda else 1
         if workers < 1:
-            raise UsageError(f"--workers must be at least 1, got {workers}")
+            raise UsageError(f"`workers` must be at least 1, got {workers}", keys=("workers",))
         self.workers = 1 if on_cuda else int(workers)
+        if memory_budget is not None and memory_budget <= 0:
+            raise UsageError(f"`memory_budget` must be positive, got {memory_budget}", keys=("memory_budget",))
         if max_tile_pixels is None:
-            max_tile_pixels = CUDA_MAX_TILE_PIXELS if on_cuda else DEFAULT_MAX_TILE_PIXELS
+            if on_cuda:
+                max_tile_pixels = CUDA_MAX_TILE_PIXELS
+            else:
+                budget = memory_budget or DEFAULT_MEMORY_BUDGET_MB_PER_WORKER * self.workers
+                per_pixel = ORT_TILE_BYTES_PER_PIXEL if engine == "onnxruntime" else TILE_BYTES_PER_PIXEL
+                max_tile_pixels = tile_pixels_for_budget(budget, self.workers, _max_channels(self.network), per_pixel)
         self.max_tile_pixels = int(max_tile_pixels) if max_tile_pixels > 0 else sys.maxsize
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -307,7 +410,9 @@ class Enhancer:
     # -- running ----------------------------------------------------------------------------
 
     def _pool_or_none(self) -> ThreadPoolExecutor | None:
-        if self.workers <= 1:
+        # On CPU even one worker is a thread of its own with one intra-op thread: run in the caller's
+        # thread, PyTorch's default intra-op threads made one worker ~8x more CPU time under load.
+        if self.device.type != "cpu":
             return None
         with self._lock:
             if self._pool is None:
@@ -327,23 +432,59 @@ class Enhancer:
         """The tiles an image of this size is cut into."""
         return plan_tiles(height, width, self.halo, self.max_tile_pixels, min_tiles)
 
+    def _start(self, height: int, width: int, min_tiles: int, run: Callable[[Tile], None]) -> tuple[list[Tile], list[Future]]:
+        tiles = self.plan(height, width, min_tiles)
+        pool = self._pool_or_none()
+        if pool is None:
+            return tiles, [_run_now(run, tile) for tile in tiles]
+        return tiles, [pool.submit(run, tile) for tile in tiles]
+
     def submit(self, rgb: torch.Tensor, min_tiles: int = 1) -> PendingImage:
-        """Start enhancing ``rgb`` (``3 x H x W``) on the worker threads; FIFO across calls."""
+        """Start enhancing ``rgb`` (``3 x H x W`` float in ``[0, 1]``) on the worker threads; FIFO
+        across calls. Each tile's core is written into one preallocated output as it finishes."""
         if rgb.dim() != 3 or rgb.shape[0] != 3:
             raise ValueError(f"expected a 3 x H x W image, got shape {tuple(rgb.shape)}")
         height, width = int(rgb.shape[1]), int(rgb.shape[2])
-        tiles = self.plan(height, width, min_tiles)
-        pool = self._pool_or_none()
+        output = torch.empty(3, height, width)
         gain = self.exposure_gain(rgb)
 
-        def run(tile: Tile) -> torch.Tensor:
-            return tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right], gain))
+        def run(tile: Tile) -> None:
+            core = tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right], gain))
+            output[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = core
 
-        if pool is None:
-            futures: list[Future] = [_run_now(run, tile) for tile in tiles]
-        else:
-            futures = [pool.submit(run, tile) for tile in tiles]
-        return PendingImage(height, width, tiles, futures)
+        tiles, futures = self._start(height, width, min_tiles, run)
+        return PendingImage(output, tiles, futures)
+
+    def submit_uint8(self, rgb: np.ndarray, min_tiles: int = 1) -> PendingImage:
+        """Start enhancing an 8-bit ``H x W x 3`` image; its result is ``H x W x 3`` uint8.
+
+        No whole-image float buffer: each tile is converted to float (``/ 255``, as
+        :func:`ruas_nni.data.read_image` does), enhanced, and its core rounded into the preallocated
+        8-bit output (as :func:`ruas_nni.data.to_uint` does), so the values are those of
+        ``to_uint(submit(read_image(...).rgb).result())``, bit for bit, with memory bounded by the
+        tiles in flight."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.dtype} {tuple(rgb.shape)}")
+        height, width = int(rgb.shape[0]), int(rgb.shape[1])
+        if rgb.flags.writeable:
+            source = torch.from_numpy(rgb)
+        else:  # decoded images are read-only views of Pillow's bytes; they are only read here
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                source = torch.from_numpy(rgb)
+        output = np.empty((height, width, 3), np.uint8)
+        target = torch.from_numpy(output)
+        gain = self.exposure_gain(source.permute(2, 0, 1).to(torch.float32).div_(255.0)) \
+            if self.network.exposure is not None else None  # (a whole-image float copy only with exposure on)
+
+        def run(tile: Tile) -> None:
+            window = source[tile.top:tile.bottom, tile.left:tile.right].permute(2, 0, 1).to(torch.float32).div_(255.0)
+            core = tile.crop(self.run_window(window, gain))
+            target[tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = (
+                core.mul(255.0).round_().to(torch.uint8).permute(1, 2, 0))
+
+        tiles, futures = self._start(height, width, min_tiles, run)
+        return PendingImage(output, tiles, futures)
 
     def exposure_gain(self, rgb: torch.Tensor) -> torch.Tensor | None:
         """The exposure gain of the whole image ``rgb`` (``3 x H x W``), ``None`` when exposure is off."""
@@ -407,6 +548,62 @@ def write_enhanced(path: Path, rgb: torch.Tensor, alpha: torch.Tensor | None, bi
     write_png(path, rgb, alpha, bit_depth, png_options=options)
 
 
+def _write_uint8(path: Path, rgb: np.ndarray, alpha: np.ndarray | None,
+                 png_compression: int | None = DEFAULT_PNG_COMPRESSION) -> None:
+    """Write an ``H x W x 3`` uint8 result (and an ``H x W`` uint8 alpha) as an 8-bit PNG, atomically,
+    with the same encoder options as :func:`write_enhanced`."""
+    if png_compression is None:
+        options = {"compress_level": 6, "compress_type": _Z_RLE}
+    else:
+        options = {"compress_level": int(png_compression)}
+    array = np.dstack([rgb, alpha]) if alpha is not None else rgb
+    image = Image.fromarray(array)
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG", **options)
+
+
+@dataclass
+class _Decoded:
+    """An input as :func:`enhance_files` holds it: 8-bit ``H x W x 3`` (+ ``H x W`` alpha) arrays for
+    ordinary 8-bit images (a quarter of the memory of floats), else the float :class:`LoadedImage`."""
+
+    rgb8: np.ndarray | None = None
+    alpha8: np.ndarray | None = None
+    loaded: object | None = None  # ruas_nni.data.LoadedImage
+
+    @property
+    def pixels(self) -> int:
+        if self.rgb8 is not None:
+            return int(self.rgb8.shape[0] * self.rgb8.shape[1])
+        rgb = self.loaded.rgb  # type: ignore[union-attr]
+        return int(rgb.shape[1] * rgb.shape[2])
+
+
+def _read_8bit(path: Path) -> _Decoded:
+    """Decode ``path`` for :func:`enhance_files`. 8-bit images are kept as uint8 arrays, decoded
+    exactly as :func:`ruas_nni.data.read_image` decodes them (EXIF orientation, RGB / RGBA
+    conversion); anything else (16-bit, float, unreadable) goes through ``read_image`` itself, which
+    also gives the one-line reason for a file it cannot read."""
+    try:
+        if _png_bit_depth(path) != 16:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as opened:
+                    image = ImageOps.exif_transpose(opened)
+                    image.load()
+            if image.width >= 1 and image.height >= 1 and image.mode not in _SIXTEEN_BIT_MODES | {"F"}:
+                has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                    image.mode == "P" and "transparency" in image.info)
+                array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+                del image
+                if has_alpha:
+                    return _Decoded(np.ascontiguousarray(array[..., :3]), np.ascontiguousarray(array[..., 3]))
+                return _Decoded(np.ascontiguousarray(array))
+    except Exception:  # noqa: BLE001 - read_image below decides, and says why in one line
+        pass
+    return _Decoded(loaded=read_image(path))
+
+
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:200]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -416,13 +613,17 @@ def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
                   png_compression: int | None = DEFAULT_PNG_COMPRESSION,
                   on_error: Callable[[Path, str], None] | None = None,
                   on_done: Callable[[EnhanceJob], None] | None = None,
-                  read_ahead: int = 2) -> EnhanceSummary:
+                  read_ahead: int = 2, in_flight_pixels: int = 12_000_000) -> EnhanceSummary:
     """Enhance every job's source into its target, overlapping decoding, the network and encoding.
 
     The next ``read_ahead`` images are decoded in a background thread, the network works on up to
     ``workers + 1`` images at once (their tiles queue on the worker threads in order), and finished
-    images are encoded and written by another background thread. A file that cannot be read or
-    written is reported through ``on_error(path, reason)`` and skipped; nothing is written for it.
+    images are encoded and written by another background thread. 8-bit images stay 8-bit from
+    decoding to encoding (:meth:`Enhancer.submit_uint8`); large images are not held several at a
+    time (at most ``in_flight_pixels`` pixels running or waiting to be written, at least one image),
+    so peak memory is bounded by the tiles in flight plus a few 8-bit copies of one image. A file
+    that cannot be read or written is reported through ``on_error(path, reason)`` and skipped;
+    nothing is written for it.
     """
     summary = EnhanceSummary()
 
@@ -431,23 +632,34 @@ def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
         if on_error is not None:
             on_error(path, reason)
 
-    def read(job: EnhanceJob):
-        return read_image(job.source)
+    def read(job: EnhanceJob) -> _Decoded:
+        return _read_8bit(job.source)
 
-    def write(job: EnhanceJob, rgb: torch.Tensor, alpha: torch.Tensor | None, bit_depth: int) -> None:
-        write_enhanced(job.target, rgb, alpha, bit_depth, png_compression)
+    def write(job: EnhanceJob, result, alpha8: np.ndarray | None, loaded) -> None:
+        if isinstance(result, np.ndarray):
+            _write_uint8(job.target, result, alpha8, png_compression)
+        else:
+            write_enhanced(job.target, result, loaded.alpha, loaded.bit_depth, png_compression)
+
+    def start(decoded: _Decoded) -> PendingImage:
+        if decoded.rgb8 is not None:
+            return enhancer.submit_uint8(decoded.rgb8)
+        return enhancer.submit(decoded.loaded.rgb)  # type: ignore[union-attr]
 
     reader = ThreadPoolExecutor(1, thread_name_prefix="ruas-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="ruas-write")
     reads: deque[tuple[EnhanceJob, Future]] = deque()
-    running: deque[tuple[EnhanceJob, object, PendingImage]] = deque()
-    writes: deque[tuple[EnhanceJob, Future]] = deque()
+    running: deque[tuple[EnhanceJob, _Decoded, PendingImage]] = deque()
+    writes: deque[tuple[EnhanceJob, Future, int]] = deque()
     pending_jobs = iter(jobs)
     max_running = enhancer.workers + 1
     max_queued_writes = 2
 
+    last_pixels = 0
+
     def fill_reads() -> None:
-        while len(reads) < read_ahead:
+        # Large images: decode one ahead only (each decoded image is held until it is enhanced).
+        while len(reads) < (read_ahead if 4 * last_pixels <= in_flight_pixels else 1):
             job = next(pending_jobs, None)
             if job is None:
                 return
@@ -457,7 +669,7 @@ def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
         count = 0
         while writes and (block or writes[0][1].done()) and (limit is None or count < limit):
             count += 1
-            job, future = writes.popleft()
+            job, future, _ = writes.popleft()
             try:
                 future.result()
             except Exception as exc:  # noqa: BLE001 - report any failure to write as this file's
@@ -467,16 +679,22 @@ def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
                 if on_done is not None:
                     on_done(job)
 
+    def in_flight() -> int:
+        return sum(d.pixels for _, d, _ in running) + sum(p for _, _, p in writes)
+
     def finish_oldest() -> None:
-        job, image, pending = running.popleft()
+        job, decoded, pending = running.popleft()
         try:
-            rgb = pending.result()
+            result = pending.result()
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: this file fails, the rest go on
             fail(job.source, f"enhancement failed ({_describe(exc)})")
             return
-        writes.append((job, writer.submit(write, job, rgb, image.alpha, image.bit_depth)))
+        # The input itself is not passed on: only what writing needs.
+        writes.append((job, writer.submit(write, job, result, decoded.alpha8, decoded.loaded), decoded.pixels))
+        del result, decoded
         finish_write(block=False)
-        if len(writes) > max_queued_writes:  # bound the memory held by images waiting to be written
+        # bound the memory held by images waiting to be written
+        while len(writes) > max_queued_writes or (len(writes) > 1 and in_flight() > in_flight_pixels):
             finish_write(block=True, limit=1)
 
     try:
@@ -485,16 +703,18 @@ def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
             job, future = reads.popleft()
             fill_reads()
             try:
-                image = future.result()
+                decoded = future.result()
             except ImageReadError as exc:
                 fail(job.source, str(exc))
                 continue
             except Exception as exc:  # noqa: BLE001 - the loader should raise ImageReadError; never crash
                 fail(job.source, f"cannot read ({_describe(exc)})")
                 continue
-            running.append((job, image, enhancer.submit(image.rgb)))
-            while len(running) >= max_running:
+            last_pixels = decoded.pixels
+            while running and (len(running) >= max_running or in_flight() + decoded.pixels > in_flight_pixels):
                 finish_oldest()
+            running.append((job, decoded, start(decoded)))
+            del decoded
             finish_write(block=False)
         while running:
             finish_oldest()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 from ..base.atomic import atomic_write
@@ -28,7 +29,8 @@ from ..model.checkpoint import Checkpoint
 from .enhance import Enhancer
 from .metrics import ImageScores, exposure_matched, score_image
 
-__all__ = ["ImagePair", "EvaluationResult", "find_pairs", "side_by_side", "evaluate", "format_table"]
+__all__ = ["ImagePair", "EvaluationResult", "PANEL_LABELS", "find_pairs", "side_by_side", "label_panel", "evaluate",
+           "format_table"]
 
 SEPARATOR_PIXELS = 4
 """Width of the white bar between the panels of a side-by-side picture."""
@@ -111,23 +113,24 @@ def _natural_key(name: str) -> tuple:
     return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
 
 
-def find_pairs(folder: str | os.PathLike[str], flag: str = "--data") -> list[ImagePair]:
+def find_pairs(folder: str | os.PathLike[str], key: str = "data") -> list[ImagePair]:
     """The pairs of a paired folder (``low/`` and ``high/``, same names), in natural name order.
 
-    Raises :class:`UsageError` naming the folder when a side is missing, empty, or when names do
-    not match (all mismatches are listed, up to five)."""
+    Raises :class:`UsageError` naming the folder (and ``key``, the argument that gave it) when a side
+    is missing, empty, or when names do not match (all mismatches are listed, up to five)."""
     root = Path(folder)
     if not root.is_dir():
-        raise UsageError(f"{flag} {root}: no such folder")
+        raise UsageError(f"`{key}` {root}: no such folder", keys=(key,))
     for side in ("low", "high"):
         if not (root / side).is_dir():
-            raise UsageError(f"{flag} {root}: expected sub-folders low/ and high/ with matching file names; {side}/ is missing")
+            raise UsageError(f"`{key}` {root}: expected sub-folders low/ and high/ with matching file names; "
+                             f"{side}/ is missing", keys=(key,))
     sides = {}
     for side in ("low", "high"):
         path = root / side
         sides[side] = {p.name: p for p in find_images([path])}
         if not sides[side]:
-            raise UsageError(f"{flag} {path}: no image files")
+            raise UsageError(f"`{key}` {path}: no image files", keys=(key,))
     only_low = sorted(set(sides["low"]) - set(sides["high"]))
     only_high = sorted(set(sides["high"]) - set(sides["low"]))
     if only_low or only_high:
@@ -136,15 +139,43 @@ def find_pairs(folder: str | os.PathLike[str], flag: str = "--data") -> list[Ima
             details.append(f"no ground truth for {', '.join(only_low[:5])}{' ...' if len(only_low) > 5 else ''}")
         if only_high:
             details.append(f"no input for {', '.join(only_high[:5])}{' ...' if len(only_high) > 5 else ''}")
-        raise UsageError(f"{flag} {root}: low/ and high/ must hold the same file names: {'; '.join(details)}")
+        raise UsageError(f"`{key}` {root}: low/ and high/ must hold the same file names: {'; '.join(details)}",
+                         keys=(key,))
     names = sorted(sides["low"], key=_natural_key)
     return [ImagePair(name, sides["low"][name], sides["high"][name]) for name in names]
 
 
-def side_by_side(panels: Sequence[torch.Tensor], separator: int = SEPARATOR_PIXELS) -> torch.Tensor:
-    """Panels (``3 x H x W``, same height) left to right with white bars between them."""
+PANEL_LABELS = ("input", "ours", "reference")
+"""The labels of a side-by-side picture's panels: low-light input, our output, ground truth."""
+
+
+def label_panel(panel: torch.Tensor, label: str) -> torch.Tensor:
+    """``panel`` (``3 x H x W`` in [0, 1]) with ``label`` written in its top-left corner, white on a
+    black box, in Pillow's default font (nothing is drawn on panels too small to hold it)."""
+    from PIL import Image, ImageDraw
+
+    array = (panel.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    picture = Image.fromarray(array, "RGB")
+    draw = ImageDraw.Draw(picture)
+    left, top, right, bottom = draw.textbbox((3, 2), label)
+    if right + 3 > picture.width or bottom + 3 > picture.height:
+        return panel
+    draw.rectangle((0, 0, right + 3, bottom + 3), fill=(0, 0, 0))
+    draw.text((3, 2), label, fill=(255, 255, 255))
+    box = torch.from_numpy(np.asarray(picture)[: bottom + 4, : right + 4].copy()).permute(2, 0, 1).float() / 255.0
+    labelled = panel.clone()
+    labelled[:, : bottom + 4, : right + 4] = box  # only the label's box changes
+    return labelled
+
+
+def side_by_side(panels: Sequence[torch.Tensor], separator: int = SEPARATOR_PIXELS,
+                 labels: Sequence[str] | None = None) -> torch.Tensor:
+    """Panels (``3 x H x W``, same height) left to right with white bars between them; with
+    ``labels`` (e.g. :data:`PANEL_LABELS`), each panel's label in its top-left corner."""
     if not panels:
         raise ValueError("no panels")
+    if labels is not None and len(labels) != len(panels):
+        raise ValueError("one label per panel")
     height = panels[0].shape[1]
     pieces: list[torch.Tensor] = []
     for index, panel in enumerate(panels):
@@ -152,7 +183,8 @@ def side_by_side(panels: Sequence[torch.Tensor], separator: int = SEPARATOR_PIXE
             raise ValueError("side-by-side panels must have the same height")
         if index and separator:
             pieces.append(torch.ones(3, height, separator))
-        pieces.append(panel.detach().float().clamp(0.0, 1.0).cpu())
+        panel = panel.detach().float().clamp(0.0, 1.0).cpu()
+        pieces.append(label_panel(panel, labels[index]) if labels is not None else panel)
     return torch.cat(pieces, dim=2)
 
 
@@ -181,11 +213,14 @@ def _evaluate(enhancer: Enhancer, pairs: list[ImagePair], side_by_side_dir: str 
     result = EvaluationResult()
     iterator = progress(pairs) if progress is not None else pairs
     for pair in iterator:
-        try:
-            low = read_image(pair.low).rgb
-            high = read_image(pair.high).rgb
-        except ImageReadError as exc:
-            raise UsageError(f"{pair.name}: cannot read ({exc})") from None
+        images = []
+        for side, path in (("low", pair.low), ("high", pair.high)):
+            try:
+                images.append(read_image(path).rgb)
+            except ImageReadError as exc:
+                raise UsageError(f"{path}: cannot read the {'input' if side == 'low' else 'ground truth'} "
+                                 f"{side}/{pair.name} ({exc})") from None
+        low, high = images
         if low.shape != high.shape:
             raise UsageError(
                 f"{pair.name}: input is {low.shape[2]}x{low.shape[1]} but its ground truth is {high.shape[2]}x{high.shape[1]}"
@@ -196,7 +231,7 @@ def _evaluate(enhancer: Enhancer, pairs: list[ImagePair], side_by_side_dir: str 
         result.matched[pair.name] = score_image(matched, high)
         result.brightness[pair.name] = (float(enhanced.detach().float().clamp(0.0, 1.0).mean()), float(high.float().mean()))
         if side_by_side_dir is not None:
-            picture = side_by_side([low, enhanced, high])
+            picture = side_by_side([low, enhanced, high], labels=PANEL_LABELS)
             write_png(Path(side_by_side_dir) / f"{Path(pair.name).stem}.png", picture)
     return result
 

@@ -20,8 +20,9 @@ from torch import nn
 from ..base.atomic import atomic_write
 from ..base.errors import UsageError
 from ..model.checkpoint import Checkpoint
+from ..model.network import LEAKY_SLOPE, T_MIN
 from .enhance import _StageOutput
-from .fold import FoldedRUAS
+from .fold import _FUSE_SLOTS, FoldedRUAS, _Conv
 
 __all__ = ["export_onnx", "DEFAULT_OPSET"]
 
@@ -75,3 +76,182 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike[str], *, stage: 
     with atomic_write(path) as handle:
         handle.write(data)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The folded network written straight as ONNX bytes: no tracing, no ``onnx`` package.
+#
+# ``torch.onnx.export`` plus ``import onnx`` cost about 1.5 s of CPU the first time in a process,
+# which is more than ``ruas-nni enhance`` spends on the network for a dozen 600x400 photos. The
+# folded network (:class:`ruas_nni.fold.FoldedRUAS`) is a short program of convolutions and
+# element-wise steps, so its graph is written here directly in protobuf's wire format (a few
+# milliseconds). ``tests/test_onnx.py``-style checks compare it with PyTorch and with ``onnx.checker``.
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 fields: negative numbers as two's complement
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_bytes(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _field_str(number: int, text: str) -> bytes:
+    return _field_bytes(number, text.encode())
+
+
+def _field_int(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _field_float(number: int, value: float) -> bytes:
+    import struct
+
+    return _varint(number << 3 | 5) + struct.pack("<f", value)
+
+
+_ATTRIBUTE_FLOAT, _ATTRIBUTE_INT, _ATTRIBUTE_INTS = 1, 2, 7
+_TENSOR_FLOAT, _TENSOR_INT64 = 1, 7
+
+
+def _attribute(name: str, value: float | int | list[int]) -> bytes:
+    body = _field_str(1, name)
+    if isinstance(value, float):
+        body += _field_float(2, value) + _field_int(20, _ATTRIBUTE_FLOAT)
+    elif isinstance(value, int):
+        body += _field_int(3, value) + _field_int(20, _ATTRIBUTE_INT)
+    else:
+        body += b"".join(_field_int(8, v) for v in value) + _field_int(20, _ATTRIBUTE_INTS)
+    return body
+
+
+def _tensor(name: str, values: torch.Tensor) -> bytes:
+    import numpy as np
+
+    if values.dtype == torch.int64:
+        kind, raw = _TENSOR_INT64, values.numpy().astype("<i8").tobytes()
+    else:
+        kind, raw = _TENSOR_FLOAT, values.detach().to(torch.float32).numpy().astype(np.dtype("<f4")).tobytes()
+    return (b"".join(_field_int(1, d) for d in values.shape) + _field_int(2, kind) + _field_str(8, name)
+            + _field_bytes(9, raw))
+
+
+def _value_info(name: str) -> bytes:
+    dims = b"".join(_field_bytes(1, _field_str(2, p) if isinstance(p, str) else _field_int(1, p))
+                    for p in ("batch", 3, "height", "width"))
+    tensor_type = _field_int(1, _TENSOR_FLOAT) + _field_bytes(2, dims)
+    return _field_str(1, name) + _field_bytes(2, _field_bytes(1, tensor_type))
+
+
+class _GraphWriter:
+    def __init__(self) -> None:
+        self.nodes: list[bytes] = []
+        self.initializers: list[bytes] = []
+        self.count = 0
+        self.constants: dict[tuple, str] = {}
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def node(self, op: str, inputs: list[str], outputs: int | list[str] = 1, **attributes) -> list[str]:
+        names = outputs if isinstance(outputs, list) else [self.name(op.lower()) for _ in range(outputs)]
+        body = (b"".join(_field_str(1, i) for i in inputs) + b"".join(_field_str(2, o) for o in names)
+                + _field_str(3, self.name(f"node_{op}")) + _field_str(4, op)
+                + b"".join(_field_bytes(5, _attribute(k, v)) for k, v in attributes.items()))
+        self.nodes.append(body)
+        return names
+
+    def constant(self, values: torch.Tensor, hint: str = "const") -> str:
+        key = (hint, values.dtype, tuple(values.shape), tuple(values.flatten().tolist()[:64]), values.numel())
+        if values.numel() <= 64 and key in self.constants:
+            return self.constants[key]
+        name = self.name(hint)
+        self.initializers.append(_tensor(name, values))
+        if values.numel() <= 64:
+            self.constants[key] = name
+        return name
+
+    def scalar(self, value: float) -> str:
+        return self.constant(torch.tensor(value, dtype=torch.float32), "scalar")
+
+
+def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET) -> bytes:
+    """The ONNX model (bytes) of a :class:`ruas_nni.fold.FoldedRUAS` (float32, channels-first, any
+    layout option; the fuse left for the next cell to compose is not supported), with dynamic batch,
+    height and width; input ``image``, output ``enhanced`` as :func:`export_onnx` writes them."""
+    graph = _GraphWriter()
+
+    def warm(x: str) -> str:
+        pads = graph.constant(torch.tensor([0, 0, 0, 0, 0, 0, 1, 1], dtype=torch.int64), "pads")
+        padded = graph.node("Pad", [x, pads])[0]
+        return graph.node("MaxPool", [padded], kernel_shape=[2, 2], strides=[1, 1])[0]
+
+    def conv(step: _Conv, env: dict[str, str]) -> None:
+        weight = graph.constant(getattr(model, step.weight), "weight")
+        bias = graph.constant(getattr(model, step.bias), "bias")
+        kernel = int(getattr(model, step.weight).shape[-1])
+        out = graph.node("Conv", [env[step.source], weight, bias], kernel_shape=[kernel, kernel],
+                         pads=[step.padding] * 4, dilations=[step.dilation] * 2, strides=[1, 1])[0]
+        total = int(getattr(model, step.weight).shape[0])
+        if len(step.outputs) == 1 and step.outputs[0][:2] == (0, total):
+            parts = [out]
+        else:
+            sizes = graph.constant(torch.tensor([end - start for start, end, _ in step.outputs], dtype=torch.int64), "split")
+            parts = graph.node("Split", [out, sizes], len(step.outputs), axis=1)
+        for part, (_, _, destination) in zip(parts, step.outputs):
+            env[destination] = graph.node("LeakyRelu", [part], alpha=LEAKY_SLOPE)[0] if step.activate else part
+
+    def cell(program, prefix: str, env: dict[str, str]) -> None:
+        for step in program.steps:
+            if isinstance(step, _Conv):
+                conv(step, env)
+            else:
+                env[step.destination] = graph.node("LeakyRelu", [env[step.source]], alpha=LEAKY_SLOPE)[0]
+        env[f"{prefix}.buffer"] = graph.node("Concat", [env[f"{prefix}.slot.{n}"] for n in _FUSE_SLOTS], axis=1)[0]
+        if program.fuse is None:
+            raise ValueError("folded_onnx_bytes: a fuse composed into the next cell is not supported")
+        conv(program.fuse, env)
+
+    y = "image"
+    t_hat_0 = warm(y)
+    u = y
+    for k, program in enumerate(model.iem_cells):
+        if k == 0 or model.warm_start == "fixed":
+            t_hat = t_hat_0
+        elif model.warm_start == "plain":
+            t_hat = warm(u)
+        else:
+            difference = graph.node("Sub", [u, y])[0]
+            scaled = graph.node("Mul", [difference, graph.scalar(model.gamma)])[0]
+            t_hat = graph.node("Sub", [warm(u), scaled])[0]
+        env = {"t_hat": t_hat}
+        cell(program, f"iem{k}", env)
+        t = graph.node("Sigmoid", [env[f"iem{k}.out"]])[0]
+        t = graph.node("Clip", [t, graph.scalar(T_MIN), graph.scalar(1.0)])[0]
+        ratio = graph.node("Div", [y, t])[0]
+        u = graph.node("Clip", [ratio, graph.scalar(0.0), graph.scalar(1.0)])[0]
+    if model.has_nrm:
+        env = {"u": u}
+        if model.nrm_stem is not None:
+            conv(model.nrm_stem, env)
+        for index, program in enumerate(model.nrm_cells):
+            cell(program, f"nrm{index}", env)
+        conv(model.nrm_head, env)
+        graph.node("Sub", [u, env["noise"]], ["enhanced"])
+    else:
+        graph.node("Identity", [u], ["enhanced"])
+    body = (b"".join(_field_bytes(1, n) for n in graph.nodes) + _field_str(2, "ruas_folded")
+            + b"".join(_field_bytes(5, t) for t in graph.initializers)
+            + _field_bytes(11, _value_info("image")) + _field_bytes(12, _value_info("enhanced")))
+    opset_import = _field_str(1, "") + _field_int(2, opset)
+    return _field_int(1, 8) + _field_str(2, "ruas-nni") + _field_bytes(7, body) + _field_bytes(8, opset_import)

@@ -161,7 +161,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if data and all(isinstance(k, str) for k in data) and any(k.startswith("nrms.") for k in data):
         raise CheckpointError(
             f"{path}: this is an NRM-only weight file (the authors' denoise.pt); "
-            "use it as NRM initial weights (--init-nrm), not as a model"
+            "use it as NRM initial weights (`init_nrm`), not as a model", keys=("init_nrm",)
         )
     raise CheckpointError(
         f"{path}: not a RUAS checkpoint: expected a ruas-nni model.pt or an authors' state dict "

@@ -18,7 +18,8 @@ from strategies import NonFiniteSearchError
 
 from ..model.ops import OPERATION_NAMES
 from .config import SearchConfig
-from .heatmap import alpha_heatmap, architecture_probabilities
+from .figures import alpha_heatmaps
+from .probabilities import architecture_probabilities
 
 __all__ = ["CHECKPOINT_NAME", "PeriodicCheckpoint", "RandomState", "AlphaHeatmaps", "NonFiniteGuard", "search_callbacks"]
 
@@ -80,17 +81,21 @@ class RandomState(pl.Callback):
 
 
 class AlphaHeatmaps(pl.Callback):
-    """Per epoch, each module's 7 x 7 softmax as an image (paper Fig. 9) and its genotype."""
+    """At the start and after every epoch, each module's 7 x 7 softmax as a figure (paper Fig. 9,
+    drawn by :func:`~ruas_nni.search.figures.alpha_heatmaps`, logged with ``add_figure``) and its
+    genotype as text."""
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         experiment = getattr(trainer.logger, "experiment", None)
-        if experiment is None or not hasattr(experiment, "add_image"):
+        if experiment is None or not hasattr(experiment, "add_figure"):
             return
         probs = architecture_probabilities(pl_module)
+        when = "at the start" if step == 0 else f"after epoch {step}"
         for module, matrix in probs.items():
             if matrix is None:
                 continue
-            experiment.add_image(f"alpha/{module}", alpha_heatmap(matrix), global_step=step)
+            figure = alpha_heatmaps([(f"architecture probabilities {when}; ringed: most probable", {module: matrix})])
+            experiment.add_figure(f"alpha/{module}", figure, global_step=step)
             genotype = [OPERATION_NAMES[int(np.argmax(row))] for row in matrix]
             experiment.add_text(f"genotype/{module}", ", ".join(genotype), global_step=step)
         experiment.flush()

@@ -32,6 +32,13 @@ class SearchConfig:
     epochs: int = field(default=20, metadata={"min": 1})
     steps: int | None = field(default=None, metadata={"min": 1, "help": "at most this many batches per epoch"})
     seed: int = 0
+    warmup_epochs: int = field(default=0, metadata={
+        "min": 0, "help": "epochs that train only the weights before the alphas start to move (NNI DARTS' warm-up)"})
+    # size
+    param_budget: int | None = field(default=5000, metadata={
+        "min": 1, "help": "expected parameters above this are penalised (NNI ExpectationProfilerPenalty); null = off"})
+    budget_weight: float = field(default=1.0, metadata={
+        "min": 0.0, "help": "scale of the budget penalty: loss + w * max(E[params] / budget - 1, 0)"})
     # cooperative search (Algorithm 1)
     beta: float = field(default=1.0, metadata={"help": "weight of L_val^n in the IEM's architecture loss"})
     unrolled: bool = field(default=True, metadata={"help": "second-order (unrolled) hypergradient"})
@@ -45,7 +52,8 @@ class SearchConfig:
     weight_momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     weight_decay: float = field(default=3e-4, metadata={"min": 0.0})
     grad_clip: float | None = field(default=5.0, metadata={"min": 0.0})
-    arch_lr: float = field(default=3e-4, metadata={"min": 0.0})
+    arch_lr: float = field(default=3e-4, metadata={
+        "min": 0.0, "help": "Adam learning rate of the alphas (reference 3e-4: they barely move in a short search)"})
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = field(default=1e-3, metadata={"min": 0.0})
     gumbel_temperature: list[float] = field(default_factory=lambda: [1.0, 0.33],
@@ -63,7 +71,8 @@ class SearchConfig:
     checkpoint_every: int = field(default=10, metadata={"min": 1, "help": "write the checkpoint every N batches"})
     max_nonfinite_steps: int = field(default=5, metadata={"min": 1})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
-    threads: int | None = field(default=None, metadata={"min": 1, "help": "CPU threads for torch"})
+    threads: int | None = field(default=1, metadata={"min": 1, "help": "CPU threads of torch (1: fastest on "
+                                                                     "shared cores; null: PyTorch's default)"})
     progress: bool = True
     out: str | None = None
 
@@ -73,6 +82,9 @@ class SearchConfig:
         if len(self.gumbel_temperature) != 2 or not self.gumbel_temperature[0] >= self.gumbel_temperature[1] >= 0:
             raise ValueError(f"'gumbel_temperature' must be [initial, final] with initial >= final >= 0, "
                              f"got {self.gumbel_temperature}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"'warmup_epochs' ({self.warmup_epochs}) must be smaller than 'epochs' ({self.epochs}): "
+                             "otherwise the architecture never moves")
         if self.weight_lr_min > self.weight_lr:
             raise ValueError(f"'weight_lr_min' ({self.weight_lr_min}) is larger than 'weight_lr' ({self.weight_lr})")
 

@@ -34,18 +34,17 @@ import json
 import logging
 import os
 import random
+import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # ``nni.nas.strategy`` must be imported before ``nni.nas.oneshot`` (see strategies/cooperative.py).
 import nni.nas.strategy  # noqa: F401, I001
 import numpy as np
 import torch
 import yaml
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from nni.nas.evaluator.pytorch import Trainer
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.space import RawFormatModelSpace
@@ -57,22 +56,24 @@ from search_spaces.evaluator import UnpairedSearchData, search_evaluator
 from strategies import NonFiniteSearchError
 
 from ..base.atomic import atomic_write
-from ..base.config import ConfigError, read_yaml, to_yaml_dict
+from ..base.config import to_yaml_dict
 from ..base.errors import RuasError, UsageError
+from ..base.quiet import show_progress
+from ..base.threads import set_torch_threads
 from ..model.genotype import Genotype
 from ..model.ops import OPERATION_NAMES
-from .callbacks import CHECKPOINT_NAME
-from .callbacks import search_callbacks as _callbacks  # experiments.trial wraps this name to add its callbacks
+from ..training.plumbing import AtomicCheckpointIO, resolve_accelerator, resume_mismatch
+from .callbacks import CHECKPOINT_NAME, search_callbacks
 from .config import SearchConfig
-from .heatmap import architecture_probabilities
+from .probabilities import architecture_probabilities
 from .strategies import build_strategy
 
-__all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "prepare_search", "run_search"]
+__all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "RESUME_MAY_CHANGE", "prepare_search", "run_search"]
 
 _log = logging.getLogger(__name__)
 
-# Keys that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = frozenset({"device", "progress", "threads"})
+RESUME_MAY_CHANGE = frozenset({"device", "progress", "threads"})
+"""Settings that may differ between an interrupted search and its resumption (everything else must match)."""
 
 
 class SearchDivergedError(RuasError):
@@ -92,28 +93,11 @@ class SearchResult:
     checkpoint: Path | None
     tensorboard: Path
     seconds: float
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes through :func:`ruas_nni.base.atomic.atomic_write` (a file is
-    complete or absent, never truncated by a kill) and reads our own checkpoints in full."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        with atomic_write(path) as handle:
-            torch.save(checkpoint, handle)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=False)
-
-
-def _accelerator(device: str) -> str:
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
-        return "gpu"
-    return "cpu"
+    steps_per_epoch: int | None = None
+    """Batches per search epoch actually run: ``steps`` or the training images' batches, the fewer."""
+    train_images: int | None = None
+    """Images in the training (lower-level) split; the others validate (the upper level)."""
+    val_images: int | None = None
 
 
 def _seed_everything(seed: int) -> None:
@@ -127,26 +111,19 @@ def _check_output(out: Path, config: SearchConfig, resume: bool) -> Path | None:
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
     saved_config = out / "search_config.yaml"
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"`out` {out}: exists and is not a folder", keys=("out",))
     if not resume:
         if checkpoint.exists() or (out / "arch.json").exists():
-            raise UsageError(f"--out {out} already holds a search; pass --resume to continue it or choose another --out")
+            raise UsageError(f"`out` {out} already holds a search; pass `resume` to continue it or choose another `out`",
+                             keys=("out", "resume"))
         return None
     if not checkpoint.exists():
-        _log.warning("--resume: no checkpoint in %s yet; starting the search from the beginning", out)
+        _log.warning("resuming: no checkpoint in %s yet; starting the search from the beginning", out)
         return None
-    if saved_config.exists():
-        try:
-            previous = read_yaml(saved_config)
-        except ConfigError:
-            previous = {}
-        current = to_yaml_dict(config)
-        for key, value in current.items():
-            if key in _RESUMABLE_CHANGES or key not in previous:
-                continue
-            if previous[key] != value:
-                raise UsageError(f"--resume: {key} is {value!r} but the interrupted search in {out} used "
-                                 f"{previous[key]!r}; use the same settings or another --out")
+    mismatch = resume_mismatch(saved_config, to_yaml_dict(config), RESUME_MAY_CHANGE)
+    if mismatch is not None:
+        raise UsageError(f"`resume`: {mismatch.key} is {mismatch.current!r} but the interrupted search in {out} used "
+                         f"{mismatch.saved!r}; use the same settings or another `out`", keys=("resume", "out"))
     return checkpoint
 
 
@@ -180,26 +157,28 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         handle.write((text + "\n").encode("utf-8"))
 
 
-def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, *, resume: bool = False) -> SearchResult:
+def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, *, resume: bool = False,
+               callbacks: Sequence[Any] = ()) -> SearchResult:
     """Run the search ``config`` describes and write ``arch.json``, TensorBoard logs and the checkpoint.
 
     ``out`` overrides ``config.out``. With ``resume=True`` the search continues from
     ``out/checkpoints/last.ckpt`` (and must have the same settings); the result equals that of an
-    uninterrupted run with the same seed. Bad data or settings raise :class:`UsageError` before
+    uninterrupted run with the same seed. ``callbacks`` (Lightning callbacks) join the search's own
+    on its trainer, after them (e.g. a per-epoch report of an NNI trial). Bad data or settings raise :class:`UsageError` before
     anything starts; a search whose losses stop being finite raises :class:`SearchDivergedError` and
     keeps its last good checkpoint.
     """
     started = time.time()
     out_dir = Path(out if out is not None else (config.out or ""))
     if not str(out_dir):
-        raise UsageError("--out: give a folder for the search results")
+        raise UsageError("`out`: give a folder for the search results", keys=("out",))
     config = dataclasses.replace(config, out=str(out_dir))
     if not config.data:
-        raise UsageError("--data: give at least one folder of low-light images")
-    accelerator = _accelerator(config.device)
+        raise UsageError("`data`: give at least one folder of low-light images", keys=("data",))
+    accelerator = resolve_accelerator(config.device)
     resume_from = _check_output(out_dir, config, resume)
     if config.threads is not None:
-        torch.set_num_threads(config.threads)
+        set_torch_threads(config.threads)
 
     data = UnpairedSearchData(config.data, crop=config.crop, val_fraction=config.val_fraction, seed=config.seed,
                               batch_size=config.batch_size, flip=config.flip)
@@ -222,9 +201,9 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         accelerator=accelerator,
         devices=1,
         logger=logger,
-        callbacks=_callbacks(config, checkpoint_dir),
+        callbacks=[*search_callbacks(config, checkpoint_dir), *callbacks],
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=config.progress,
+        enable_progress_bar=config.progress and show_progress(stream=sys.stdout),  # Lightning's bar: stdout
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
@@ -236,15 +215,11 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
     if resume_from is not None:
         strategy.load_state_dict({"ckpt_path": str(resume_from)})
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        try:
-            strategy.run()
-        except NonFiniteSearchError as exc:
-            kept = f"; the last good checkpoint is {resume_from or checkpoint_dir / CHECKPOINT_NAME}"
-            raise SearchDivergedError(f"search stopped: {exc}{kept}") from None
+    try:  # dependencies' warnings are filtered by ruas_nni.base.quiet (the commands call it)
+        strategy.run()
+    except NonFiniteSearchError as exc:
+        kept = f"; the last good checkpoint is {resume_from or checkpoint_dir / CHECKPOINT_NAME}"
+        raise SearchDivergedError(f"search stopped: {exc}{kept}") from None
 
     model = next(strategy.list_models())
     genotype = Genotype.from_sample(model.sample)
@@ -267,5 +242,7 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     arch_path = out_dir / "arch.json"
     _write_json(arch_path, arch)
     checkpoint = checkpoint_dir / CHECKPOINT_NAME
+    batches = -(-len(data.train_set) // config.batch_size)  # type: ignore[arg-type]
+    per_epoch = min(batches, config.steps) if config.steps is not None else batches
     return SearchResult(arch, out_dir, arch_path, checkpoint if checkpoint.exists() else None,
-                        out_dir / "tensorboard", seconds)
+                        out_dir / "tensorboard", seconds, per_epoch, len(data.train_set), len(data.val_set))

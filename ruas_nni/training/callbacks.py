@@ -1,32 +1,21 @@
-"""Lightning plumbing of a training run: atomic checkpoints, the chunk-end callback (resumable state,
-``model.pt``, sample enhancements) and a progress bar over steps."""
+"""Lightning callbacks of a training run: the chunk-end callback (resumable state, ``model.pt``, sample
+enhancements) and a progress bar over steps. Atomic checkpoint files are :mod:`ruas_nni.training.plumbing`'s."""
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 from tqdm import tqdm
 
-from ..base.atomic import atomic_write
 from .module import RUASTrainingModule
 
 if TYPE_CHECKING:  # pragma: no cover - run.py imports this module
     from .run import TrainingRun
 
 
-__all__ = ["AtomicCheckpointIO", "ChunkEnd", "StepProgressBar"]
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temporary name and renamed: a kill never leaves half a file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        with atomic_write(path) as handle:
-            torch.save(checkpoint, handle)
+__all__ = ["ChunkEnd", "StepProgressBar"]
 
 
 class ChunkEnd(pl.Callback):

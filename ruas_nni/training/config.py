@@ -106,18 +106,18 @@ def resolve_arch(arch: str) -> tuple[Genotype, str]:
         return PAPER_GENOTYPE, "paper genotype (Liu et al., CVPR 2021, Sec. 4)"
     path = Path(arch)
     if not path.is_file():
-        raise UsageError(f"--arch {arch}: no such file (give a search's arch.json, or 'paper')")
+        raise UsageError(f"`arch` {arch}: no such file (give a search's arch.json, or 'paper')", keys=("arch",))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"--arch {arch}: not a readable JSON file ({exc})") from None
+        raise UsageError(f"`arch` {arch}: not a readable JSON file ({exc})", keys=("arch",)) from None
     try:
         genotype = Genotype.from_any(data)
     except ValueError as exc:
-        raise UsageError(f"--arch {arch}: {exc}") from None
+        raise UsageError(f"`arch` {arch}: {exc}", keys=("arch",)) from None
     return genotype, f"{path}"
 
 
 def load_train_config(yaml_path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) -> TrainConfig:
-    """The recipe: defaults, then ``--config`` YAML, then flags (``None`` = not given)."""
+    """The recipe: defaults, then the YAML file ``yaml_path``, then ``overrides`` (``None`` = not given)."""
     return load_config(TrainConfig, yaml_path, overrides)

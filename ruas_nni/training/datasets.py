@@ -25,19 +25,19 @@ __all__ = ["scan_folders", "split_files", "UnpairedImages", "SeededShuffle"]
 _log = logging.getLogger(__name__)
 
 
-def scan_folders(folders: Sequence[str | os.PathLike[str]], flag: str = "--data") -> list[Path]:
+def scan_folders(folders: Sequence[str | os.PathLike[str]], key: str = "data") -> list[Path]:
     """All image files below ``folders`` (sorted per folder). A missing folder or one without
-    images is a :class:`UsageError` naming it."""
+    images is a :class:`UsageError` naming it and ``key``, the argument that gave the folders."""
     if not folders:
-        raise UsageError(f"{flag}: give at least one folder of low-light images")
+        raise UsageError(f"`{key}`: give at least one folder of low-light images", keys=(key,))
     files: list[Path] = []
     for folder in folders:
         path = Path(folder)
         if not path.exists():
-            raise UsageError(f"{flag} {path}: no such folder")
+            raise UsageError(f"`{key}` {path}: no such folder", keys=(key,))
         found = find_images([path], recursive=True) if path.is_dir() else [path]
         if not found:
-            raise UsageError(f"{flag} {path}: no image files found (looked for .png, .jpg, .bmp, .tif ...)")
+            raise UsageError(f"`{key}` {path}: no image files found (looked for .png, .jpg, .bmp, .tif ...)", keys=(key,))
         files.extend(found)
     return files
 
@@ -71,12 +71,14 @@ class UnpairedImages(Dataset):
         Base of every random draw: sample ``index`` of epoch ``e`` is the same in every run.
     repeats
         How many times each image appears per epoch (different crops each time).
+    role
+        What these images are, for the warnings (e.g. "the search's training split (4 of 8 images ...)").
     """
 
     def __init__(self, files: Sequence[Path], crop: int | None = 320, flip: bool = True, seed: int = 0,
-                 repeats: int = 1) -> None:
+                 repeats: int = 1, role: str | None = None) -> None:
         if crop is not None and crop < 1:
-            raise UsageError(f"--crop must be a positive number of pixels, got {crop}")
+            raise UsageError(f"`crop` must be a positive number of pixels, got {crop}", keys=("crop",))
         self.crop = crop
         self.flip = flip
         self.seed = seed
@@ -100,15 +102,17 @@ class UnpairedImages(Dataset):
                 continue
             self.files.append(Path(path))
             self.images.append((image.rgb * 255.0).round().to(torch.uint8).numpy())
+        among = f" of {role}" if role else ""
         for item in unreadable:
-            _log.warning("skipping unreadable image %s", item)
+            _log.warning("skipping unreadable image%s: %s", among, item)
         if too_small:
-            _log.warning("skipping %d image(s) smaller than the %d-pixel crop, e.g. %s", len(too_small), crop, too_small[0])
+            _log.warning("skipping %d of the %d image(s)%s: smaller than the %d-pixel crop, e.g. %s",
+                         len(too_small), len(files), among, crop, too_small[0])
         if not self.images:
             if too_small:
                 raise UsageError(
-                    f"--crop {crop} is larger than every image (the largest has a shortest side of {largest[0]} "
-                    "pixels); use a smaller --crop"
+                    f"`crop` {crop} is larger than every image (the largest has a shortest side of {largest[0]} "
+                    "pixels); use a smaller `crop`", keys=("crop",)
                 )
             raise UsageError(f"no readable images among {len(files)} file(s), e.g. {unreadable[0] if unreadable else '-'}")
 

@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,17 +48,19 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from .. import __version__
 from ..base.atomic import atomic_write
-from ..base.config import ConfigError, from_mapping, to_yaml_dict
+from ..base.config import to_yaml_dict
 from ..base.errors import RuasError, UsageError
+from ..base.threads import set_torch_threads
 from ..model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_nrm_init, save_checkpoint
 from ..model.export import export
 from ..model.genotype import Genotype
 from ..model.network import RUASNet
-from .callbacks import AtomicCheckpointIO, ChunkEnd, StepProgressBar
+from .callbacks import ChunkEnd, StepProgressBar
 from .config import TrainConfig, resolve_arch
 from .data import StepProgress, UnpairedDataModule
 from .datasets import UnpairedImages, scan_folders
 from .module import RUASTrainingModule, TrainingDiverged
+from .plumbing import AtomicCheckpointIO, resolve_accelerator, resume_mismatch
 
 __all__ = ["TrainingRun", "TrainResult", "prepare_training", "build_network", "train"]
 
@@ -143,58 +144,50 @@ class TrainingRun:
 
 
 def _check_resumable(out: Path, config: TrainConfig) -> None:
-    saved_path = out / CONFIG_FILE
-    if not saved_path.is_file():
-        return
-    try:
-        saved = from_mapping(TrainConfig, _read_yaml_quiet(saved_path), str(saved_path))
-    except ConfigError:
-        return
-    old, new = to_yaml_dict(saved), to_yaml_dict(config)
-    changed = [key for key in new if key not in RESUME_MAY_CHANGE and old.get(key) != new.get(key)]
-    if changed:
-        key = changed[0]
+    """Refuse to resume the run in ``out`` with another recipe (keys of :data:`RESUME_MAY_CHANGE` aside)."""
+    mismatch = resume_mismatch(out / CONFIG_FILE, to_yaml_dict(config), RESUME_MAY_CHANGE)
+    if mismatch is not None:
+        key = mismatch.key
         raise UsageError(
-            f"--resume: {out} was trained with {key}={old.get(key)!r}, now {key}={new.get(key)!r}; "
-            "a run resumes only with the same recipe (steps may grow)"
+            f"`resume`: {out} was trained with {key}={mismatch.saved!r}, now {key}={mismatch.current!r}; "
+            "a run resumes only with the same recipe (steps may grow)", keys=("resume",)
         )
-
-
-def _read_yaml_quiet(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def prepare_training(config: TrainConfig, out: str | os.PathLike[str], resume: bool = False) -> TrainingRun:
     """Check everything a training run needs, before any training: architecture, data folders and
-    image sizes, NRM initial weights, output folder. Problems raise :class:`UsageError` (one line)."""
+    image sizes, NRM initial weights, output folder. Problems raise :class:`UsageError` (one line),
+    naming the key of ``config`` or the argument (``out``, ``resume``) at fault."""
     out = Path(out)
     genotype, arch_source = resolve_arch(config.arch)
     try:
         config.network_options()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    files = scan_folders(config.data, "--data")
+    files = scan_folders(config.data, "data")
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"`out` {out}: exists and is not a folder", keys=("out",))
     state = out / STATE_DIR / STATE_FILE
     if state.exists() and not resume:
-        raise UsageError(f"--out {out} already holds a training run; pass --resume to continue it, or choose another --out")
+        raise UsageError(f"`out` {out} already holds a training run; pass `resume` to continue it, or choose another `out`",
+                         keys=("out", "resume"))
     if resume:
         _check_resumable(out, config)
     nrm_init = None
     if config.init_nrm is not None:
         if genotype.nrm is None:
-            raise UsageError(f"--init-nrm {config.init_nrm}: the architecture has no NRM")
+            raise UsageError(f"`init_nrm` {config.init_nrm}: the architecture has no NRM", keys=("init_nrm",))
         try:
             nrm_init = load_nrm_init(config.init_nrm)
         except CheckpointError as exc:
-            raise UsageError(f"--init-nrm {exc}") from None
+            raise UsageError(f"`init_nrm` {exc}", keys=("init_nrm", *exc.keys)) from None
         probe = export(genotype, config.network_options())
         try:
             probe.nrm.load_state_dict(nrm_init)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise UsageError(f"--init-nrm {config.init_nrm}: weights do not fit this NRM ({first[:160]})") from None
+            raise UsageError(f"`init_nrm` {config.init_nrm}: weights do not fit this NRM ({first[:160]})",
+                             keys=("init_nrm",)) from None
     images = UnpairedImages(files, crop=config.crop, flip=config.flip, seed=config.seed)
     return TrainingRun(config, out, genotype, arch_source, files, images, nrm_init, resume)
 
@@ -222,15 +215,6 @@ def build_network(run: TrainingRun) -> RUASNet:
     return network
 
 
-def _accelerator(device: str) -> str:
-    aliases = {"cuda": "gpu", "auto": "auto", "cpu": "cpu", "gpu": "gpu", "mps": "mps"}
-    if device not in aliases:
-        raise UsageError(f"--device must be one of auto, cpu, cuda (gpu), mps; got {device!r}")
-    if aliases[device] == "gpu" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA GPU is available here; use --device cpu or auto")
-    return aliases[device]
-
-
 def _strategy(strategy: str) -> str:
     # Steps that update only the IEM leave the NRM's parameters without gradients: DDP must know.
     return "ddp_find_unused_parameters_true" if strategy == "ddp" else strategy
@@ -244,11 +228,9 @@ def train(run: TrainingRun, *, device: str = "auto", devices: int | str = 1, str
     ``threads`` sets torch's CPU threads (on shared cores, fewer threads than cores is often much
     faster; bit-identical results need the same thread count)."""
     config = run.config
-    accelerator = _accelerator(device)
+    accelerator = resolve_accelerator(device)
     if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
     run.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(run.out / CONFIG_FILE) as handle:
         handle.write(yaml.safe_dump(to_yaml_dict(config), sort_keys=False).encode())
@@ -267,24 +249,18 @@ def train(run: TrainingRun, *, device: str = "auto", devices: int | str = 1, str
             plugins=[AtomicCheckpointIO()], default_root_dir=str(run.out), log_every_n_steps=1,
         )
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise UsageError(f"cannot set up training on --device {device} --devices {devices} --precision {precision}: "
-                         f"{str(exc).strip().splitlines()[0]}") from None
+        raise UsageError(f"cannot set up training on `device` {device} `devices` {devices} `precision` {precision}: "
+                         f"{str(exc).strip().splitlines()[0]}", keys=("device", "devices", "precision")) from None
     resume_from = str(run.state_path) if run.resume and run.state_path.is_file() else None
     started = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
-        warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own pytree deprecation
-        try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-        except TrainingDiverged as exc:
-            kept = f"{run.model_path} (step {_steps_in(run.model_path)})" if run.model_path.is_file() else "none yet"
-            raise TrainingDiverged(f"{exc}: {kept}") from None
+    try:  # dependencies' warnings are filtered by ruas_nni.base.quiet (the commands call it)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+    except TrainingDiverged as exc:
+        kept = f"{run.model_path} (step {_steps_in(run.model_path)})" if run.model_path.is_file() else "none yet"
+        raise TrainingDiverged(f"{exc}: {kept}") from None
     seconds = time.monotonic() - started
     if trainer.interrupted:
-        raise RuasError(f"training interrupted; continue with --resume --out {run.out}")
+        raise RuasError(f"training interrupted; continue with `resume` `out` {run.out}", keys=("resume", "out"))
     steps_done = module.progress.steps_done
     extra = {"seconds": round(seconds, 1), "skipped_steps": module.skipped_steps,
              "device": f"{accelerator} x{devices}", "precision": str(precision)}

@@ -1,0 +1,183 @@
+"""NNI's private state that this project relies on (:mod:`strategies.nni_compat`,
+:mod:`ruas_nni.search.nni_compat`) is still where NNI keeps it. Each failure names what changed in NNI."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import nni.nas.strategy  # noqa: F401, I001  (before nni.nas.oneshot, see strategies/cooperative.py)
+import nni.trial
+import pytest
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
+from nni.nas.strategy import DARTS
+from torch import nn
+
+from ruas_nni.search import nni_compat
+from search_spaces import RUASSpace
+from strategies import labelled_architecture_parameters
+from strategies.nni_compat import ARCH_ALPHA, OPTIMIZER_PROGRESS, arch_alpha, count_optimizer_step
+
+
+def test_darts_layers_keep_their_architecture_weights_in_arch_alpha():
+    space = RUASSpace(iem_stages=1, nrm_cells=1, nrm_channels=3)
+    DARTS().mutate_model(space)
+    layers = [m for m in space.modules() if isinstance(m, DifferentiableMixedLayer)]
+    assert len(layers) == 14, f"NNI's DARTS made {len(layers)} DifferentiableMixedLayer of RUASSpace's 14 edges"
+    for layer in layers:
+        assert isinstance(arch_alpha(layer), nn.Parameter), (
+            f"NNI changed where DifferentiableMixedLayer keeps its architecture weights: no parameter "
+            f"{ARCH_ALPHA!r} on {layer.label}")
+        assert arch_alpha(layer).shape == (len(layer.names),)
+    assert len(labelled_architecture_parameters(space)) == 14
+    assert arch_alpha(space) is None  # only the modules that hold the weights themselves
+
+
+def test_darts_layer_choice_keeps_its_weights_in_arch_alpha():
+    class Net(ModelSpace):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = LayerChoice([nn.Linear(2, 2), nn.Linear(2, 2, bias=False)], label="layer")
+
+    net = Net()
+    DARTS().mutate_model(net)
+    assert list(labelled_architecture_parameters(net)) == ["layer"], (
+        f"NNI changed where its DARTS LayerChoice keeps its architecture weights (expected {ARCH_ALPHA!r})")
+
+
+def test_one_shot_modules_count_optimizer_steps_in_optimizer_progress():
+    names = BaseOneShotLightningModule.advance_optimization.__code__.co_names
+    assert OPTIMIZER_PROGRESS in names, (
+        f"NNI's BaseOneShotLightningModule.advance_optimization no longer counts steps in {OPTIMIZER_PROGRESS!r}")
+    assert OPTIMIZER_PROGRESS in BaseOneShotLightningModule.setup.__code__.co_names, (
+        f"NNI's BaseOneShotLightningModule.setup no longer resets {OPTIMIZER_PROGRESS!r}")
+
+    class Counted(nn.Module):
+        pass
+
+    module = Counted()
+    setattr(module, OPTIMIZER_PROGRESS, 4)
+    count_optimizer_step(module)
+    assert getattr(module, OPTIMIZER_PROGRESS) == 5
+
+
+def test_the_trial_parameter_record_is_nni_trial_params():
+    attribute = nni_compat.TRIAL_PARAMETERS
+    assert hasattr(nni.trial, attribute), f"nni.trial has no {attribute!r} any more (the trial's parameter record)"
+    for function in (nni.trial.get_next_parameter, nni.trial.get_current_parameter):
+        assert attribute in function.__code__.co_names, (
+            f"nni.trial.{function.__name__} no longer keeps the parameter record in nni.trial.{attribute}")
+    before = nni_compat.trial_parameters()
+    record = {"parameter_id": 7, "parameters": {"strategy": "darts"}, "parameter_source": "algorithm"}
+    try:
+        nni_compat.set_trial_parameters(record)
+        assert nni.trial.get_current_parameter() == {"strategy": "darts"}
+    finally:
+        nni_compat.set_trial_parameters(before)
+
+
+def test_the_trial_command_channels_keep_their_private_names():
+    from nni.runtime.trial_command_channel.local_legacy import LocalLegacyTrialCommandChannel
+    from nni.runtime.trial_command_channel.v3 import TrialCommandChannelV3
+
+    v3 = TrialCommandChannelV3.receive_parameter.__code__
+    assert nni_compat.V3_HTTP_CHANNEL in v3.co_names and "send" in v3.co_names and "receive" in v3.co_names, (
+        f"NNI's TrialCommandChannelV3.receive_parameter no longer asks its HTTP channel "
+        f"{nni_compat.V3_HTTP_CHANNEL!r} (send/receive) for the parameter")
+    assert nni_compat.V3_HTTP_CHANNEL in TrialCommandChannelV3.__init__.__code__.co_names
+    legacy = LocalLegacyTrialCommandChannel.receive_parameter.__code__.co_names
+    missing = [name for name in nni_compat.LEGACY_CHANNEL_NAMES if name not in legacy]
+    assert not missing, f"NNI's LocalLegacyTrialCommandChannel.receive_parameter no longer uses {missing}"
+
+
+class _FakeHttp:
+    def __init__(self, answer):
+        self.sent, self.answer = [], answer
+
+    def send(self, command):
+        self.sent.append(command)
+
+    def receive(self):
+        return self.answer
+
+
+def test_receive_parameter_text_returns_the_v3_text_undecoded(monkeypatch):
+    from nni.runtime.trial_command_channel.v3 import TrialCommandChannelV3
+
+    text = '{"parameter_id": 1, "parameters": {"strategy": {"__symbol__": "os.system"}}}'
+    channel = TrialCommandChannelV3.__new__(TrialCommandChannelV3)
+    http = _FakeHttp({"type": "parameter", "parameter": text})
+    setattr(channel, nni_compat.V3_HTTP_CHANNEL, http)
+    monkeypatch.setattr(nni_compat, "get_default_trial_command_channel", lambda: channel)
+    assert nni_compat.receive_parameter_text() == text
+    assert http.sent == [{"type": "request_parameter"}]
+    http.answer = None
+    assert nni_compat.receive_parameter_text() is None
+
+
+def test_receive_parameter_text_reads_the_legacy_parameter_file(monkeypatch, tmp_path):
+    from nni.runtime.trial_command_channel.local_legacy import LocalLegacyTrialCommandChannel
+
+    text = '{"parameter_id": 2, "parameters": {"seed": 1}}'
+    (tmp_path / "parameter.cfg").write_text(text)
+    channel = LocalLegacyTrialCommandChannel.__new__(LocalLegacyTrialCommandChannel)
+    channel._sysdir, channel._param_index = str(tmp_path), 0  # noqa: SLF001 (what NNI's __init__ sets)
+    monkeypatch.setattr(nni_compat, "get_default_trial_command_channel", lambda: channel)
+    assert nni_compat.receive_parameter_text() == text
+    assert nni_compat.receive_parameter_text() is None  # one record per trial
+    monkeypatch.setattr(nni_compat, "get_default_trial_command_channel", lambda: object())
+    with pytest.raises(nni_compat.UnsupportedChannel):
+        nni_compat.receive_parameter_text()
+
+
+def _nni_manager_schema() -> str:
+    """The ``create table`` statements of the NNI manager that this NNI ships (``nni_node``)."""
+    import nni_node
+
+    source = Path(nni_node.__path__[0]) / "core" / "sqlDatabase.js"
+    assert source.is_file(), f"NNI's manager no longer has {source}: check where it creates nni.sqlite"
+    text = source.read_text(encoding="utf-8")
+    match = re.search(r"const createTables = `(.*?)`;", text, re.S)
+    assert match, f"{source}: no `createTables` SQL any more; NNI changed how it creates its database"
+    assert "'nni.sqlite'" in text, f"{source}: the database is no longer named nni.sqlite"
+    return match.group(1)
+
+
+def test_the_experiment_database_has_the_tables_and_columns_the_report_reads():
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.executescript(_nni_manager_schema())
+        for table, columns in nni_compat.DATABASE_COLUMNS.items():
+            present = {row[1] for row in connection.execute(f"pragma table_info({table})")}
+            assert present, f"NNI's experiment database has no table {table} any more"
+            missing = sorted(set(columns) - present)
+            assert not missing, f"NNI's table {table} lost the column(s) {missing}"
+        connection.execute("insert into ExperimentProfile (params, id, startTime, endTime, revision) "
+                           "values ('{}', 'abc', 1, 2, 0)")
+        connection.execute("insert into TrialJobEvent (timestamp, trialJobId, event) values (5, 't', 'WAITING')")
+        rows = nni_compat.read_experiment_database(connection)
+    finally:
+        connection.close()
+    assert rows.profile == ("{}", "abc", 1, 2) and rows.events == [(5, "t", "WAITING", None, None, None)]
+    assert rows.metrics == []
+
+
+@pytest.mark.parametrize("attribute,pattern", [
+    ("_arch_alpha", r"[\w)\]]\._arch_alpha\b|[\"']_arch_alpha[\"']"),
+    ("_optimizer_progress", r"[\w)\]]\._optimizer_progress\b|[\"']_optimizer_progress[\"']"),
+    ("nni.trial._params", r"trial\._params\b|trial,\s*[\"']_params[\"']"),
+    ("TrialCommandChannelV3._channel", r"\._channel\b|[\"']_channel[\"']"),
+    ("LocalLegacyTrialCommandChannel._sysdir", r"\._sysdir\b|[\"']_sysdir[\"']"),
+    ("LocalLegacyTrialCommandChannel._param_index", r"\._param_index\b|[\"']_param_index[\"']"),
+    ("LocalLegacyTrialCommandChannel._request_next_parameter", r"_request_next_parameter\b"),
+])
+def test_private_names_are_used_only_in_the_compat_modules(attribute, pattern):
+    root = Path(__file__).resolve().parents[1]
+    allowed = {root / "strategies" / "nni_compat.py", root / "ruas_nni" / "search" / "nni_compat.py"}
+    users = [str(path.relative_to(root)) for package in ("ruas_nni", "search_spaces", "strategies")
+             for path in (root / package).rglob("*.py")
+             if path not in allowed and re.search(pattern, path.read_text(encoding="utf-8"))]
+    assert not users, f"NNI's private {attribute} used outside the compat modules: {users}"
