@@ -14,6 +14,8 @@ rounding. These tests therefore check three things:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -77,7 +79,10 @@ def test_enhancer_tiled_equals_untiled_in_float32(model, fold, stage):
             got = tiled(image)
         assert got.shape == expected.shape
         assert (got - expected).abs().max().item() <= 1e-6
-        assert torch.equal(torch.round(got * 255), torch.round(expected * 255))
+        # 8-bit: identical but where a float32 rounding difference crosses a half level (seen with the
+        # exposure-normalised default model: a handful of pixels, one level)
+        levels = (torch.round(got * 255) - torch.round(expected * 255)).abs()
+        assert levels.max().item() <= 1 and (levels > 0).float().mean().item() < 1e-3
 
 
 @pytest.mark.parametrize("model", ["default", "random0"])
@@ -88,6 +93,10 @@ def test_float64_tiling_on_the_enhancers_plan_is_exact_and_a_short_halo_is_not(m
     image = _low_light_photo().double().unsqueeze(0)
     height, width = image.shape[-2:]
     with torch.inference_mode():
+        # with exposure normalisation every tile uses the whole image's gain, as the enhancer does
+        gain = enhancer.network.exposure_gain(image)
+        if gain is not None:
+            network = functools.partial(network, gain=gain)
         expected = network(image)
         plan = enhancer.plan(height, width)
         assert len(plan) >= 6
