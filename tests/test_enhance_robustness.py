@@ -249,10 +249,10 @@ def test_a_failure_inside_the_network_fails_that_file_only(tmp_path, model_path,
     Image.fromarray(_rgb(13, 17, 2)).save(source / "huge.png")
     original = Enhancer.run_window
 
-    def run_window(self, window):
+    def run_window(self, window, *gain):
         if window.shape[-2:] == (13, 17):
             raise RuntimeError("out of memory (simulated)")
-        return original(self, window)
+        return original(self, window, *gain)
 
     monkeypatch.setattr(Enhancer, "run_window", run_window)
     status = main(["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint", str(model_path), "--quiet",
