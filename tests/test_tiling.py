@@ -107,14 +107,13 @@ def test_receptive_radius_bounds_what_an_output_pixel_sees():
     assert 0 < reach <= radius
 
 
-def test_4k_image_enhances_in_under_1_5_gb(tmp_path):
+def test_4k_image_enhances_in_under_1_gb(tmp_path):
     """The whole command on a 3840x2160 PNG, peak resident memory measured in the child process
     (default --memory-budget; a 7680x4320 photo is measured by ``benchmarks/peak_memory.py``).
 
-    ``benchmarks/peak_memory.py`` measures 850-930 MB for this image; under heavy machine load
-    (load average above 8 on 2 cores) one suite run peaked at 1,490 MB, as ONNX Runtime's arena
-    grows in powers of two when both workers' tiles are in flight at once. The bound here is the
-    one a loaded CI machine keeps; the issue's 1 GB target is tracked by the benchmark."""
+    The peak is the child's ``VmHWM``, which starts afresh at ``exec``. ``ru_maxrss`` does not: on
+    Linux it keeps the high-water mark of the process that forked it, so inside a long test session
+    it reported the pytest process's own 1.5 GB instead of the enhancer's ~850 MB."""
     from PIL import Image
 
     from ruas_nni.model.checkpoint import save_checkpoint
@@ -125,17 +124,18 @@ def test_4k_image_enhances_in_under_1_5_gb(tmp_path):
     pixels = (torch.rand(2160, 3840, 3, generator=torch.Generator().manual_seed(5)) * 90).to(torch.uint8).numpy()
     Image.fromarray(pixels).save(source / "frame.png", compress_level=1)
     code = textwrap.dedent(f"""
-        import resource, sys
+        import sys
         from ruas_nni.cli import main
         status = main(["enhance", {str(source)!r}, "-o", {str(tmp_path / 'out')!r}, "--checkpoint",
                        {str(checkpoint_path)!r}, "--device", "cpu", "--quiet"])
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        peak_kb = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+        print(peak_kb)
         sys.exit(status)
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     peak_mb = int(result.stdout.strip().splitlines()[-1]) / 1024
-    assert peak_mb < 1536, f"peak RSS {peak_mb:.0f} MB"
+    assert peak_mb < 1000, f"peak RSS {peak_mb:.0f} MB"
     assert Image.open(tmp_path / "out" / "frame.png").size == (3840, 2160)
 
 
