@@ -20,7 +20,7 @@ import ruas_nni.training.module as training
 from ruas_nni.base.errors import UsageError
 from ruas_nni.cli import main
 from ruas_nni.model.checkpoint import load_checkpoint
-from ruas_nni.training.config import TrainConfig
+from ruas_nni.training.config import REFERENCE_RECIPE, TrainConfig
 from ruas_nni.training.losses import illumination_loss, smoothness
 from ruas_nni.training.module import TrainingDiverged
 from ruas_nni.training.run import build_network, prepare_training, train
@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(data: Path, **overrides) -> TrainConfig:
-    values = {"data": [str(data)], "steps": 6, "crop": 32, "checkpoint_every": 3, "seed": 0}
+    """The authors' recipe (the losses these tests pin), shortened; ``overrides`` on top."""
+    values = {**REFERENCE_RECIPE, "data": [str(data)], "steps": 6, "crop": 32, "checkpoint_every": 3, "seed": 0}
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -317,7 +318,7 @@ def test_killed_run_resumes_to_the_same_weights(demo_data, tmp_path: Path) -> No
     assert not list((killed / "checkpoints").glob(".*.tmp"))
 
 
-def test_example_config_lists_every_key_with_the_reference_defaults() -> None:
+def test_example_config_lists_every_key_with_the_defaults() -> None:
     import dataclasses
 
     import yaml
@@ -329,3 +330,43 @@ def test_example_config_lists_every_key_with_the_reference_defaults() -> None:
     loaded, defaults = load_train_config(path, {}), TrainConfig()
     differing = [f.name for f in dataclasses.fields(TrainConfig) if getattr(loaded, f.name) != getattr(defaults, f.name)]
     assert differing == ["data"]
+
+
+def test_paper_example_is_the_reference_recipe() -> None:
+    """examples/paper_train.yaml and REFERENCE_RECIPE are the same recipe, and it is the authors'
+    (spec Sec. 4): 800 steps of 320-pixel crops, L_n with fidelity weight 1e-7, NRM every 50th step."""
+    from ruas_nni.training.config import load_train_config
+
+    loaded = load_train_config(ROOT / "examples" / "paper_train.yaml", {})
+    assert loaded == TrainConfig(**REFERENCE_RECIPE)
+    assert (loaded.steps, loaded.crop, loaded.nrm_period, loaded.objective, loaded.exposure) == (800, 320, 50, "reference", None)
+    assert (loaded.noise_fidelity_weight, loaded.tv_weight, loaded.iem_lr, loaded.nrm_lr) == (1e-7, 1.0, 0.015, 0.001)
+
+
+def test_default_recipe_trains_with_a_lowpass_nrm_start(demo_data, tmp_path: Path) -> None:
+    """The defaults (the recommended recipe): the NRM starts as the binomial low-pass, so the first
+    model differs from an identity start, and a tiny run is reproducible."""
+    from ruas_nni.model.export import export
+    from ruas_nni.model.genotype import PAPER_GENOTYPE
+    from ruas_nni.model.nrm_start import lowpass_start
+
+    config = TrainConfig(data=[str(demo_data.train)], steps=4, crop=32, checkpoint_every=4)
+    assert config.nrm_start == "lowpass" and config.objective == "exposure_denoise"
+    network = build_network(prepare_training(config, tmp_path / "probe"))
+    expected = export(PAPER_GENOTYPE, config.network_options())
+    lowpass_start(expected.nrm)
+    for key, value in expected.nrm.state_dict().items():
+        assert torch.equal(network.nrm.state_dict()[key], value), key
+    first = _train(config, tmp_path / "a")
+    second = _train(config, tmp_path / "b")
+    a, b = load_checkpoint(first.model_path).state_dict, load_checkpoint(second.model_path).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["nrm.head.weight"], expected.nrm.head.weight), "the NRM did not train"
+
+
+def test_fidelity_denoiser_is_tikhonov(demo_data, tmp_path: Path) -> None:
+    """``denoiser: fidelity`` trains the NRM on MSE(x, u) + denoise_tv_weight TV(x)."""
+    config = _config(demo_data.train, objective="exposure_denoise", denoiser="fidelity", denoise_tv_weight=0.25,
+                     nrm_period=1, steps=3)
+    result = _train(config, tmp_path / "run")
+    assert load_checkpoint(result.model_path).metadata["recipe"]["denoiser"] == "fidelity"

@@ -56,8 +56,11 @@ EXPOSURE_MODES = ("illumination", "output")
 """Where the exposure term looks: :func:`illumination_exposure` (block means of ``y`` over ``t``) or
 :func:`exposure_control` on the IEM output ``u`` (Zero-DCE's form)."""
 
-DENOISERS = ("neighbor2neighbor", "zsn2n")
-"""Self-supervised denoising losses for the NRM: :func:`neighbor2neighbor_loss`, :func:`zero_shot_n2n_loss`."""
+DENOISERS = ("neighbor2neighbor", "zsn2n", "fidelity")
+"""Denoising losses for the NRM from single noisy images: :func:`neighbor2neighbor_loss`,
+:func:`zero_shot_n2n_loss`, and ``fidelity`` = ``MSE(f(u), u)``, which with a TV weight ``lambda``
+beside it is Tikhonov regularisation (the authors' ``L_n`` with fidelity weight ``1 / lambda``
+instead of ``1e-7``): its optimum is a low-pass of ``u``, not a flat image (docs/objectives.md)."""
 
 REFERENCE_SMOOTH_COEFFICIENT = -0.5 * 0.1 * 0.1
 """``c`` in ``w = exp(c * |g(p) - g(q)|^2)`` as the authors' code computes it (-0.005)."""
@@ -287,10 +290,12 @@ def zero_shot_n2n_loss(denoiser, u: torch.Tensor, *, consistency: float = 1.0) -
 
 def denoise_loss(denoiser, u: torch.Tensor, method: str = "neighbor2neighbor", *, consistency: float = 2.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """The self-supervised denoising loss ``method`` (one of :data:`DENOISERS`) of ``denoiser`` on ``u``;
-    ``consistency`` is Neighbor2Neighbor's ``gamma`` or Zero-Shot Noise2Noise's consistency weight."""
+    """The denoising loss ``method`` (one of :data:`DENOISERS`) of ``denoiser`` on ``u``; ``consistency``
+    is Neighbor2Neighbor's ``gamma`` or Zero-Shot Noise2Noise's consistency weight (unused by ``fidelity``)."""
     if method == "neighbor2neighbor":
         return neighbor2neighbor_loss(denoiser, u, gamma=consistency, generator=generator)
     if method == "zsn2n":
         return zero_shot_n2n_loss(denoiser, u, consistency=consistency)
+    if method == "fidelity":
+        return (denoiser(u) - u).pow(2).mean()
     raise ValueError(f"unknown denoising loss {method!r}; expected one of {', '.join(DENOISERS)}")

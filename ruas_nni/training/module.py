@@ -86,6 +86,10 @@ class RUASTrainingModule(pl.LightningModule):
         if config.objective == "exposure_denoise":
             # the random sub-sampling of step s is a pure function of (seed, s): reproducible and resumable
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            if config.denoiser == "fidelity":  # Tikhonov: one forward serves both terms
+                x = self.net.nrm(u)
+                return (config.denoise_weight * (x - u).pow(2).mean()
+                        + config.denoise_tv_weight * total_variation(x))
             loss = config.denoise_weight * denoise_loss(self.net.nrm, u, config.denoiser,
                                                         consistency=config.denoise_consistency, generator=generator)
             if config.denoise_tv_weight:

@@ -55,6 +55,7 @@ from ..model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, loa
 from ..model.export import export
 from ..model.genotype import Genotype
 from ..model.network import RUASNet
+from ..model.nrm_start import identity_start, lowpass_start
 from .callbacks import ChunkEnd, StepProgressBar
 from .config import TrainConfig, resolve_arch
 from .data import StepProgress, UnpairedDataModule
@@ -174,6 +175,9 @@ def prepare_training(config: TrainConfig, out: str | os.PathLike[str], resume: b
     if resume:
         _check_resumable(out, config)
     nrm_init = None
+    if config.init_nrm is None and config.nrm_start == "lowpass" and config.nrm_channels < 6:
+        raise UsageError(f"`nrm_start` lowpass needs `nrm_channels` >= 6 (got {config.nrm_channels}); "
+                         "use nrm_start identity", keys=("nrm_start", "nrm_channels"))
     if config.init_nrm is not None:
         if genotype.nrm is None:
             raise UsageError(f"`init_nrm` {config.init_nrm}: the architecture has no NRM", keys=("init_nrm",))
@@ -209,9 +213,10 @@ def build_network(run: TrainingRun) -> RUASNet:
     if network.nrm is not None:
         if run.nrm_init is not None:
             network.nrm.load_state_dict(run.nrm_init)
-        elif run.config.zero_nrm_head:
-            torch.nn.init.zeros_(network.nrm.head.weight)
-            torch.nn.init.zeros_(network.nrm.head.bias)
+        elif run.config.nrm_start == "identity":
+            identity_start(network.nrm)
+        elif run.config.nrm_start == "lowpass":
+            lowpass_start(network.nrm)
     return network
 
 
