@@ -370,3 +370,13 @@ def test_fidelity_denoiser_is_tikhonov(demo_data, tmp_path: Path) -> None:
                      nrm_period=1, steps=3)
     result = _train(config, tmp_path / "run")
     assert load_checkpoint(result.model_path).metadata["recipe"]["denoiser"] == "fidelity"
+
+
+def test_default_model_recipe_is_the_default_recipe() -> None:
+    """examples/default_model.yaml (the shipped model's recipe) only spells out train's defaults."""
+    import yaml
+
+    keys = yaml.safe_load((ROOT / "examples" / "default_model.yaml").read_text())
+    defaults = TrainConfig()
+    differing = {k: v for k, v in keys.items() if k != "data" and getattr(defaults, k) != v}
+    assert differing == {}

@@ -41,7 +41,7 @@ class TrainConfig:
     flip: bool = field(default=False, metadata={"help": "random horizontal / vertical flips (not in the reference)"})
     # optimisation
     iem_lr: float = field(default=0.015, metadata={"min": 0.0})
-    nrm_lr: float = field(default=0.002, metadata={"min": 0.0})
+    nrm_lr: float = field(default=0.005, metadata={"min": 0.0})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     weight_decay: float = field(default=3e-4, metadata={"min": 0.0})
     grad_clip: float = field(default=5.0, metadata={"min": 0.0, "help": "max gradient norm per module; 0 = off"})
