@@ -6,8 +6,8 @@
 set -euo pipefail
 export OMP_NUM_THREADS=1
 
-# 1. Train the paper genotype with the recipe chosen on lol_val (examples/default_model.yaml, ~4 min).
+# 1. Train the paper genotype with the recipe chosen on lol_val (examples/default_model.yaml = train defaults, ~4 min).
 ruas-nni train --config examples/default_model.yaml --out runs/default/train --device cpu --threads 1
 
 # 2. Score it on lol_val (where it was chosen) and lol_eval15 (only reported) and package it with its metadata.
-python scripts/make_default_model.py --model runs/default/train/model.pt --val ../shared/data/lol_val --report ../shared/data/lol_eval15 --note "paper genotype, exposure normalisation (E 0.45, tone curve 0.5) and a Neighbor2Neighbor NRM; recipe chosen on lol_val (docs/objectives.md)"
+python scripts/make_default_model.py --model runs/default/train/model.pt --val ../shared/data/lol_val --report ../shared/data/lol_eval15 --note "paper genotype, exposure normalisation (E 0.45, tone curve 0.5), NRM started as a 5x5 low-pass and trained by Neighbor2Neighbor without its regulariser + 0.1 TV; recipe (train defaults) chosen on lol_val (docs/objectives.md)"

@@ -160,9 +160,9 @@ def test_exposure_flag_of_enhance_and_evaluate(demo_data, tmp_path: Path, capsys
 
 
 def test_training_key_is_validated_and_reaches_the_network() -> None:
-    assert load_train_config(None, {}).exposure is None
-    config = load_train_config(None, {"exposure": 0.45})
-    assert config.network_options().exposure == 0.45
+    assert load_train_config(None, {}).exposure == 0.45  # the recommended recipe's default
+    config = load_train_config(None, {"exposure": 0.4})
+    assert config.network_options().exposure == 0.4
     for bad, message in ((1.5, "at most 1.0"), (0.0, "at least 0.01")):
         with pytest.raises(ConfigError, match=message):
             load_train_config(None, {"exposure": bad})
