@@ -124,33 +124,52 @@ def test_a_damaged_cache_entry_is_rebuilt(reference_dir, photos, tmp_path):
         assert sorted(got) == sorted(expected) and all(np.array_equal(got[n], expected[n]) for n in got), label
 
 
-def test_no_cache_and_exposure_models_write_nothing(reference_dir, photos, tmp_path):
-    from ruas_nni.inference.graph_cache import cache_key, graph_for
-    from ruas_nni.model.checkpoint import load_checkpoint
+def test_no_cache_writes_nothing_and_the_key_follows_content_stage_and_exposure(reference_dir, photos, tmp_path):
+    from ruas_nni.inference.graph_cache import cache_key
 
     checkpoint = reference_dir / "lol.pt"
     cache = tmp_path / "cache"
-    _enhance(cache, photos, "-o", tmp_path / "out", "--checkpoint", checkpoint, "--no-cache")
-    assert _entries(cache) == []
-    # Exposure normalisation needs the whole image's gain: the ONNX Runtime graph cannot apply it, so
-    # nothing is cached and the command runs the torch engine.
-    os.environ["RUAS_NNI_CACHE_DIR"], saved = str(cache), os.environ.get("RUAS_NNI_CACHE_DIR")
-    try:
-        graph, _ = graph_for(checkpoint, "final", 0.45, None,
-                             load=lambda: load_checkpoint(checkpoint).with_exposure(0.45))
-    finally:
-        if saved is None:
-            del os.environ["RUAS_NNI_CACHE_DIR"]
-        else:
-            os.environ["RUAS_NNI_CACHE_DIR"] = saved
-    assert graph is None and _entries(cache) == []
-    loaded, _ = _enhance(cache, photos / "lime_8.bmp", "-o", tmp_path / "exposure", "--checkpoint", checkpoint,
-                         "--exposure", "0.45")
-    assert "torch" in loaded and (tmp_path / "exposure" / "lime_8.png").is_file()
-    # The key follows the checkpoint's content, the stage and the exposure override.
+    _enhance(cache, photos / "lime_8.bmp", "-o", tmp_path / "out", "--checkpoint", checkpoint, "--no-cache")
+    assert _entries(cache) == [] and (tmp_path / "out" / "lime_8.png").is_file()
     keys = {cache_key(checkpoint, "final"), cache_key(checkpoint, "iem"), cache_key(checkpoint, "final", 0.45),
-            cache_key(reference_dir / "upe.pt", "final")}
-    assert len(keys) == 4
+            cache_key(checkpoint, "final", 0.45, 0.5), cache_key(reference_dir / "upe.pt", "final")}
+    assert len(keys) == 5
     copy = tmp_path / "renamed.pt"
     shutil.copy(checkpoint, copy)
     assert cache_key(copy, "final") == cache_key(checkpoint, "final")
+
+
+@pytest.mark.parametrize("exposure", [["--exposure", "0.45", "--exposure-gamma", "0.5"], ["--exposure", "0.3"]])
+def test_exposure_normalisation_runs_in_onnxruntime_without_torch(reference_dir, photos, tmp_path, exposure):
+    """The gain is measured by a small ONNX Runtime graph of the IEM on the area-downsampled copy and
+    fed to the main graph as its second input: within one 8-bit level of the torch engine, no PyTorch
+    once cached, tiled equal to untiled."""
+    checkpoint = reference_dir / "lol.pt"
+    cache = tmp_path / "cache"
+    _enhance(cache, photos, "-o", tmp_path / "first", "--checkpoint", checkpoint, *exposure)
+    loaded, _ = _enhance(cache, photos, "-o", tmp_path / "cached", "--checkpoint", checkpoint, *exposure)
+    assert loaded == "", f"a cached-graph run imported {loaded}"
+    _enhance(cache, photos, "-o", tmp_path / "tiled", "--checkpoint", checkpoint, *exposure, "--tile-pixels", "30000")
+    _enhance(cache, photos, "-o", tmp_path / "torch", "--checkpoint", checkpoint, *exposure, "--engine", "torch")
+    cached, tiled, torch_engine, plain = (_pixels(tmp_path / n) for n in ("cached", "tiled", "torch", "first"))
+    assert len(cached) == 4
+    for name in cached:
+        assert np.array_equal(cached[name], tiled[name]), name
+        assert np.array_equal(cached[name], plain[name]), name
+        assert np.abs(cached[name] - torch_engine[name]).max() <= 1, name
+
+
+def test_the_enhancer_runs_exposure_models_in_onnxruntime(reference_dir, photos):
+    """``Enhancer(engine="onnxruntime")`` (the Python API, ``evaluate``) takes exposure models too, and
+    ``auto`` picks it: within one level of the torch engine; the PyTorch-free enhancer equals it."""
+    from ruas_nni.inference.enhance import Enhancer, load_model
+    from ruas_nni.inference.graph_cache import OrtEnhancer, build_graph
+
+    checkpoint = load_model(reference_dir / "lol.pt")[0].with_exposure(0.45, 0.5)
+    rgb = np.asarray(Image.open(photos / "lime_10.bmp").convert("RGB"))
+    with Enhancer(checkpoint, engine="torch", workers=2) as slow, Enhancer(checkpoint, engine="auto", workers=2) as fast:
+        assert fast.engine == "onnxruntime"
+        expected, got = slow.submit_uint8(rgb).result(), fast.submit_uint8(rgb).result()
+    assert np.abs(expected.astype(int) - got).max() <= 1
+    with OrtEnhancer(build_graph(checkpoint, "final"), workers=2) as alone:
+        assert np.abs(alone.submit_uint8(rgb).result().astype(int) - got).max() <= 1

@@ -106,8 +106,8 @@ def _gpu_possible() -> bool:
 
 def _onnxruntime_enhancer(args: argparse.Namespace):
     """The PyTorch-free enhancer (:class:`ruas_nni.inference.graph_cache.OrtEnhancer`) when this run
-    can use it: the ONNX Runtime engine on CPU with the folded network, no exposure normalisation.
-    Its graph comes from the cache, or is written (PyTorch imported once) and cached. ``None``: use
+    can use it: the ONNX Runtime engine on CPU with the folded network. Its graph comes from the
+    cache, or is written (PyTorch imported once) and cached. ``None``: use
     the general :class:`~ruas_nni.inference.enhance.Enhancer`."""
     import importlib.util
 
@@ -126,15 +126,13 @@ def _onnxruntime_enhancer(args: argparse.Namespace):
         graph, cached = graph_for(path, args.stage, args.exposure, args.exposure_gamma, use_cache=not args.no_cache)
     except OSError:
         return None  # an unreadable checkpoint: the general path says why
-    if graph is None:
-        return None  # exposure normalisation: the torch engine
     try:
         return OrtEnhancer(graph, **options)
     except Exception:  # noqa: BLE001 - a cached graph ONNX Runtime cannot load: write it again
         if not cached:
             raise
     graph, _ = graph_for(path, args.stage, args.exposure, args.exposure_gamma, refresh=True)
-    return OrtEnhancer(graph, **options) if graph is not None else None
+    return OrtEnhancer(graph, **options)
 
 
 def run(args: argparse.Namespace) -> int:

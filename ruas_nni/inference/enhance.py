@@ -149,10 +149,13 @@ class _OnnxRuntime:
         from .graph_cache import ort_session
         from .onnx_export import folded_onnx_bytes  # onnx_export imports this module (cycle)
 
-        self.session = ort_session(folded_onnx_bytes(model))
+        self.session = ort_session(folded_onnx_bytes(model, gain_input=getattr(model, "exposure", None) is not None))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        output = self.session.run(["enhanced"], {"image": x.detach().to(torch.float32).contiguous().numpy()})[0]
+    def __call__(self, x: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+        feeds = {"image": x.detach().to(torch.float32).contiguous().numpy()}
+        if gain is not None:  # the whole image's exposure gain, one per image of the batch
+            feeds["gain"] = gain.detach().to("cpu", torch.float32).reshape(-1, 1, 1, 1).numpy()
+        output = self.session.run(["enhanced"], feeds)[0]
         return torch.from_numpy(output)
 
 
@@ -247,16 +250,13 @@ class Enhancer:
         if engine not in ENGINES:
             raise UsageError(f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}", keys=("engine",))
         if engine == "auto":
-            wanted = not on_cuda and fold and not compile and layout == "nchw" and self.network.exposure is None
+            wanted = not on_cuda and fold and not compile and layout == "nchw"
             engine = "onnxruntime" if wanted and _onnxruntime_available() else "torch"
         if engine == "onnxruntime":
             if on_cuda or not fold or compile:
                 raise UsageError("`engine` onnxruntime runs the folded network on CPU only "
                                  "(not with `device` cuda, `no_fold` or `compile`)",
                                  keys=("engine", "device", "no_fold", "compile"))
-            if self.network.exposure is not None:
-                raise UsageError("`engine` onnxruntime cannot apply exposure normalisation (its gain is measured on "
-                                 "the whole image); use `engine` torch", keys=("engine", "exposure"))
             if not _onnxruntime_available():
                 raise UsageError("`engine` onnxruntime: onnxruntime is not installed (pip install onnxruntime)",
                                  keys=("engine",))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import struct
 import threading
@@ -52,7 +53,7 @@ __all__ = ["CachedGraph", "OrtEnhancer", "cache_dir", "cache_key", "graph_for", 
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 _MAGIC = b"RUASONNX"
 
 # The code that decides what the graph computes: a change to any of these files changes every key.
@@ -67,6 +68,15 @@ class CachedGraph:
     halo: int
     max_channels: int
     stage: str
+    gain_onnx: bytes | None = None
+    """With exposure normalisation: the raw IEM, run on the small copy that the gain is measured on
+    (the main graph then takes the gain as its second input ``gain``)."""
+    exposure: float | None = None
+    exposure_gamma: float = 1.0
+    exposure_side: int = 256
+    """:data:`ruas_nni.model.network.EXPOSURE_SIDE` and :data:`~ruas_nni.model.network.GAIN_FLOOR`, stored
+    so that the gain is computed without importing the model layer (PyTorch)."""
+    gain_floor: float = 1e-3
 
 
 def cache_dir() -> Path:
@@ -114,13 +124,16 @@ def write_entry(key: str, graph: CachedGraph, folder: Path | None = None) -> Pat
     """Store ``graph`` under ``key`` (atomically). Returns the file, or ``None`` when the cache cannot
     be written (read-only home, full disk: enhancing goes on without it)."""
     path = _entry_path(key, folder)
+    gain = graph.gain_onnx or b""
     header = json.dumps({"format": FORMAT, "halo": graph.halo, "max_channels": graph.max_channels,
-                         "stage": graph.stage, "onnx_sha256": hashlib.sha256(graph.onnx).hexdigest(),
-                         "onnx_bytes": len(graph.onnx)}).encode()
+                         "stage": graph.stage, "onnx_sha256": hashlib.sha256(graph.onnx + gain).hexdigest(),
+                         "onnx_bytes": len(graph.onnx), "gain_onnx_bytes": len(gain) if graph.gain_onnx else None,
+                         "exposure": graph.exposure, "exposure_gamma": graph.exposure_gamma,
+                         "exposure_side": graph.exposure_side, "gain_floor": graph.gain_floor}).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
-            handle.write(_MAGIC + struct.pack("<I", len(header)) + header + graph.onnx)
+            handle.write(_MAGIC + struct.pack("<I", len(header)) + header + graph.onnx + gain)
     except OSError as exc:
         log.warning("cannot write the ONNX graph cache %s (%s); continuing without it", path, exc.strerror or exc)
         return None
@@ -139,36 +152,45 @@ def read_entry(key: str, folder: Path | None = None) -> CachedGraph | None:
             raise ValueError("not a ruas-nni graph")
         (length,) = struct.unpack("<I", data[8:12])
         header = json.loads(data[12:12 + length])
-        onnx = data[12 + length:]
-        if header["format"] != FORMAT or len(onnx) != header["onnx_bytes"] or \
-                hashlib.sha256(onnx).hexdigest() != header["onnx_sha256"]:
+        body = data[12 + length:]
+        main, gain_bytes = int(header["onnx_bytes"]), header["gain_onnx_bytes"]
+        if header["format"] != FORMAT or len(body) != main + int(gain_bytes or 0) or \
+                hashlib.sha256(body).hexdigest() != header["onnx_sha256"]:
             raise ValueError("truncated or altered")
-        return CachedGraph(onnx, int(header["halo"]), int(header["max_channels"]), str(header["stage"]))
+        exposure = header["exposure"]
+        return CachedGraph(body[:main], int(header["halo"]), int(header["max_channels"]), str(header["stage"]),
+                           body[main:] if gain_bytes is not None else None,
+                           float(exposure) if exposure is not None else None, float(header["exposure_gamma"]),
+                           int(header["exposure_side"]), float(header["gain_floor"]))
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         log.warning("ignoring the damaged ONNX graph cache entry %s (%s); rewriting it", path, exc)
         return None
 
 
-def build_graph(checkpoint: Checkpoint, stage: str) -> CachedGraph | None:
-    """The folded graph of ``checkpoint`` at ``stage`` (imports PyTorch), or ``None`` when the ONNX
-    Runtime engine cannot run it (exposure normalisation on)."""
+def build_graph(checkpoint: Checkpoint, stage: str) -> CachedGraph:
+    """The folded graph of ``checkpoint`` at ``stage`` (imports PyTorch); with exposure normalisation,
+    also the raw IEM's graph for the gain, and the main graph takes the gain as a second input."""
+    from ..model.network import EXPOSURE_SIDE, GAIN_FLOOR
     from .enhance import _max_channels
     from .fold import FoldedRUAS
     from .onnx_export import folded_onnx_bytes
 
     network = checkpoint.build()
-    if network.exposure is not None:
-        return None
     model = FoldedRUAS(network, stage).eval()
-    return CachedGraph(folded_onnx_bytes(model), int(model.receptive_radius()), _max_channels(network), stage)
+    radius, channels = int(model.receptive_radius()), _max_channels(network)
+    if network.exposure is None:
+        return CachedGraph(folded_onnx_bytes(model), radius, channels, stage)
+    gain_iem = FoldedRUAS(network, "iem").eval()  # the writer leaves its output unscaled: the raw IEM
+    return CachedGraph(folded_onnx_bytes(model, gain_input=True), radius, channels, stage,
+                       folded_onnx_bytes(gain_iem), float(network.exposure), float(network.exposure_gamma),
+                       EXPOSURE_SIDE, GAIN_FLOOR)
 
 
 def graph_for(checkpoint_path: str | os.PathLike[str], stage: str, exposure: float | None = None,
               exposure_gamma: float | None = None, *, use_cache: bool = True, refresh: bool = False,
-              load: Callable[[], Checkpoint] | None = None) -> tuple[CachedGraph | None, bool]:
+              load: Callable[[], Checkpoint] | None = None) -> tuple[CachedGraph, bool]:
     """``(graph, from_cache)``: the cached graph of this checkpoint, or one built (PyTorch imported)
-    and stored (``refresh``: built even when an entry exists). ``graph`` is ``None`` when the ONNX
-    Runtime engine cannot run the model. ``load`` reads the checkpoint (default:
+    and stored (``refresh``: built even when an entry exists). ``load`` reads the checkpoint (default:
     :func:`ruas_nni.model.checkpoint.load_checkpoint` with the exposure overrides applied)."""
     use_cache = use_cache and not cache_disabled()
     key = cache_key(checkpoint_path, stage, exposure, exposure_gamma) if use_cache else None
@@ -185,7 +207,7 @@ def graph_for(checkpoint_path: str | os.PathLike[str], stage: str, exposure: flo
                 checkpoint = checkpoint.with_exposure(exposure, exposure_gamma)
             return checkpoint
     graph = build_graph(load(), stage)
-    if graph is not None and key is not None:
+    if key is not None:
         write_entry(key, graph)
     return graph, False
 
@@ -220,6 +242,8 @@ class OrtEnhancer:
         from ..base.errors import UsageError
 
         self.session = ort_session(graph.onnx)  # raises on a graph ONNX Runtime cannot load
+        self.gain_session = ort_session(graph.gain_onnx) if graph.gain_onnx is not None else None
+        self.graph = graph
         self.halo = graph.halo
         self.stage = graph.stage
         workers = available_cores() if workers is None else int(workers)
@@ -235,10 +259,30 @@ class OrtEnhancer:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def _window(self, batch: np.ndarray) -> np.ndarray:
+    def _window(self, batch: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
         """The network on ``1 x 3 x h x w`` float32, clipped to ``[0, 1]``: ``3 x h x w``."""
-        output = self.session.run(["enhanced"], {"image": batch})[0][0]
+        feeds = {"image": batch} if gain is None else {"image": batch, "gain": gain}
+        output = self.session.run(["enhanced"], feeds)[0][0]
         return np.clip(output, 0.0, 1.0, out=output)
+
+    def exposure_gain(self, rgb: np.ndarray, scale: float) -> np.ndarray | None:
+        """The exposure gain of a whole ``H x W x 3`` image whose values divided by ``scale`` are in
+        ``[0, 1]`` (as :func:`ruas_nni.model.network.exposure_gain`: the IEM on the ``f x f`` block
+        means), float32 ``1 x 1 x 1 x 1``; ``None`` when exposure normalisation is off."""
+        if self.gain_session is None:
+            return None
+        height, width = int(rgb.shape[0]), int(rgb.shape[1])
+        graph = self.graph
+        factor = max(1, min(math.ceil(max(height, width) / graph.exposure_side), height, width))
+        rows, columns = height // factor, width // factor
+        blocks = rgb[:rows * factor, :columns * factor].reshape(rows, factor, columns, factor, 3)
+        sums = blocks.sum(axis=(1, 3), dtype=np.float64)  # exact for 8- and 16-bit values
+        small = (sums / (scale * factor * factor)).astype(np.float32).transpose(2, 0, 1)[None]
+        u = self.gain_session.run(["enhanced"], {"image": np.ascontiguousarray(small)})[0].astype(np.float64)
+        if graph.exposure_gamma != 1.0:
+            u = np.maximum(u, 0.0) ** graph.exposure_gamma
+        mean = max(float(u.mean()), graph.gain_floor)
+        return np.full((1, 1, 1, 1), np.float32(graph.exposure) / np.float32(mean), np.float32)
 
     def _start(self, height: int, width: int, min_tiles: int, run: Callable[[Tile], None]):
         tiles = plan_tiles(height, width, self.halo, self.max_tile_pixels, min_tiles)
@@ -255,12 +299,13 @@ class OrtEnhancer:
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
         output = np.empty((height, width, 3), np.uint8)
         scale = np.float32(255.0)
+        gain = self.exposure_gain(rgb, 255.0)  # one per image: every tile uses it, so tiled == untiled
 
         def run(tile: Tile) -> None:
             window = rgb[tile.top:tile.bottom, tile.left:tile.right]
             batch = np.ascontiguousarray(window.transpose(2, 0, 1), dtype=np.float32)[None]
             batch /= scale  # float32 division, as the torch path's div_(255.0)
-            core = tile.crop(self._window(batch))
+            core = tile.crop(self._window(batch, gain))
             core *= scale
             output[tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = \
                 np.rint(core).astype(np.uint8).transpose(1, 2, 0)
@@ -276,10 +321,12 @@ class OrtEnhancer:
         source = rgb.detach().to(torch.float32).contiguous().numpy()
         height, width = int(source.shape[1]), int(source.shape[2])
         output = np.empty((3, height, width), np.float32)
+        gain = self.exposure_gain(source.transpose(1, 2, 0), 1.0)
 
         def run(tile: Tile) -> None:
             batch = np.ascontiguousarray(source[:, tile.top:tile.bottom, tile.left:tile.right])[None]
-            output[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = tile.crop(self._window(batch))
+            output[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = \
+                tile.crop(self._window(batch, gain))
 
         tiles, futures = self._start(height, width, min_tiles, run)
         return PendingImage(torch.from_numpy(output), tiles, futures)
