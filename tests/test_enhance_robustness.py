@@ -255,10 +255,10 @@ def test_a_failure_inside_the_network_fails_that_file_only(tmp_path, model_path,
             raise RuntimeError("out of memory (simulated)")
         return original(self, window, *gain)
 
-    def ort_window(self, batch):  # the PyTorch-free engine with a cached graph (the default on CPU)
+    def ort_window(self, batch, *gain):  # the PyTorch-free engine with a cached graph (the default on CPU)
         if batch.shape[-2:] == (13, 17):
             raise RuntimeError("out of memory (simulated)")
-        return original_ort(self, batch)
+        return original_ort(self, batch, *gain)
 
     monkeypatch.setattr(Enhancer, "run_window", run_window)
     monkeypatch.setattr(OrtEnhancer, "_window", ort_window)
