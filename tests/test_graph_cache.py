@@ -173,3 +173,16 @@ def test_the_enhancer_runs_exposure_models_in_onnxruntime(reference_dir, photos)
     assert np.abs(expected.astype(int) - got).max() <= 1
     with OrtEnhancer(build_graph(checkpoint, "final"), workers=2) as alone:
         assert np.abs(alone.submit_uint8(rgb).result().astype(int) - got).max() <= 1
+
+
+def test_an_unwritable_cache_is_a_warning_not_a_failure(tmp_path, caplog):
+    from ruas_nni.inference.graph_cache import CachedGraph, read_entry, write_entry
+
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    graph = CachedGraph(b"onnx bytes", 17, 6, "final")
+    assert write_entry("k", graph, blocked) is None
+    assert "cannot write the ONNX graph cache" in caplog.text
+    assert write_entry("k", graph, tmp_path / "cache") is not None
+    assert read_entry("k", tmp_path / "cache") == graph
+    assert not [p for p in (tmp_path / "cache" / "onnx").iterdir() if p.suffix != ".ruasgraph"]  # no temporaries
