@@ -14,7 +14,13 @@ Builds a folder of 16 real low-light photos from ``../shared/data/unpaired`` (50
   PyTorch's default threads and with ``OMP_NUM_THREADS=1``.
 
 ``--photos lol_val`` uses the 50 600x400 photos of ``../shared/data/lol_val/low`` instead of the 16
-mixed photos (the stand-in for the reviewer's 81 held-out 600x400 photos).
+mixed photos; ``--photos lol81`` 81 photos of 600x400 as the reviewer's check has: those 50, the 15
+of ``lol_eval15/low`` and the first 16 (by name) of ``unpaired/lol_low`` (for reporting only).
+
+``ruas-nni enhance`` caches the ONNX graph of its checkpoint (``ruas_nni.inference.graph_cache``): here
+in a private cache folder that starts empty, so its first run writes the graph (PyTorch imported) and
+later ones start without PyTorch, as a user's runs do. ``--no-cache-run`` adds ``ruas-nni --no-cache``
+(every run imports PyTorch and writes the graph).
 
 Prints the median wall time of each, the ratio reference / each, and the largest difference of
 ``ruas-nni``'s outputs from the reference's, in 8-bit levels. Timings on a shared machine are noisy:
@@ -79,6 +85,23 @@ def build_lol_val_folder(target: Path) -> list[Path]:
         link = target / path.name
         link.symlink_to(path)
         chosen.append(link)
+    return chosen
+
+
+def build_lol81_folder(target: Path) -> list[Path]:
+    """Link 81 LOL low-light photos of 600x400 into ``target``: lol_val's 50, eval15's 15, lol_low's first 16."""
+    data = SHARED / "data"
+    sets = [(data / "lol_val" / "low", "val", None), (data / "lol_eval15" / "low", "eval15", None),
+            (data / "unpaired" / "lol_low", "low", 16)]
+    target.mkdir(parents=True, exist_ok=True)
+    chosen = []
+    for folder, prefix, count in sets:
+        if not folder.is_dir():
+            sys.exit(f"needs {folder} (the project's ../shared material)")
+        for path in sorted(folder.glob("*.png"), key=lambda p: (len(p.stem), p.stem))[:count]:
+            link = target / f"{prefix}_{path.name}"
+            link.symlink_to(path)
+            chosen.append(link)
     return chosen
 
 
@@ -150,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", action="store_true", help="also time ruas-nni with each optimisation off")
     parser.add_argument("--baseline", choices=("nchw", "channels-last"), default="nchw",
                         help="channels-last: also run the reference with network and input in channels-last format")
-    parser.add_argument("--photos", choices=("mixed", "lol_val"), default="mixed",
-                        help="16 mixed real photos (default) or lol_val/low's 50 600x400 photos")
+    parser.add_argument("--photos", choices=("mixed", "lol_val", "lol81"), default="mixed",
+                        help="16 mixed real photos (default), lol_val/low's 50 600x400 photos, or 81 of 600x400")
+    parser.add_argument("--no-cache-run", action="store_true", help="also time ruas-nni --no-cache")
     parser.add_argument("--no-nchw-reference", action="store_true",
                         help="skip the (slow) NCHW reference runs; ratios are then against the first baseline")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
@@ -159,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ruas-speed-"))
     try:
-        photos = (build_lol_val_folder if args.photos == "lol_val" else build_photo_folder)(work / "photos")
+        builders = {"lol_val": build_lol_val_folder, "lol81": build_lol81_folder, "mixed": build_photo_folder}
+        photos = builders[args.photos](work / "photos")
+        os.environ["RUAS_NNI_CACHE_DIR"] = str(work / "cache")  # starts empty: the first run writes the graph
         megapixels = sum(np.prod(Image.open(p).size) for p in photos) / 1e6
         print(f"{len(photos)} photos, {megapixels:.1f} megapixels, in {work / 'photos'}")
         python = sys.executable
@@ -178,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = {"reference, channels-last": (reference, None),
                     "reference, channels-last, 1 thread": (reference, dict(os.environ, OMP_NUM_THREADS="1")),
                     **runs}
+        if args.no_cache_run:
+            runs["ruas-nni, --no-cache"] = ([*runs["ruas-nni"][0], "--no-cache"], None)
         if args.no_nchw_reference:
             del runs["reference"], runs["reference, 1 thread"]
         first = next(iter(runs))

@@ -22,6 +22,9 @@ for _name, _path in (("XDG_CACHE_HOME", _USER_HOME / ".cache"), ("XDG_CONFIG_HOM
                      ("GIT_CONFIG_GLOBAL", _USER_HOME / ".gitconfig"), ("MPLCONFIGDIR", _USER_HOME / ".config" / "matplotlib")):
     os.environ.setdefault(_name, str(_path))
 os.environ["HOME"] = _TEST_HOME
+# `ruas-nni enhance` caches ONNX graphs (ruas_nni.inference.graph_cache): the tests' go to the private
+# HOME, not the user's cache.
+os.environ["RUAS_NNI_CACHE_DIR"] = str(Path(_TEST_HOME) / "ruas-nni-cache")
 atexit.register(shutil.rmtree, _TEST_HOME, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]

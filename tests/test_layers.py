@@ -143,6 +143,7 @@ def test_inference_never_loads_nni_or_lightning():
         "import sys\n"
         "import ruas_nni, ruas_nni.inference.enhance, ruas_nni.inference.evaluation\n"
         "import ruas_nni.inference.benchmark, ruas_nni.inference.onnx_export, ruas_nni.cli.enhance\n"
+        "import ruas_nni.inference.graph_cache, ruas_nni.inference.files\n"
         "from ruas_nni.cli import build_parser; build_parser()\n"
         "banned = ('nni', 'pytorch_lightning', 'lightning', 'lightning_fabric')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in banned)\n"

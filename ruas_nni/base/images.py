@@ -13,13 +13,15 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -119,6 +121,7 @@ def _read_png16(path: Path) -> LoadedImage:
     """16-bit PNGs, which Pillow reduces to 8 bits, through torchvision's decoder."""
     # Imported here, not at the top: importing torchvision takes seconds, which every `ruas-nni enhance`
     # would pay, and only 16-bit PNGs need it.
+    import torch
     from torchvision.io import ImageReadMode, decode_png, read_file
 
     try:
@@ -136,6 +139,8 @@ def _read_png16(path: Path) -> LoadedImage:
 
 
 def _from_pil(image: Image.Image) -> LoadedImage:
+    import torch  # here, not at the top: `ruas-nni enhance` with a cached ONNX graph never imports torch
+
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.uint32).astype(np.float32)
         gray = torch.from_numpy(np.clip(values, 0, 65535) / np.float32(65535.0))
@@ -158,6 +163,8 @@ def _from_pil(image: Image.Image) -> LoadedImage:
 
 def to_uint(values: torch.Tensor, bit_depth: int = 8) -> np.ndarray:
     """``C x H x W`` floats -> ``H x W x C`` unsigned integers: clip to ``[0, 1]``, scale, round."""
+    import torch
+
     top = 255.0 if bit_depth == 8 else 65535.0
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     scaled = torch.round(values.detach().float().clamp(0.0, 1.0) * top)
@@ -186,6 +193,8 @@ def write_png(path: str | os.PathLike[str], rgb: torch.Tensor, alpha: torch.Tens
     ``png_options`` go to Pillow's PNG encoder for 8-bit files (e.g. ``compress_level``)."""
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
+    import torch
+
     path = Path(path)
     channels = torch.cat([rgb, alpha], dim=0) if alpha is not None else rgb
     array = to_uint(channels, bit_depth)

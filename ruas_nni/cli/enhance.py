@@ -28,7 +28,10 @@ and upe.pt / dark.pt for the IEM output: use --stage iem with those two.
 Speed: the network is folded for inference and runs on one worker thread per CPU core, on tiles
 with an exact halo whose size follows --memory-budget (bounded memory: a 3840x2160 image peaks
 below 1 GB resident, a 7680x4320 one below 1.5 GB); 8-bit images stay 8-bit outside the tiles, and
-are decoded and encoded in background threads. See docs/speed.md.
+are decoded and encoded in background threads. With the ONNX Runtime engine (the default on CPU)
+the checkpoint's folded graph is cached in $RUAS_NNI_CACHE_DIR, else $XDG_CACHE_HOME/ruas-nni, else
+~/.cache/ruas-nni (delete the folder to clear it; --no-cache or RUAS_NNI_NO_CACHE=1 bypass it), so
+that later runs start without importing PyTorch. See docs/speed.md.
 
 Exit status: 0 when every input was enhanced (or its output kept), 1 when some inputs failed (each
 named on stderr in one line), 2 for bad flags or an unusable checkpoint.
@@ -66,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
                        help="CPU engine for the folded network (default auto: onnxruntime when installed, "
                             "else torch; see docs/speed.md)")
+    speed.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the cache of ONNX graphs (default: the ONNX Runtime engine "
+                            "caches each checkpoint's folded graph in ~/.cache/ruas-nni, so later runs start "
+                            "without PyTorch; RUAS_NNI_CACHE_DIR moves it; see docs/speed.md)")
     speed.add_argument("--half", action="store_true", help="float16 on the GPU (needs --device cuda)")
     speed.add_argument("--no-cuda-graphs", action="store_true", help="on CUDA, do not replay CUDA graphs")
     speed.add_argument("--compile", action="store_true",
@@ -95,19 +102,48 @@ def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, 
     return sources
 
 
+def _gpu_possible() -> bool:
+    """Whether a GPU driver is present (then only PyTorch can say whether CUDA is usable)."""
+    return any(Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))
+
+
+def _onnxruntime_enhancer(args: argparse.Namespace):
+    """The PyTorch-free enhancer (:class:`ruas_nni.inference.graph_cache.OrtEnhancer`) when this run
+    can use it: the ONNX Runtime engine on CPU with the folded network. Its graph comes from the
+    cache, or is written (PyTorch imported once) and cached. ``None``: use
+    the general :class:`~ruas_nni.inference.enhance.Enhancer`."""
+    import importlib.util
+
+    if (args.no_fold or args.compile or args.half or args.layout != "nchw" or args.engine == "torch"
+            or args.device not in ("auto", "cpu") or (args.device == "auto" and _gpu_possible())
+            or importlib.util.find_spec("onnxruntime") is None):
+        return None
+    from ruas_nni.inference.files import default_checkpoint_path
+    from ruas_nni.inference.graph_cache import OrtEnhancer, graph_for
+
+    path = Path(args.checkpoint) if args.checkpoint is not None else default_checkpoint_path()
+    if path is None or not path.is_file():
+        return None  # the general path says why
+    options = dict(workers=args.workers or None, max_tile_pixels=args.tile_pixels, memory_budget=args.memory_budget)
+    try:
+        graph, cached = graph_for(path, args.stage, args.exposure, args.exposure_gamma, use_cache=not args.no_cache)
+    except OSError:
+        return None  # an unreadable checkpoint: the general path says why
+    try:
+        return OrtEnhancer(graph, **options)
+    except Exception:  # noqa: BLE001 - a cached graph ONNX Runtime cannot load: write it again
+        if not cached:
+            raise
+    graph, _ = graph_for(path, args.stage, args.exposure, args.exposure_gamma, refresh=True)
+    return OrtEnhancer(graph, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
     from ruas_nni.base.errors import UsageError
     from ruas_nni.base.quiet import show_progress
-    from ruas_nni.inference.enhance import (
-        Enhancer,
-        enhance_files,
-        load_model,
-        plan_jobs,
-        resolve_device,
-        tune_allocator,
-    )
+    from ruas_nni.inference.files import enhance_files, plan_jobs, tune_allocator
 
     sources = _collect_sources(args.inputs, args.recursive)
     if not sources:
@@ -116,15 +152,19 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: exists and is not a folder")
 
-    device = resolve_device(args.device)
-    checkpoint, _ = load_model(args.checkpoint)
-    if args.exposure is not None or args.exposure_gamma is not None:
-        checkpoint = checkpoint.with_exposure(args.exposure, args.exposure_gamma)
     tune_allocator()
-    enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
-                        compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
-                        workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout,
-                        memory_budget=args.memory_budget, engine=args.engine)
+    enhancer = _onnxruntime_enhancer(args)
+    if enhancer is None:
+        from ruas_nni.inference.enhance import Enhancer, load_model, resolve_device
+
+        device = resolve_device(args.device)
+        checkpoint, _ = load_model(args.checkpoint)
+        if args.exposure is not None or args.exposure_gamma is not None:
+            checkpoint = checkpoint.with_exposure(args.exposure, args.exposure_gamma)
+        enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
+                            compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
+                            workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout,
+                            memory_budget=args.memory_budget, engine=args.engine)
     plan = plan_jobs(sources, out_dir, overwrite=args.overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

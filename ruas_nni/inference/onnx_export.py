@@ -145,9 +145,9 @@ def _tensor(name: str, values: torch.Tensor) -> bytes:
             + _field_bytes(9, raw))
 
 
-def _value_info(name: str) -> bytes:
+def _value_info(name: str, shape: tuple = ("batch", 3, "height", "width")) -> bytes:
     dims = b"".join(_field_bytes(1, _field_str(2, p) if isinstance(p, str) else _field_int(1, p))
-                    for p in ("batch", 3, "height", "width"))
+                    for p in shape)
     tensor_type = _field_int(1, _TENSOR_FLOAT) + _field_bytes(2, dims)
     return _field_str(1, name) + _field_bytes(2, _field_bytes(1, tensor_type))
 
@@ -185,10 +185,17 @@ class _GraphWriter:
         return self.constant(torch.tensor(value, dtype=torch.float32), "scalar")
 
 
-def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET) -> bytes:
+def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET, *, gain_input: bool = False) -> bytes:
     """The ONNX model (bytes) of a :class:`ruas_nni.fold.FoldedRUAS` (float32, channels-first, any
     layout option; the fuse left for the next cell to compose is not supported), with dynamic batch,
-    height and width; input ``image``, output ``enhanced`` as :func:`export_onnx` writes them."""
+    height and width; input ``image``, output ``enhanced`` as :func:`export_onnx` writes them.
+
+    Exposure normalisation: without ``gain_input`` the graph ignores it (the IEM output is not
+    scaled: what the exposure gain is measured on); with it, a second input ``gain`` (float32
+    ``batch x 1 x 1 x 1``, :func:`ruas_nni.model.network.exposure_gain` of the whole image) scales the
+    IEM output as :func:`ruas_nni.model.network.apply_gain` does, before the NRM."""
+    if gain_input and model.exposure is None:
+        raise ValueError("folded_onnx_bytes: gain_input needs a network with exposure normalisation")
     graph = _GraphWriter()
 
     def warm(x: str) -> str:
@@ -240,6 +247,12 @@ def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET) -> bytes:
         t = graph.node("Clip", [t, graph.scalar(T_MIN), graph.scalar(1.0)])[0]
         ratio = graph.node("Div", [y, t])[0]
         u = graph.node("Clip", [ratio, graph.scalar(0.0), graph.scalar(1.0)])[0]
+    if gain_input:  # apply_gain: clamp(k * max(u, 0) ** p, 0, 1)
+        if model.exposure_gamma != 1.0:
+            positive = graph.node("Max", [u, graph.scalar(0.0)])[0]
+            u = graph.node("Pow", [positive, graph.scalar(float(model.exposure_gamma))])[0]
+        scaled = graph.node("Mul", [u, "gain"])[0]
+        u = graph.node("Clip", [scaled, graph.scalar(0.0), graph.scalar(1.0)])[0]
     if model.has_nrm:
         env = {"u": u}
         if model.nrm_stem is not None:
@@ -252,6 +265,8 @@ def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET) -> bytes:
         graph.node("Identity", [u], ["enhanced"])
     body = (b"".join(_field_bytes(1, n) for n in graph.nodes) + _field_str(2, "ruas_folded")
             + b"".join(_field_bytes(5, t) for t in graph.initializers)
-            + _field_bytes(11, _value_info("image")) + _field_bytes(12, _value_info("enhanced")))
+            + _field_bytes(11, _value_info("image"))
+            + (_field_bytes(11, _value_info("gain", ("batch", 1, 1, 1))) if gain_input else b"")
+            + _field_bytes(12, _value_info("enhanced")))
     opset_import = _field_str(1, "") + _field_int(2, opset)
     return _field_int(1, 8) + _field_str(2, "ruas-nni") + _field_bytes(7, body) + _field_bytes(8, opset_import)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-import torch
+if TYPE_CHECKING:  # torch-free at run time: the cached-graph enhance path imports this without torch
+    import torch
 
 __all__ = ["Tile", "plan_tiles", "run_tiled", "DEFAULT_MAX_TILE_PIXELS"]
 
@@ -51,6 +52,36 @@ class Tile:
         """The core of a tile's output (``... x H_tile x W_tile``)."""
         return output[..., self.core_top - self.top:self.core_bottom - self.top,
                       self.core_left - self.left:self.core_right - self.left]
+
+
+_PAPER_MAX_CHANNELS = 6
+
+DEFAULT_MEMORY_BUDGET_MB_PER_WORKER = 128
+"""Working memory of the network per CPU worker, in MB, when no ``memory_budget`` is given: the
+tile size follows from it (:func:`tile_pixels_for_budget`). With two workers a 3840x2160 image
+peaks below 1 GB resident and a 7680x4320 one below 1.5 GB, PyTorch itself (about 0.5 GB) included
+(measured in ``docs/speed.md``)."""
+
+TILE_BYTES_PER_PIXEL = 1500
+"""Peak resident memory one tile of the folded paper-genotype network needs per pixel in PyTorch
+(input, activations, convolution scratch, output): measured 860-1050 bytes for one tile of
+40,000-330,000 pixels with the authors' ``lol.pt``, rounded up for two workers sharing one heap
+(with 900 a 3840x2160 photo peaked at 1.06 GB, with 1200 at 0.98 GB, with 1500 at 0.93 GB).
+Wider networks (more channels) scale it by their channel count (:func:`tile_pixels_for_budget`)."""
+
+ORT_TILE_BYTES_PER_PIXEL = 536
+"""The same for the ONNX Runtime engine, whose memory planner reuses buffers (measured 536 bytes per
+pixel on one 570x570 tile; with it a 600x400 photo is one tile at the default budget)."""
+
+def tile_pixels_for_budget(budget_mb: float, workers: int, max_channels: int = _PAPER_MAX_CHANNELS,
+                           bytes_per_pixel: int = TILE_BYTES_PER_PIXEL) -> int:
+    """Largest tile (pixels, halo included) such that ``workers`` tiles in flight stay within
+    ``budget_mb`` MB, for a network whose widest cell has ``max_channels`` channels and an engine
+    that needs ``bytes_per_pixel`` for the paper genotype; never more than
+    :data:`~ruas_nni.tiling.DEFAULT_MAX_TILE_PIXELS` (larger tensors would leave glibc's heap)."""
+    per_pixel = bytes_per_pixel * max(1.0, max_channels / _PAPER_MAX_CHANNELS)
+    pixels = int(budget_mb * 2**20 / (max(1, workers) * per_pixel))
+    return max(1, min(DEFAULT_MAX_TILE_PIXELS, pixels))
 
 
 def _splits(length: int, parts: int) -> list[tuple[int, int]]:
