@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 # ``nni.nas.strategy`` must be imported before ``nni.nas.oneshot`` (see strategies/cooperative.py).
 import nni.nas.strategy  # noqa: F401, I001
@@ -13,9 +14,16 @@ from search_spaces import RUASSpace
 from strategies import CooperativeBilevel, JointDARTS, SeparateSearch, ruas_groups
 from strategies.cooperative import parameter_budget_penalty
 
+from ..base.errors import UsageError
+from ..model.export import export
+from ..model.genotype import Genotype
+from ..model.ops import OPERATION_NAMES
 from .config import SearchConfig
 
-__all__ = ["build_strategy", "budget_penalty"]
+__all__ = ["build_strategy", "budget_penalty", "count_parameters", "random_genotype", "RANDOM_MAX_DRAWS"]
+
+RANDOM_MAX_DRAWS = 10_000
+"""Draws after which :func:`random_genotype` gives up (a budget that almost no genotype meets)."""
 
 _log = logging.getLogger(__name__)
 
@@ -34,7 +42,7 @@ def budget_penalty(config: SearchConfig):
 def build_strategy(config: SearchConfig) -> Strategy:
     """The NNI strategy named by ``config.strategy`` with the configuration's settings."""
     common = {"arc_learning_rate": config.arch_lr, "gradient_clip_val": config.grad_clip,
-              "warmup_epochs": config.warmup_epochs}
+              "warmup_epochs": config.warmup}
     if config.strategy in ("darts", "gumbel-darts"):
         if config.param_budget is not None and config.budget_weight:
             # NNI's DARTS feeds the penalty export_probs(), plain floats: it would shift the loss, never the alphas
@@ -52,3 +60,32 @@ def build_strategy(config: SearchConfig) -> Strategy:
     if config.strategy == "separate":
         return SeparateSearch(groups=groups, **options)
     return JointDARTS(**options)
+
+
+def count_parameters(genotype: Genotype, config: SearchConfig) -> int:
+    """Parameters of the network that ``genotype`` exports to with ``config``'s network options."""
+    network = export(genotype, config.network_options())
+    return sum(p.numel() for p in network.parameters())
+
+
+def random_genotype(config: SearchConfig) -> tuple[Genotype, int, int]:
+    """The ``random`` strategy: a genotype drawn uniformly from those within ``param_budget``.
+
+    Each of the 14 edges (IEM e1..e7, NRM e1..e7) draws one of the seven operations uniformly
+    (``random.Random(seed)``); a draw above the budget is rejected and drawn again, so the result
+    is uniform over the genotypes of at most ``param_budget`` parameters (all of them when the
+    budget is null). Nothing is trained. Returns the genotype, its parameters and the draws it took.
+    """
+    smallest = count_parameters(Genotype(iem=(OPERATION_NAMES[0],) * 7, nrm=(OPERATION_NAMES[0],) * 7), config)
+    if config.param_budget is not None and config.param_budget < smallest:
+        raise UsageError(f"`param_budget` {config.param_budget}: below the smallest network of the space "
+                         f"({smallest} parameters, every edge {OPERATION_NAMES[0]})", keys=("param_budget",))
+    rng = random.Random(config.seed)
+    for draw in range(1, RANDOM_MAX_DRAWS + 1):
+        genotype = Genotype(iem=tuple(rng.choice(OPERATION_NAMES) for _ in range(7)),
+                            nrm=tuple(rng.choice(OPERATION_NAMES) for _ in range(7)))
+        params = count_parameters(genotype, config)
+        if config.param_budget is None or params <= config.param_budget:
+            return genotype, params, draw
+    raise UsageError(f"`param_budget` {config.param_budget}: no genotype within it in {RANDOM_MAX_DRAWS} random draws",
+                     keys=("param_budget",))
