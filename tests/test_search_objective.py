@@ -130,3 +130,41 @@ def test_bad_objective_keys_fail_in_one_line(demo_data, tmp_path, capsys, settin
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     # the command line names a key as its flag would be spelt (``--param-budget``)
     assert code == 2 and len(errors) == 1 and (key in errors[0] or key.replace("_", "-") in errors[0]), errors
+
+
+def test_the_winner_is_the_most_probable_genotype_within_the_budget():
+    import itertools
+    import random
+
+    from ruas_nni.search.strategies import edge_costs, genotype_within_budget
+
+    config = SearchConfig()
+    rng = random.Random(0)
+    probs = {m: [[rng.random() for _ in range(7)] for _ in range(7)] for m in ("iem", "nrm")}
+    probs = {m: [[x / sum(row) for x in row] for row in rows] for m, rows in probs.items()}
+    probs["nrm"] = [[0.02, 0.02, 0.3, 0.3, 0.02, 0.3, 0.04]] * 7  # the NRM wants 3x3 convolutions everywhere
+    chosen = genotype_within_budget(probs, config)
+    assert count_parameters(chosen, config) <= 5000
+    fixed, costs = edge_costs(config)
+    assert fixed + sum(costs[m][e][1] for m in ("iem", "nrm") for e in range(7)) == count_parameters(
+        Genotype(iem=("conv_1x1",) * 7, nrm=("conv_1x1",) * 7), config)
+
+    def score(genotype: Genotype) -> float:
+        import math
+
+        from ruas_nni.model.ops import OPERATION_NAMES as ops
+        return sum(math.log(probs[m][e][ops.index(op)]) for m in ("iem", "nrm") for e, op in enumerate(getattr(genotype, m)))
+
+    def params(genotype: Genotype) -> int:
+        from ruas_nni.model.ops import OPERATION_NAMES as ops
+        return fixed + sum(costs[m][e][ops.index(op)] for m in ("iem", "nrm") for e, op in enumerate(getattr(genotype, m)))
+
+    assert params(chosen) == count_parameters(chosen, config)
+    # exhaustive over the NRM (the IEM fixed to its choice): nothing within the budget is more probable
+    best = max((Genotype(iem=chosen.iem, nrm=nrm) for nrm in itertools.product(("skip_connect", "conv_1x1", "conv_3x3"),
+                                                                                 repeat=7)),
+               key=lambda g: score(g) if params(g) <= 5000 else -1e9)
+    assert score(chosen) >= score(best) - 1e-12
+    assert sum(op in ("conv_3x3", "dilconv_3x3", "resconv_3x3") for op in chosen.nrm) >= 3
+    unconstrained = genotype_within_budget(probs, SearchConfig(param_budget=None))
+    assert all(op in ("conv_3x3", "dilconv_3x3", "resconv_3x3") for op in unconstrained.nrm)

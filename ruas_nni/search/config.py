@@ -34,12 +34,12 @@ RECIPE: dict[str, Any] = {
 
 SEARCH_SCHEDULE: dict[str, Any] = {
     "epochs": 10,
-    "steps": 20,
+    "steps": 12,
     "crop": 128,
     "nrm_period": 1,
     "warmup_epochs": None,  # a fifth of the epochs (SearchConfig.warmup)
     "arch_lr": 0.01,
-    "budget_weight": 1.0,
+    "budget_weight": 0.01,
 }
 """The default length, pace and budget weight of a search (docs/search.md: sized to finish within
 20 minutes on two CPU cores; chosen on ``lol_val``). ``examples/paper.yaml`` holds the authors' settings."""

@@ -66,7 +66,7 @@ from ..training.plumbing import AtomicCheckpointIO, resolve_accelerator, resume_
 from .callbacks import CHECKPOINT_NAME, search_callbacks
 from .config import SearchConfig
 from .probabilities import architecture_probabilities
-from .strategies import build_strategy, count_parameters, random_genotype
+from .strategies import build_strategy, count_parameters, genotype_within_budget, random_genotype
 
 __all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "RESUME_MAY_CHANGE", "prepare_search", "run_search"]
 
@@ -226,8 +226,12 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         raise SearchDivergedError(f"search stopped: {exc}{kept}") from None
 
     model = next(strategy.list_models())
-    genotype = Genotype.from_sample(model.sample)
+    argmax = Genotype.from_sample(model.sample)
     probs = architecture_probabilities(space)
+    # the most probable genotype within param_budget (the plain argmax when that fits)
+    genotype = argmax
+    if argmax.nrm is not None and config.param_budget is not None and count_parameters(argmax, config) > config.param_budget:
+        genotype = genotype_within_budget(probs, config)
     seconds = time.time() - started
     arch: dict[str, Any] = {
         **genotype.to_dict(),
@@ -244,6 +248,8 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         "resumed": resume_from is not None,
     }
     arch["params"] = count_parameters(genotype, config)
+    if genotype != argmax:
+        arch["argmax"] = {**argmax.to_dict(), "params": count_parameters(argmax, config)}
     arch_path = out_dir / "arch.json"
     _write_json(arch_path, arch)
     checkpoint = checkpoint_dir / CHECKPOINT_NAME

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The strategy comparison of docs/search.md: every strategy x seeds 0, 1, 2 searches with
+# docs/search_winners/compare_search.yaml (the defaults of `ruas-nni search`, shortened), each winner
+# and the paper genotype train with docs/search_winners/train_short.yaml (the default model's recipe
+# without init_nrm, 150 steps of 160 crops) and are scored on lol_val (selection set; never searched
+# or trained on). Then scripts/search_comparison.py writes docs/search_comparison.csv.
+# Run from the repository root with ../shared present; one process at a time, one thread each.
+set -euo pipefail
+export OMP_NUM_THREADS=1
+R=${1:-runs/comparison}
+VAL=../shared/data/lol_val
+mkdir -p "$R"
+train_eval() {  # name arch
+  [ -f "$R/$1/model.pt" ] || ruas-nni train --config docs/search_winners/train_short.yaml --arch "$2" --out "$R/$1" --device cpu --threads 1 --quiet
+  [ -f "$R/$1/val.json" ] || ruas-nni evaluate --checkpoint "$R/$1/model.pt" --data "$VAL" --json "$R/$1/val.json" --quiet
+}
+train_eval paper_short paper
+for seed in 0 1 2; do
+  for strategy in cooperative random separate joint darts; do
+    name="cmp_${strategy}_s${seed}"
+    [ -f "$R/$name/arch.json" ] || ruas-nni search --config docs/search_winners/compare_search.yaml \
+        --data ../shared/data/unpaired/lol_low --strategy "$strategy" --seed "$seed" --out "$R/$name" --quiet
+    train_eval "${name}_short" "$R/$name/arch.json"
+  done
+done
+python scripts/search_comparison.py "$R"
