@@ -1,8 +1,9 @@
 """Collect the strategy comparison of docs/search.md: every ``cmp_<strategy>_s<seed>`` search in a
 runs folder (scripts/search_comparison.sh) with the lol_val scores of its trained winner
-(``cmp_<strategy>_s<seed>_short/val.json``) into ``docs/search_comparison.csv``, copy each winner's
-arch.json to ``docs/search_winners/<strategy>_s<seed>.json``, and print the table with the median
-and spread (max - min) per strategy.
+(``cmp_<strategy>_s<seed>_short/val25.json``: every second lol_val pair) into
+``docs/search_comparison.csv``, copy each winner's arch.json to
+``docs/search_winners/<strategy>_s<seed>.json``, and print the table with the median and spread
+(max - min) per strategy.
 
     python scripts/search_comparison.py runs/comparison
 """
@@ -23,7 +24,7 @@ STRATEGIES = ("cooperative", "separate", "joint", "darts", "random")
 def main(runs: str) -> int:
     runs_dir = Path(runs)
     rows = []
-    baseline = runs_dir / "paper_short" / "val.json"
+    baseline = runs_dir / "paper_short" / "val25.json"
     if baseline.exists():
         scores = json.loads(baseline.read_text())["mean"]
         rows.append({"strategy": "paper genotype", "seed": "", "psnr": round(scores["psnr"], 3),
@@ -33,7 +34,7 @@ def main(runs: str) -> int:
             name = arch_path.parent.name
             seed = int(name.rsplit("_s", 1)[1])
             arch = json.loads(arch_path.read_text())
-            val = runs_dir / f"{name}_short" / "val.json"
+            val = runs_dir / f"{name}_short" / "val25.json"
             scores = json.loads(val.read_text())["mean"] if val.exists() else None
             target = ROOT / "docs" / "search_winners" / f"{strategy}_s{seed}.json"
             shutil.copyfile(arch_path, target)
@@ -41,6 +42,13 @@ def main(runs: str) -> int:
                          "psnr": round(scores["psnr"], 3) if scores else "", "ssim": round(scores["ssim"], 4) if scores else "",
                          "params": arch["params"], "search_s": arch["seconds"],
                          "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"])})
+    default = runs_dir / "default_s0_short" / "val25.json"
+    if default.exists():  # the default search (full length), trained the same way
+        arch = json.loads((runs_dir / "default_s0" / "arch.json").read_text())
+        scores = json.loads(default.read_text())["mean"]
+        rows.append({"strategy": "cooperative, default settings", "seed": 0, "psnr": round(scores["psnr"], 3),
+                     "ssim": round(scores["ssim"], 4), "params": arch["params"], "search_s": arch["seconds"],
+                     "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"])})
     out = ROOT / "docs" / "search_comparison.csv"
     with out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
