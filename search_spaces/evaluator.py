@@ -32,9 +32,11 @@ from torch.utils.data import DataLoader
 from ruas_nni.training.datasets import SeededShuffle, UnpairedImages, scan_folders, split_files
 from ruas_nni.training.losses import (
     DENOISERS,
+    EXPOSURE_MODES,
     color_constancy,
     denoise_loss,
     exposure_control,
+    illumination_exposure,
     illumination_loss,
     noise_loss,
     total_variation,
@@ -75,6 +77,13 @@ class ReferenceFreeLosses(LightningModule):
         ``reference`` (the authors' ``L_t`` and ``L_n``) or ``exposure_denoise``; the remaining
         keyword arguments (``exposure_level`` ... ``denoise_tv_weight``) apply to the latter only and
         mean what the ``ruas-nni train`` keys of the same names mean.
+    seed
+        ``exposure_denoise`` with Neighbor2Neighbor: the random sub-sampling of batch ``i`` is a pure
+        function of ``(seed, i)``, so the repeated evaluations of one hypergradient (``L_tr`` at
+        ``w+`` and ``w-``) see the same sub-sampling and their difference is the Hessian term alone.
+
+    With exposure normalisation on in the model (``model.exposure``), the NRM's loss is computed on
+    the normalised ``u'`` (:meth:`ruas_nni.model.network.RUASForward.enhance`), as in training.
     """
 
     requested_losses: frozenset[str] | None = None
@@ -83,13 +92,19 @@ class ReferenceFreeLosses(LightningModule):
     def __init__(self, *, learning_rate: float = 0.005, learning_rate_min: float = 0.001, momentum: float = 0.9,
                  weight_decay: float = 3e-4, smooth_sigma: float | None = None, smooth_guide: str = "rgb",
                  objective: str = "reference", exposure_level: float = 0.5, exposure_weight: float = 1.0,
-                 exposure_patch: int = 16, color_weight: float = 0.0, denoiser: str = "neighbor2neighbor",
-                 denoise_weight: float = 1.0, denoise_consistency: float = 2.0, denoise_tv_weight: float = 0.0) -> None:
+                 exposure_patch: int = 16, exposure_mode: str = "output", color_weight: float = 0.0,
+                 denoiser: str = "neighbor2neighbor", denoise_weight: float = 1.0, denoise_consistency: float = 2.0,
+                 denoise_tv_weight: float = 0.0, seed: int = 0) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
         if denoiser not in DENOISERS:
             raise ValueError(f"unknown denoiser {denoiser!r}; expected one of {', '.join(DENOISERS)}")
+        if exposure_mode not in EXPOSURE_MODES:
+            raise ValueError(f"unknown exposure mode {exposure_mode!r}; expected one of {', '.join(EXPOSURE_MODES)}")
+        self.exposure_mode = exposure_mode
+        self.seed = seed
+        self._batch_index = 0
         self.objective = objective
         self.exposure_level = exposure_level
         self.exposure_weight = exposure_weight
@@ -115,10 +130,12 @@ class ReferenceFreeLosses(LightningModule):
         result: dict[str, Tensor] = {}
         if wanted == {"iem"}:
             u, illuminations = model.iem(y)
-            result["iem"] = self._iem_loss(y, u, illuminations[-1])
+            result["iem"] = self._iem_loss(y, u, illuminations[-1], model)
         else:
             out = model.enhance(y)
-            result["iem"] = self._iem_loss(y, out.iem, out.illuminations[-1])
+            # the IEM's own loss looks at its raw output u_K, as in training; the NRM gets u' (out.iem)
+            u_raw = out.iem if getattr(model, "exposure", None) is None else None
+            result["iem"] = self._iem_loss(y, u_raw, out.illuminations[-1], model)
             if model.nrm is not None:
                 if self.objective == "reference":
                     result["nrm"] = noise_loss(out.final, out.iem)
@@ -127,22 +144,34 @@ class ReferenceFreeLosses(LightningModule):
         result["loss"] = sum(result.values())  # type: ignore[assignment]
         return result
 
-    def _iem_loss(self, y: Tensor, u: Tensor, t: Tensor) -> Tensor:
+    def _iem_loss(self, y: Tensor, u: Tensor | None, t: Tensor, model: Any) -> Tensor:
+        """``L_t`` (paper Eq. 6: fidelity + smoothness) plus, for ``exposure_denoise``, the exposure
+        and colour terms on the raw IEM output ``u_K`` (``None``: recomputed, ``y / t_K``)."""
         loss = illumination_loss(y, t, smooth_sigma=self.smooth_sigma, guide=self.smooth_guide)
         if self.objective == "exposure_denoise":
+            needs_u = self.color_weight or (self.exposure_weight and self.exposure_mode == "output")
+            if needs_u and u is None:
+                u = torch.clamp(y / t, 0.0, 1.0)  # the IEM's last step, u_K = y / t_K (Eq. 4)
             if self.exposure_weight:
-                loss = loss + self.exposure_weight * exposure_control(u, self.exposure_level, self.exposure_patch)
+                if self.exposure_mode == "illumination":
+                    exposure = illumination_exposure(y, t, self.exposure_level, self.exposure_patch)
+                else:
+                    exposure = exposure_control(u, self.exposure_level, self.exposure_patch)
+                loss = loss + self.exposure_weight * exposure
             if self.color_weight:
                 loss = loss + self.color_weight * color_constancy(u)
         return loss
 
     def _denoise_loss(self, nrm: Any, u: Tensor, x: Tensor) -> Tensor:
-        loss = self.denoise_weight * denoise_loss(nrm, u, self.denoiser, consistency=self.denoise_consistency)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self._batch_index)
+        loss = self.denoise_weight * denoise_loss(nrm, u, self.denoiser, consistency=self.denoise_consistency,
+                                                  generator=generator)
         if self.denoise_tv_weight:
             loss = loss + self.denoise_tv_weight * total_variation(x)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        self._batch_index = int(batch_idx)
         return self.losses(_images(batch), self.requested_losses)
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:

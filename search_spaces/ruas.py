@@ -48,6 +48,10 @@ class RUASSpace(RUASForward, ModelSpace):
         Search the NRM too (``True``) or the IEM alone.
     candidates
         Candidate operations of every edge (default: all seven of the paper, in the spec's order).
+    exposure, exposure_gamma
+        Exposure normalisation between IEM and NRM (:func:`ruas_nni.model.network.exposure_gain`,
+        not in the paper; ``None`` = off): the NRM is searched on the normalised ``u'`` that it will
+        see in the trained network.
 
     ``forward(y)`` returns the enhanced image; ``enhance(y)`` also the IEM output and illuminations.
     A sample freezes to a network whose ``state_dict`` keys equal those of the exported
@@ -63,8 +67,12 @@ class RUASSpace(RUASForward, ModelSpace):
         warm_start: str = "rectified",
         with_nrm: bool = True,
         candidates: Sequence[str] = OPERATION_NAMES,
+        exposure: float | None = None,
+        exposure_gamma: float = 1.0,
     ) -> None:
         super().__init__()
+        self.exposure = None if exposure is None else float(exposure)
+        self.exposure_gamma = float(exposure_gamma)
         candidates = list(candidates)
         unknown = [c for c in candidates if c not in OPERATION_NAMES]
         if unknown or not candidates or len(set(candidates)) != len(candidates):

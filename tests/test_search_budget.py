@@ -103,7 +103,8 @@ def test_warmup_epochs_hold_the_alphas(tmp_path):
 
 def test_search_config_keys_and_their_validation():
     config = SearchConfig()
-    assert config.param_budget == 5000 and config.warmup_epochs == 0 and config.budget_weight == 1.0
+    assert config.param_budget == 5000 and config.warmup_epochs is None and config.warmup == config.epochs // 5
+    assert config.budget_weight == 0.01
     assert budget_penalty(config) is not None
     assert budget_penalty(SearchConfig(param_budget=None)) is None
     assert budget_penalty(SearchConfig(budget_weight=0.0)) is None

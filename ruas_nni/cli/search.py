@@ -17,6 +17,11 @@ with an NNI one-shot strategy:
   joint          ablation: one second-order DARTS over the whole network with the summed loss
   darts          NNI's DARTS (first order), unchanged
   gumbel-darts   NNI's Gumbel DARTS, unchanged
+  random         a genotype drawn uniformly within the parameter budget, nothing trained (a baseline)
+
+Defaults: the recommended objective (the default model's recipe: exposure normalisation, a
+Neighbor2Neighbor NRM), a 5,000-parameter budget, 10 epochs of 20 batches of 128-pixel crops.
+The authors' search is one file away: --config examples/paper.yaml.
 
 Writes OUT/arch.json (genotype + 7x7 softmax per module), OUT/tensorboard (losses, alpha heatmaps per
 epoch; `tensorboard --logdir OUT/tensorboard`) and OUT/checkpoints/last.ckpt, which --resume
@@ -32,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", action="append", metavar="DIR", default=None,
                         help="folder of low-light images (repeat for several)")
     parser.add_argument("--strategy", default=None,
-                        help="cooperative (default), separate, joint, darts or gumbel-darts")
-    parser.add_argument("--epochs", type=int, default=None, help="search epochs (default 20)")
+                        help="cooperative (default), separate, joint, darts, gumbel-darts or random")
+    parser.add_argument("--epochs", type=int, default=None, help="search epochs (default 10)")
     parser.add_argument("--steps", type=int, default=None, help="at most this many batches per epoch")
-    parser.add_argument("--crop", type=int, default=None, help="side of the random crops in pixels (default 320)")
+    parser.add_argument("--crop", type=int, default=None, help="side of the random crops in pixels (default 128)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0): same seed, same result")
     parser.add_argument("--out", default=None, metavar="DIR", help="folder for arch.json, logs and checkpoints")
     parser.add_argument("--config", default=None, metavar="YAML", help="settings file (flags override it)")

@@ -66,7 +66,7 @@ from ..training.plumbing import AtomicCheckpointIO, resolve_accelerator, resume_
 from .callbacks import CHECKPOINT_NAME, search_callbacks
 from .config import SearchConfig
 from .probabilities import architecture_probabilities
-from .strategies import build_strategy
+from .strategies import build_strategy, count_parameters, genotype_within_budget, random_genotype
 
 __all__ = ["SearchResult", "SearchDivergedError", "AtomicCheckpointIO", "RESUME_MAY_CHANGE", "prepare_search", "run_search"]
 
@@ -132,7 +132,8 @@ def prepare_search(config: SearchConfig) -> tuple[torch.nn.Module, Strategy]:
     starts from (the strategy's ``mutate_model`` then draws the alphas, ``1e-3 * randn``)."""
     _seed_everything(config.seed)
     space = RUASSpace(iem_stages=config.iem_stages, nrm_cells=config.nrm_cells, nrm_channels=config.nrm_channels,
-                      gamma=config.gamma, warm_start=config.warm_start)
+                      gamma=config.gamma, warm_start=config.warm_start, exposure=config.exposure,
+                      exposure_gamma=config.exposure_gamma)
     return space, build_strategy(config)
 
 
@@ -189,6 +190,9 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     with atomic_write(out_dir / "search_config.yaml") as handle:
         handle.write(config_yaml)
 
+    if config.strategy == "random":
+        return _random_search(config, out_dir, data, started)
+
     space, strategy = prepare_search(config)
     if accelerator == "gpu":
         torch.backends.cudnn.benchmark = False
@@ -211,7 +215,7 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     )
     evaluator = search_evaluator(data, trainer, learning_rate=config.weight_lr, learning_rate_min=config.weight_lr_min,
                                  momentum=config.weight_momentum, weight_decay=config.weight_decay,
-                                 smooth_sigma=config.smooth_sigma, smooth_guide=config.smooth_guide)
+                                 **config.loss_options())
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
     if resume_from is not None:
         strategy.load_state_dict({"ckpt_path": str(resume_from)})
@@ -222,8 +226,12 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         raise SearchDivergedError(f"search stopped: {exc}{kept}") from None
 
     model = next(strategy.list_models())
-    genotype = Genotype.from_sample(model.sample)
+    argmax = Genotype.from_sample(model.sample)
     probs = architecture_probabilities(space)
+    # the most probable genotype within param_budget (the plain argmax when that fits)
+    genotype = argmax
+    if argmax.nrm is not None and config.param_budget is not None and count_parameters(argmax, config) > config.param_budget:
+        genotype = genotype_within_budget(probs, config)
     seconds = time.time() - started
     arch: dict[str, Any] = {
         **genotype.to_dict(),
@@ -239,6 +247,9 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         "network": config.network_options(),
         "resumed": resume_from is not None,
     }
+    arch["params"] = count_parameters(genotype, config)
+    if genotype != argmax:
+        arch["argmax"] = {**argmax.to_dict(), "params": count_parameters(argmax, config)}
     arch_path = out_dir / "arch.json"
     _write_json(arch_path, arch)
     checkpoint = checkpoint_dir / CHECKPOINT_NAME
@@ -246,3 +257,31 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
     per_epoch = min(batches, config.steps) if config.steps is not None else batches
     return SearchResult(arch, out_dir, arch_path, checkpoint if checkpoint.exists() else None,
                         out_dir / "tensorboard", seconds, per_epoch, len(data.train_set), len(data.val_set))
+
+
+def _random_search(config: SearchConfig, out_dir: Path, data: UnpairedSearchData, started: float) -> SearchResult:
+    """The ``random`` strategy: :func:`~ruas_nni.search.strategies.random_genotype`, no training;
+    ``probs`` are uniform (nothing was learned)."""
+    genotype, params, draws = random_genotype(config)
+    uniform = [[1.0 / len(OPERATION_NAMES)] * len(OPERATION_NAMES) for _ in range(7)]
+    seconds = time.time() - started
+    arch: dict[str, Any] = {
+        **genotype.to_dict(),
+        "probs": {"iem": uniform, "nrm": uniform},
+        "operations": list(OPERATION_NAMES),
+        "strategy": config.strategy,
+        "seed": config.seed,
+        "epochs": 0,
+        "steps": 0,
+        "crop": config.crop,
+        "seconds": round(seconds, 3),
+        "data": [str(Path(d)) for d in config.data],
+        "network": config.network_options(),
+        "resumed": False,
+        "params": params,
+        "draws": draws,
+    }
+    arch_path = out_dir / "arch.json"
+    _write_json(arch_path, arch)
+    return SearchResult(arch, out_dir, arch_path, None, out_dir / "tensorboard", seconds, 0,
+                        len(data.train_set), len(data.val_set))  # type: ignore[arg-type]

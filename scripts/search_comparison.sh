@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The strategy comparison of docs/search.md: every strategy x seeds 0, 1, 2 searches with
+# docs/search_winners/compare_search.yaml (the defaults of `ruas-nni search`, shortened), each winner
+# and the paper genotype train with docs/search_winners/train_short.yaml (the default model's recipe
+# without init_nrm, 150 steps of 160 crops) and are scored on every second lol_val pair (25 of the
+# selection set, as the quick diagnostic of docs/objectives.md; never searched or trained on). Then
+# scripts/search_comparison.py writes docs/search_comparison.csv.
+# Run from the repository root with ../shared present; one process at a time, one thread each.
+set -euo pipefail
+export OMP_NUM_THREADS=1
+R=${1:-runs/comparison}
+VAL=$R/lol_val25
+mkdir -p "$R" "$VAL/low" "$VAL/high"
+i=0
+for f in $(ls ../shared/data/lol_val/low | sort); do
+  if [ $((i % 2)) -eq 0 ]; then
+    ln -sf "$(realpath ../shared/data/lol_val/low/$f)" "$VAL/low/$f"
+    ln -sf "$(realpath ../shared/data/lol_val/high/$f)" "$VAL/high/$f"
+  fi
+  i=$((i + 1))
+done
+train_eval() {  # name arch
+  [ -f "$R/$1/model.pt" ] || ruas-nni train --config docs/search_winners/train_short.yaml --arch "$2" --out "$R/$1" --device cpu --threads 1 --quiet
+  [ -f "$R/$1/val25.json" ] || ruas-nni evaluate --checkpoint "$R/$1/model.pt" --data "$VAL" --json "$R/$1/val25.json" --quiet
+}
+train_eval paper_short paper
+for seed in 0 1 2; do
+  for strategy in cooperative random separate joint darts; do
+    name="cmp_${strategy}_s${seed}"
+    [ -f "$R/$name/arch.json" ] || ruas-nni search --config docs/search_winners/compare_search.yaml \
+        --data ../shared/data/unpaired/lol_low --strategy "$strategy" --seed "$seed" --out "$R/$name" --quiet
+    train_eval "${name}_short" "$R/$name/arch.json"
+  done
+done
+python scripts/search_comparison.py "$R"
