@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from ..base.config import load_config
 from ..model.network import WARM_STARTS
+from ..training.config import TrainConfig
 from ..training.losses import DENOISERS, EXPOSURE_MODES
 
 __all__ = ["STRATEGIES", "OBJECTIVES", "RECIPE", "SEARCH_SCHEDULE", "SearchConfig", "load_search_config"]
@@ -20,17 +21,12 @@ STRATEGIES = ("cooperative", "separate", "joint", "darts", "gumbel-darts", "rand
 OBJECTIVES = ("reference", "exposure_denoise")
 """The objectives of ``ruas-nni train`` (:data:`ruas_nni.training.config.OBJECTIVES`), same names and meaning."""
 
-RECIPE: dict[str, Any] = {
-    "objective": "exposure_denoise",
-    "exposure": 0.45,
-    "exposure_gamma": 0.5,
-    "exposure_weight": 0.0,
-    "denoiser": "neighbor2neighbor",
-    "denoise_consistency": 2.0,
-    "denoise_tv_weight": 0.1,
-}
-"""The recommended objective, the search's default: the recipe of the default model
-(``examples/default_model.yaml``, chosen on ``lol_val``, docs/objectives.md). The one place to change it."""
+RECIPE: dict[str, Any] = {key: getattr(TrainConfig(), key) for key in (
+    "objective", "exposure", "exposure_gamma", "exposure_weight", "denoiser", "denoise_consistency",
+    "denoise_tv_weight")}
+"""The recommended objective, the search's default: ``ruas-nni train``'s defaults (the recipe of the
+default model, ``examples/default_model.yaml``, chosen on ``lol_val``, docs/objectives.md), read from
+:class:`~ruas_nni.training.config.TrainConfig` so that search and training cannot drift apart."""
 
 SEARCH_SCHEDULE: dict[str, Any] = {
     "epochs": 10,
