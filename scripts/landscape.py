@@ -382,10 +382,11 @@ def report(args: argparse.Namespace) -> int:
             lines.append(_tau_row(f"{setup} (the 25 of every 2nd pair)", [dict(r, psnr=_psnr25(r)) for r in sub], "psnr"))
     lines += ["", "Other pairings (same rows):", ""]
     for setup, sub in by_setup.items():
-        for score in ("ssim", "psnr_matched", "ssim_matched"):
+        for key, score in (("objective", "ssim"), ("loss_iem", "ssim"), ("loss_nrm", "ssim"),
+                           ("objective", "psnr_matched"), ("objective", "ssim_matched")):
             if all(_float(r, score) is not None for r in sub):
-                tau, p = kendall([_float(r, "objective") for r in sub], [_float(r, score) for r in sub])
-                lines.append(f"* {setup}: tau(objective, {score}) = {tau:+.3f} (p {p:.1g})")
+                tau, p = kendall([_float(r, key) for r in sub], [_float(r, score) for r in sub])
+                lines.append(f"* {setup}: tau({key}, {score}) = {tau:+.3f} (p {p:.1g})")
     if len(main_setups) >= 2:
         a, b = main_setups[:2]
         common = sorted({r["genotype"] for r in by_setup[a]} & {r["genotype"] for r in by_setup[b]})
