@@ -19,7 +19,13 @@ copy_winners() {
   [ -d "$src" ] || return 0
   find "$src" -name '*.json' | sort | while read -r f; do
     rel=${f#"$src"/}; name=winner-$(echo "${rel%.json}" | tr '/' '-')
-    grep -q '"iem"' "$f" && [ ! -e "docs/landscape/archs/$name.json" ] && cp "$f" "docs/landscape/archs/$name.json"
+    [ -e "docs/landscape/archs/$name.json" ] && continue
+    # a genotype already there (e.g. two strategies found the same one) is trained once
+    "$PY" -c 'import json, sys, glob
+g = lambda p: (json.load(open(p)).get("iem"), json.load(open(p)).get("nrm"))
+new = g(sys.argv[1])
+sys.exit(new[0] is None or any(g(q) == new for q in glob.glob("docs/landscape/archs/*.json")))' "$f" \
+      && cp "$f" "docs/landscape/archs/$name.json"
   done
 }
 archs() { for f in docs/landscape/archs/coop_budget_s0.json docs/landscape/archs/winner-*.json; do
