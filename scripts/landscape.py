@@ -374,12 +374,25 @@ def report(args: argparse.Namespace) -> int:
              "| setup (scored pairs) | genotypes | PSNR median (min-max) | paper genotype | tau(objective, PSNR) | "
              "tau(loss_iem, PSNR) | tau(loss_nrm, PSNR) | tau(params, PSNR) | tau(MACs, PSNR) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    by_setup = {s: [r for r in rows if r["setup"] == s] for s in main_setups}
+    by_setup, duplicates = {}, []
+    for setup in main_setups:  # a genotype listed twice (e.g. a search winner that is also a random sample) counts once
+        seen: dict[tuple[str, str], str] = {}
+        by_setup[setup] = []
+        for r in rows:
+            if r["setup"] == setup:
+                key = (r["iem"], r["nrm"])
+                if key in seen:
+                    duplicates.append(f"{setup}: {r['genotype']} = {seen[key]}")
+                else:
+                    seen[key] = r["genotype"]
+                    by_setup[setup].append(r)
     for setup, sub in by_setup.items():
         pairs = sorted({r.get("val_images") for r in sub})
         lines.append(_tau_row(f"{setup} ({'/'.join(map(str, pairs))})", sub, "psnr"))
         if pairs != ["25"] and all(_psnr25(r) is not None for r in sub):
             lines.append(_tau_row(f"{setup} (the 25 of every 2nd pair)", [dict(r, psnr=_psnr25(r)) for r in sub], "psnr"))
+    if duplicates:
+        lines += ["", "Counted once (the same genotype as an earlier row): " + "; ".join(duplicates) + "."]
     lines += ["", "Other pairings (same rows):", ""]
     for setup, sub in by_setup.items():
         for key, score in (("objective", "ssim"), ("loss_iem", "ssim"), ("loss_nrm", "ssim"),
@@ -397,6 +410,12 @@ def report(args: argparse.Namespace) -> int:
             tau, p = kendall([pa[g] for g in common], [pb[g] for g in common])
             lines.append(f"* {len(common)} genotypes trained with both: tau(PSNR with {a}, PSNR with {b}) = {tau:+.3f} "
                          f"(p {p:.1g}), on the 25 pairs both were scored on")
+    for setup, sub in by_setup.items():  # what a search that minimises the objective would pick
+        ranked = sorted(sub, key=lambda r: _float(r, "objective"))
+        psnr_sorted = sorted((_float(r, "psnr") for r in sub), reverse=True)
+        picks = ", ".join(f"{r['genotype']} ({_float(r, 'objective'):.4f}: {_float(r, 'psnr'):.2f} dB, PSNR rank "
+                          f"{1 + psnr_sorted.index(_float(r, 'psnr'))})" for r in ranked[:3])
+        lines.append(f"* {setup}: the 3 lowest objectives (of {len(sub)}): {picks}")
     for setup in setups:
         if setup not in main_setups:
             for r in [r for r in rows if r["setup"] == setup]:
