@@ -82,7 +82,7 @@ def test_report_writes_figure_and_summary_and_keeps_conclusions(tmp_path):
     rows = []
     for setup in ("ours", "ref"):
         for i in range(5):
-            rows.append({"setup": setup, "genotype": "paper" if i == 0 else f"random-s0-{i:03d}", "iem": "a", "nrm": "b",
+            rows.append({"setup": setup, "genotype": "paper" if i == 0 else f"random-s0-{i:03d}", "iem": f"a{i}", "nrm": "b",
                          "status": "ok", "psnr": 10 + i, "ssim": 0.3 + i / 100, "psnr_half": 10 + i, "ssim_half": 0.3,
                          "loss_iem": 1 - i / 10, "loss_nrm": i / 100, "objective": 1 - i / 20, "params": 100 * (i + 1),
                          "macs_600x400": 1e6 * (5 - i), "val_images": 50 if setup == "ours" else 25})
