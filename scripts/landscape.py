@@ -50,7 +50,8 @@ import time
 from pathlib import Path
 
 PAPER = "paper"
-COLUMNS = ["setup", "genotype", "source", "iem", "nrm", "status", "psnr", "ssim", "psnr_matched", "ssim_matched",
+COLUMNS = ["setup", "genotype", "source", "iem", "nrm", "status", "psnr", "ssim", "psnr_half", "ssim_half",
+           "psnr_matched", "ssim_matched",
            "loss_iem", "loss_nrm", "objective", "params", "params_iem", "params_nrm", "macs_600x400",
            "steps", "crop", "val_images", "train_s", "wall_s", "recipe", "pythonpath"]
 
@@ -127,7 +128,14 @@ def child(args: argparse.Namespace) -> int:
         result["status"] = f"evaluate-failed-{rc}"
     else:
         s = json.loads(scores.read_text())
-        result.update(psnr=s["mean"]["psnr"], ssim=s["mean"]["ssim"], val_images=len(s.get("per_image", {})))
+        per_image = s.get("per_image", {})
+        result.update(psnr=s["mean"]["psnr"], ssim=s["mean"]["ssim"], val_images=len(per_image))
+        # scored on the whole set: also every 2nd pair in file-name order (the pairs --val-every 2 scores),
+        # comparable with runs scored on that subset
+        half = [per_image[name] for name in sorted(per_image)[::2]]
+        if half and not Path(args.val).name.startswith("val_every"):
+            result.update(psnr_half=sum(h["psnr"] for h in half) / len(half),
+                          ssim_half=sum(h["ssim"] for h in half) / len(half))
         matched = s.get("exposure_matched") or {}
         matched = matched.get("mean", matched)
         if isinstance(matched, dict) and "psnr" in matched:
@@ -192,6 +200,9 @@ def genotypes(args: argparse.Namespace, ops: list[str]) -> list[tuple[str, str, 
         data = json.loads(Path(path).read_text())
         out.append((f"arch-{Path(path).parent.name}-{Path(path).stem}" if args.arch_name_parent else
                     f"arch-{Path(path).stem}", str(path), {"iem": data["iem"], "nrm": data.get("nrm")}))
+    if getattr(args, "uniform", False):  # one operation on every edge of both cells
+        for op in ops:
+            out.append((f"uniform-{op}", "uniform", {"iem": [op] * 7, "nrm": [op] * 7}))
     rng = random.Random(args.seed)
     for i in range(args.random):
         out.append((f"random-s{args.seed}-{i:03d}", f"random seed {args.seed}",
@@ -305,54 +316,164 @@ def _float(row: dict, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def kendall(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Kendall's tau-b and its two-sided p-value: scipy's when scipy is installed, else
+    :func:`kendall_tau_b` (the same tau-b) without a p-value (nan)."""
+    try:
+        from scipy.stats import kendalltau
+    except ImportError:
+        return kendall_tau_b(x, y), float("nan")
+    result = kendalltau(x, y, variant="b")
+    return float(result.statistic), float(result.pvalue)
+
+
+TAU_KEYS = ("objective", "loss_iem", "loss_nrm", "params", "macs_600x400")
+CONCLUSIONS = "<!-- conclusions: written by hand; `report` keeps everything from this line on -->"
+
+
+def _psnr25(row: dict) -> float | None:
+    """PSNR on the 25 pairs of ``--val-every 2``: ``psnr`` of a row scored on them, else ``psnr_half``."""
+    return _float(row, "psnr") if str(row.get("val_images")) == "25" else _float(row, "psnr_half")
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+def _tau_row(label: str, sub: list[dict], score: str) -> str:
+    values = [_float(r, score) for r in sub]
+    cells = []
+    for key in TAU_KEYS:
+        tau, p = kendall([_float(r, key) for r in sub], values)
+        cells.append(f"{tau:+.3f}" + (f" (p {p:.1g})" if key == "objective" and math.isfinite(p) else ""))
+    paper = [_float(r, score) for r in sub if r["genotype"] == PAPER]
+    if paper:
+        rank = 1 + sum(v > paper[0] for v in values)
+        paper_text = f"{paper[0]:.2f} (rank {rank} of {len(values)})"
+    else:
+        paper_text = "-"
+    return (f"| {label} | {len(sub)} | {_median(values):.2f} ({min(values):.2f}-{max(values):.2f}) | {paper_text} | "
+            + " | ".join(cells) + " |")
+
+
 def report(args: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in read_rows(Path(args.csv)) if _float(r, "psnr") is not None]
+    rows = [r for r in read_rows(Path(args.csv)) if _float(r, "psnr") is not None and _float(r, "objective") is not None]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    setups = sorted({r["setup"] for r in rows})
-    lines = ["| setup | genotypes | PSNR median (min-max) | paper's PSNR | tau(objective, PSNR) | "
-             "tau(loss_iem, PSNR) | tau(loss_nrm, PSNR) | tau(params, PSNR) |", "|---|---|---|---|---|---|---|---|"]
-    fig, axes = plt.subplots(1, 1 + len(setups), figsize=(5 * (1 + len(setups)), 4.2))
-    colours = dict(zip(setups, ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
+    setups = sorted({r["setup"] for r in rows}, key=lambda s: (-sum(r["setup"] == s for r in rows), s))
+    main_setups = [s for s in setups if sum(r["setup"] == s for r in rows) >= 3]
+    lines = ["# Landscape summary (written by `scripts/landscape.py report`)", "",
+             f"From `{Path(args.csv).name}`. Kendall's tau-b of each column against `lol_val` PSNR of the same genotypes "
+             "(negative for a loss = lower loss, higher PSNR; p: two-sided, scipy). PSNR in dB.", "",
+             "| setup (scored pairs) | genotypes | PSNR median (min-max) | paper genotype | tau(objective, PSNR) | "
+             "tau(loss_iem, PSNR) | tau(loss_nrm, PSNR) | tau(params, PSNR) | tau(MACs, PSNR) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    by_setup, duplicates = {}, []
+    for setup in main_setups:  # a genotype listed twice (e.g. a search winner that is also a random sample) counts once
+        seen: dict[tuple[str, str], str] = {}
+        by_setup[setup] = []
+        for r in rows:
+            if r["setup"] == setup:
+                key = (r["iem"], r["nrm"])
+                if key in seen:
+                    duplicates.append(f"{setup}: {r['genotype']} = {seen[key]}")
+                else:
+                    seen[key] = r["genotype"]
+                    by_setup[setup].append(r)
+    for setup, sub in by_setup.items():
+        pairs = sorted({r.get("val_images") for r in sub})
+        lines.append(_tau_row(f"{setup} ({'/'.join(map(str, pairs))})", sub, "psnr"))
+        if pairs != ["25"] and all(_psnr25(r) is not None for r in sub):
+            lines.append(_tau_row(f"{setup} (the 25 of every 2nd pair)", [dict(r, psnr=_psnr25(r)) for r in sub], "psnr"))
+    if duplicates:
+        lines += ["", "Counted once (the same genotype as an earlier row): " + "; ".join(duplicates) + "."]
+    lines += ["", "Other pairings (same rows):", ""]
+    for setup, sub in by_setup.items():
+        for key, score in (("objective", "ssim"), ("loss_iem", "ssim"), ("loss_nrm", "ssim"),
+                           ("objective", "psnr_matched"), ("objective", "ssim_matched")):
+            if all(_float(r, score) is not None for r in sub):
+                tau, p = kendall([_float(r, key) for r in sub], [_float(r, score) for r in sub])
+                lines.append(f"* {setup}: tau({key}, {score}) = {tau:+.3f} (p {p:.1g})")
+    if len(main_setups) >= 2:
+        a, b = main_setups[:2]
+        common = sorted({r["genotype"] for r in by_setup[a]} & {r["genotype"] for r in by_setup[b]})
+        if len(common) >= 3:
+            pa = {r["genotype"]: _psnr25(r) for r in by_setup[a]}
+            pb = {r["genotype"]: _psnr25(r) for r in by_setup[b]}
+            common = [g for g in common if pa[g] is not None and pb[g] is not None]
+            tau, p = kendall([pa[g] for g in common], [pb[g] for g in common])
+            lines.append(f"* {len(common)} genotypes trained with both: tau(PSNR with {a}, PSNR with {b}) = {tau:+.3f} "
+                         f"(p {p:.1g}), on the 25 pairs both were scored on")
+    for setup, sub in by_setup.items():  # what a search that minimises the objective would pick
+        ranked = sorted(sub, key=lambda r: _float(r, "objective"))
+        psnr_sorted = sorted((_float(r, "psnr") for r in sub), reverse=True)
+        picks = ", ".join(f"{r['genotype']} ({_float(r, 'objective'):.4f}: {_float(r, 'psnr'):.2f} dB, PSNR rank "
+                          f"{1 + psnr_sorted.index(_float(r, 'psnr'))})" for r in ranked[:3])
+        lines.append(f"* {setup}: the 3 lowest objectives (of {len(sub)}): {picks}")
     for setup in setups:
-        sub = [r for r in rows if r["setup"] == setup and _float(r, "objective") is not None]
-        psnr = [_float(r, "psnr") for r in sub]
-        taus = [kendall_tau_b([_float(r, key) for r in sub], psnr)
-                for key in ("objective", "loss_iem", "loss_nrm", "params")]
-        paper = [_float(r, "psnr") for r in sub if r["genotype"] == PAPER]
-        ordered = sorted(psnr)
-        paper_text = f"{paper[0]:.2f}" if paper else "-"
-        lines.append(f"| {setup} | {len(sub)} | {ordered[len(ordered) // 2]:.2f} ({ordered[0]:.2f}-{ordered[-1]:.2f}) | "
-                     f"{paper_text} | ")
-        lines[-1] += " | ".join(f"{t:+.3f}" for t in taus) + " |"
-        params = [_float(r, "params") for r in sub]
-        axes[0].scatter(params, psnr, s=14, c=colours[setup], label=setup, alpha=0.8)
-        ax = axes[1 + setups.index(setup)]
-        objective = [_float(r, "objective") for r in sub]
-        ax.scatter(objective, psnr, s=14, c=colours[setup], alpha=0.8)
+        if setup not in main_setups:
+            for r in [r for r in rows if r["setup"] == setup]:
+                lines.append(f"* control `{setup}`, {r['genotype']}: PSNR {_float(r, 'psnr'):.3f}, SSIM "
+                             f"{_float(r, 'ssim'):.4f}, objective {_float(r, 'objective'):.5f}")
+    for setup, sub in by_setup.items():
+        paper = [r for r in sub if r["genotype"] == PAPER]
+        lines += ["", f"Best {min(8, len(sub))} genotypes, {setup} (paper genotype: "
+                  + (f"{_float(paper[0], 'psnr'):.3f} dB, SSIM {_float(paper[0], 'ssim'):.4f}, "
+                     f"{int(_float(paper[0], 'params'))} parameters" if paper else "not run") + "):", "",
+                  "| genotype | PSNR | SSIM | objective | params | MACs 600x400 (G) | IEM | NRM |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(sub, key=lambda r: -_float(r, "psnr"))[:8]:
+            lines.append(f"| {r['genotype']} | {_float(r, 'psnr'):.3f} | {_float(r, 'ssim'):.4f} | "
+                         f"{_float(r, 'objective'):.5f} | {int(_float(r, 'params'))} | "
+                         f"{_float(r, 'macs_600x400') / 1e9:.3f} | {r['iem']} | {r['nrm']} |")
+
+    # the figure: PSNR against parameters (both setups, on the 25 pairs both were scored on) and
+    # against each setup's objective
+    colours = dict(zip(main_setups, ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
+    fig, axes = plt.subplots(1, 1 + len(main_setups), figsize=(5.2 * (1 + len(main_setups)), 4.4))
+    axes = list(axes) if len(main_setups) else [axes]
+    for setup, sub in by_setup.items():
+        half = [r for r in sub if _psnr25(r) is not None]
+        axes[0].scatter([_float(r, "params") for r in half], [_psnr25(r) for r in half], s=14,
+                        c=colours[setup], label=setup, alpha=0.75)
+        for r in half:
+            if r["genotype"] == PAPER:
+                axes[0].scatter([_float(r, "params")], [_psnr25(r)], s=90, facecolors="none",
+                                edgecolors="black", linewidths=1.2)
+        ax = axes[1 + main_setups.index(setup)]
+        tau, _ = kendall([_float(r, "objective") for r in sub], [_float(r, "psnr") for r in sub])
+        ax.scatter([_float(r, "objective") for r in sub], [_float(r, "psnr") for r in sub], s=14, c=colours[setup],
+                   alpha=0.75)
         for r in sub:
             if r["genotype"] == PAPER or not r["genotype"].startswith("random"):
-                ax.annotate(r["genotype"].replace("arch-", ""), (_float(r, "objective"), _float(r, "psnr")), fontsize=7)
-        ax.set_xlabel("objective on fixed unpaired crops (IEM + NRM loss)")
-        ax.set_ylabel("lol_val PSNR (dB)")
-        ax.set_title(f"{setup}: Kendall tau {taus[0]:+.2f}")
+                ax.annotate(r["genotype"].replace("arch-", "").replace("uniform-", "all-"),
+                            (_float(r, "objective"), _float(r, "psnr")), fontsize=6)
+                if r["genotype"] == PAPER:
+                    ax.scatter([_float(r, "objective")], [_float(r, "psnr")], s=90, facecolors="none",
+                               edgecolors="black", linewidths=1.2)
+        pairs = "/".join(sorted({r.get("val_images") for r in sub}))
+        ax.set_xlabel(f"search objective of {setup} (IEM + NRM loss, fixed lol_low crops)")
+        ax.set_ylabel(f"lol_val PSNR, {pairs} pairs (dB)")
+        ax.set_title(f"{setup}: Kendall tau {tau:+.2f}", fontsize=10)
         ax.grid(alpha=0.3)
-    for r in rows:
-        if r["genotype"] == PAPER:
-            axes[0].scatter([_float(r, "params")], [_float(r, "psnr")], s=60, facecolors="none",
-                            edgecolors=colours[r["setup"]])
     axes[0].set_xscale("log")
     axes[0].set_xlabel("parameters (log; circled: the paper's genotype)")
-    axes[0].set_ylabel("lol_val PSNR (dB)")
+    axes[0].set_ylabel("lol_val PSNR, 25 pairs (every 2nd) (dB)")
     axes[0].legend(fontsize=8)
     axes[0].grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "landscape.png", dpi=110)
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    summary = out / "summary.md"
+    kept = ""
+    if summary.exists() and CONCLUSIONS in summary.read_text():
+        kept = summary.read_text()[summary.read_text().index(CONCLUSIONS):]
+    summary.write_text("\n".join(lines) + "\n\n" + (kept or CONCLUSIONS + "\n"))
     print("\n".join(lines))
     return 0
 
@@ -369,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--paper", action="store_true", help="include the paper's genotype")
     r.add_argument("--arch", action="append", help="an arch.json (e.g. a search's winner); repeat")
     r.add_argument("--arch-name-parent", action="store_true", help="name arch rows after their folder too")
+    r.add_argument("--uniform", action="store_true",
+                   help="the structured genotypes: each operation on all 7 edges of both cells")
     r.add_argument("--random", type=int, default=0, help="uniform random genotypes")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--steps", type=int, default=100)
