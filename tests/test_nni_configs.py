@@ -99,7 +99,7 @@ def test_kubernetes_example_validates():
 def test_compare_settings_example_loads():
     config = load_compare_config(EXAMPLES / "compare.yaml", {})
     assert isinstance(config, CompareConfig)
-    assert config.strategies == list(STRATEGIES) and config.repeats == 3 and config.trial_count == 15
+    assert config.strategies == list(STRATEGIES) and config.repeats == 3 and config.trial_count == len(STRATEGIES) * 3
     assert config.data == ["demo-run/data/train"] and config.eval_data == "demo-run/data/eval"
 
 
@@ -134,7 +134,7 @@ def test_nnictl_creates_the_comparison(demo_data, tmp_path):
     try:
         profile = rest(port, "/experiment")
         assert profile["params"]["searchSpace"] == raw["searchSpace"]
-        assert profile["params"]["maxTrialNumber"] == 15
+        assert profile["params"]["maxTrialNumber"] == len(STRATEGIES) * 3
         jobs = wait_until(lambda: [j for j in rest(port, "/trial-jobs") if j["status"] in ("RUNNING", "SUCCEEDED")],
                           60, 1.0, "a trial to start")
         assert jobs[0]["hyperParameters"]

@@ -105,8 +105,13 @@ def test_float64_tiling_on_the_enhancers_plan_is_exact_and_a_short_halo_is_not(m
                  for s in (1, 2)}
     error = (exact - expected).abs().max().item()
     assert error <= 1e-13
-    # Observed: >= 5e-12 one pixel short, >= 1e-10 two short (the default model's final output);
-    # the IEM's far more.
+    if model == "default" and stage == "final":
+        # The default NRM started as the transparent-cell low-pass filter (nrm_start: lowpass) and its
+        # cells' convolutions stayed near zero (about 1e-4): the pixels at the full radius reach the
+        # output only through three of them, ~1e-16, below float64 rounding. The radius is checked on
+        # the IEM stage and on the seeded network, where every path carries weight.
+        return
+    # Observed (seeded network, default IEM): well above these
     assert (short[2] - expected).abs().max().item() > 1e-11
     assert (short[1] - expected).abs().max().item() > 1e-13
 
