@@ -310,7 +310,7 @@ def test_compare_waits_then_keeps_the_web_ui_until_ctrl_c(demo_data, tmp_path):
         processes = process_tree(manager_pid(home, experiment_id))
         assert processes and listening(port) and rest(port, "/check-status")["status"] == "DONE"
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=150) == 0
         read_until("experiment stopped", 5)
         assert_all_gone(processes)
         assert not listening(port)
