@@ -290,7 +290,10 @@ def test_compare_waits_then_keeps_the_web_ui_until_ctrl_c(demo_data, tmp_path):
         [sys.executable, "-m", "ruas_nni", "compare", "--strategies", "darts", "--data", str(demo_data.train),
          "--eval-data", str(pairs), "--epochs", "1", "--steps", "1", "--crop", "16", "--train-steps", "1",
          "--port", str(port), "--experiment-dir", str(tmp_path / "experiments")],
-        cwd=ROOT, env=home_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, env=home_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # as started from a terminal: a shell starts background jobs (`make test &`) with SIGINT ignored,
+        # and the child would inherit that and never see the Ctrl-C below
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     seen: list[str] = []
@@ -310,7 +313,7 @@ def test_compare_waits_then_keeps_the_web_ui_until_ctrl_c(demo_data, tmp_path):
         processes = process_tree(manager_pid(home, experiment_id))
         assert processes and listening(port) and rest(port, "/check-status")["status"] == "DONE"
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=150) == 0
+        assert process.wait(timeout=60) == 0
         read_until("experiment stopped", 5)
         assert_all_gone(processes)
         assert not listening(port)
