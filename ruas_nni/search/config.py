@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from ..base.config import load_config
 from ..model.network import WARM_STARTS
-from ..training.config import TrainConfig
+from ..training.config import OBJECTIVES, TrainConfig
 from ..training.losses import DENOISERS, EXPOSURE_MODES
 
 __all__ = ["STRATEGIES", "OBJECTIVES", "RECIPE", "SEARCH_SCHEDULE", "SearchConfig", "load_search_config"]
@@ -17,9 +17,6 @@ __all__ = ["STRATEGIES", "OBJECTIVES", "RECIPE", "SEARCH_SCHEDULE", "SearchConfi
 STRATEGIES = ("cooperative", "separate", "joint", "darts", "gumbel-darts", "random")
 """Search strategies by name: the paper's, its two ablations, NNI's two DARTS baselines, and
 ``random`` (a uniform draw of a genotype within ``param_budget``, no training: the baseline)."""
-
-OBJECTIVES = ("reference", "exposure_denoise")
-"""The objectives of ``ruas-nni train`` (:data:`ruas_nni.training.config.OBJECTIVES`), same names and meaning."""
 
 RECIPE: dict[str, Any] = {key: getattr(TrainConfig(), key) for key in (
     "objective", "exposure", "exposure_gamma", "exposure_weight", "denoiser", "denoise_consistency",
