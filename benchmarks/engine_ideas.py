@@ -3,7 +3,8 @@
 Each variant runs the whole network on the image (no tiling unless said) and is timed alternated
 with the others, ``--rounds`` rounds of ``--runs`` calls; the median ms is printed with the load
 average. Variants: the folded network in PyTorch (nchw, nhwc), onnxruntime on the folded graph
-(default and with its NHWC/extended optimisations), and the folded network on cache-sized tiles.
+(default and with its NHWC/extended optimisations), OpenVINO's CPU plugin on the same graph (when
+``openvino`` is importable: it is not a dependency), and the folded network on cache-sized tiles.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/engine_ideas.py [--checkpoint lol.pt] [--only NAME ...]``
 """
@@ -68,11 +69,25 @@ def main(argv: list[str] | None = None) -> int:
             variants[name] = (lambda s: lambda x: torch.from_numpy(s.run(None, {"image": x.numpy()})[0]))(session)
     except ImportError:
         print("onnxruntime not installed", file=sys.stderr)
+    try:
+        import openvino
+
+        from ruas_nni.inference.onnx_export import export_onnx
+
+        path = Path(tempfile.mkdtemp()) / "folded_ov.onnx"
+        export_onnx(checkpoint, path)
+        compiled = openvino.Core().compile_model(str(path), "CPU", {
+            "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        variants[f"openvino {openvino.__version__.split('-')[0]} folded, f32"] = (
+            lambda r, o: lambda x: torch.from_numpy(r.infer({0: x.numpy()})[o].copy()))(request, compiled.output(0))
+    except ImportError:
+        print("openvino not installed (pip install openvino to measure it)", file=sys.stderr)
     if args.only:
         variants = {k: v for k, v in variants.items() if any(o in k for o in args.only)}
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the tiled variants write into their output from worker threads
         for name, run in variants.items():
             out = run(image)
             if reference is None:
