@@ -5,7 +5,9 @@ runs folder (scripts/search_comparison.sh) with the lol_val scores of its traine
 ``docs/search_winners/<strategy>_s<seed>.json``, and print the table with the median and spread
 (max - min) per strategy.
 
-    python scripts/search_comparison.py runs/comparison
+    python scripts/search_comparison.py runs/comparison [CSV [WINNERS_DIR]]
+
+``CSV`` and ``WINNERS_DIR`` default to ``docs/search_comparison.csv`` and ``docs/search_winners``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("cooperative", "separate", "joint", "darts", "random")
 
 
-def main(runs: str) -> int:
+def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str = "docs/search_winners") -> int:
     runs_dir = Path(runs)
+    winners_dir = ROOT / winners
+    winners_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     baseline = runs_dir / "paper_short" / "val25.json"
     if baseline.exists():
@@ -36,7 +40,7 @@ def main(runs: str) -> int:
             arch = json.loads(arch_path.read_text())
             val = runs_dir / f"{name}_short" / "val25.json"
             scores = json.loads(val.read_text())["mean"] if val.exists() else None
-            target = ROOT / "docs" / "search_winners" / f"{strategy}_s{seed}.json"
+            target = winners_dir / f"{strategy}_s{seed}.json"
             shutil.copyfile(arch_path, target)
             rows.append({"strategy": strategy, "seed": seed,
                          "psnr": round(scores["psnr"], 3) if scores else "", "ssim": round(scores["ssim"], 4) if scores else "",
@@ -49,7 +53,7 @@ def main(runs: str) -> int:
         rows.append({"strategy": "cooperative, default settings", "seed": 0, "psnr": round(scores["psnr"], 3),
                      "ssim": round(scores["ssim"], 4), "params": arch["params"], "search_s": arch["seconds"],
                      "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"])})
-    out = ROOT / "docs" / "search_comparison.csv"
+    out = ROOT / csv_path
     with out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -73,4 +77,4 @@ def main(runs: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "runs/comparison"))
+    sys.exit(main(*sys.argv[1:4]) if len(sys.argv) > 1 else main("runs/comparison"))

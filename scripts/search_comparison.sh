@@ -6,9 +6,20 @@
 # selection set, as the quick diagnostic of docs/objectives.md; never searched or trained on). Then
 # scripts/search_comparison.py writes docs/search_comparison.csv.
 # Run from the repository root with ../shared present; one process at a time, one thread each.
+#
+#   bash scripts/search_comparison.sh [RUNS] [TRAIN_YAML] [CSV] [WINNERS_DIR]
+#
+# Defaults: runs/comparison, docs/search_winners/train_short.yaml (the first comparison, trained
+# with run G's recipe), docs/search_comparison.csv, docs/search_winners. The second comparison
+# (train's defaults shortened, the Retinex bound in the search's objective) is
+#   bash scripts/search_comparison.sh runs/comparison2 docs/search_winners/train_short_defaults.yaml \
+#       docs/search_comparison_defaults.csv docs/search_winners/defaults
 set -euo pipefail
 export OMP_NUM_THREADS=1
 R=${1:-runs/comparison}
+TRAIN=${2:-docs/search_winners/train_short.yaml}
+CSV=${3:-docs/search_comparison.csv}
+WINNERS=${4:-docs/search_winners}
 VAL=$R/lol_val25
 mkdir -p "$R" "$VAL/low" "$VAL/high"
 i=0
@@ -20,7 +31,7 @@ for f in $(ls ../shared/data/lol_val/low | sort); do
   i=$((i + 1))
 done
 train_eval() {  # name arch
-  [ -f "$R/$1/model.pt" ] || ruas-nni train --config docs/search_winners/train_short.yaml --arch "$2" --out "$R/$1" --device cpu --threads 1 --quiet
+  [ -f "$R/$1/model.pt" ] || ruas-nni train --config "$TRAIN" --arch "$2" --out "$R/$1" --device cpu --threads 1 --quiet
   [ -f "$R/$1/val25.json" ] || ruas-nni evaluate --checkpoint "$R/$1/model.pt" --data "$VAL" --json "$R/$1/val25.json" --quiet
 }
 train_eval paper_short paper
@@ -32,4 +43,4 @@ for seed in 0 1 2; do
     train_eval "${name}_short" "$R/$name/arch.json"
   done
 done
-python scripts/search_comparison.py "$R"
+python scripts/search_comparison.py "$R" "$CSV" "$WINNERS"

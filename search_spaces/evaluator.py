@@ -36,6 +36,7 @@ from ruas_nni.training.losses import (
     color_constancy,
     denoise_loss,
     exposure_control,
+    illumination_bound,
     illumination_exposure,
     illumination_loss,
     noise_loss,
@@ -93,6 +94,7 @@ class ReferenceFreeLosses(LightningModule):
                  weight_decay: float = 3e-4, smooth_sigma: float | None = None, smooth_guide: str = "rgb",
                  objective: str = "reference", exposure_level: float = 0.5, exposure_weight: float = 1.0,
                  exposure_patch: int = 16, exposure_mode: str = "output", color_weight: float = 0.0,
+                 bound_weight: float = 0.0,
                  denoiser: str = "neighbor2neighbor", denoise_weight: float = 1.0, denoise_consistency: float = 2.0,
                  denoise_tv_weight: float = 0.0, seed: int = 0) -> None:
         super().__init__()
@@ -110,6 +112,7 @@ class ReferenceFreeLosses(LightningModule):
         self.exposure_weight = exposure_weight
         self.exposure_patch = exposure_patch
         self.color_weight = color_weight
+        self.bound_weight = bound_weight
         self.denoiser = denoiser
         self.denoise_weight = denoise_weight
         self.denoise_consistency = denoise_consistency
@@ -160,6 +163,8 @@ class ReferenceFreeLosses(LightningModule):
                 loss = loss + self.exposure_weight * exposure
             if self.color_weight:
                 loss = loss + self.color_weight * color_constancy(u)
+            if self.bound_weight:
+                loss = loss + self.bound_weight * illumination_bound(y, t)
         return loss
 
     def _denoise_loss(self, nrm: Any, u: Tensor, x: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from ruas_nni.search.config import RECIPE, SearchConfig, load_search_config
 from ruas_nni.search.runner import run_search
 from ruas_nni.search.strategies import count_parameters, random_genotype
 from ruas_nni.training.config import TrainConfig
-from ruas_nni.training.losses import denoise_loss, total_variation
+from ruas_nni.training.losses import denoise_loss, illumination_bound, total_variation
 from search_spaces.evaluator import ReferenceFreeLosses
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +81,20 @@ def test_the_nrm_is_searched_on_the_exposure_normalised_output():
     expected = expected + 0.1 * total_variation(net.nrm(u_prime))
     assert torch.allclose(got["nrm"], expected)
     assert float(u_prime.mean()) > 2 * float(u.detach().mean())  # a dark input: u' is much brighter than u
+
+
+def test_the_retinex_bound_reaches_the_searched_iem_loss():
+    net = export(PAPER_GENOTYPE, {"iem_stages": 1, "nrm_cells": 1, "exposure": 0.45, "exposure_gamma": 0.5})
+    y = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    got = {}
+    for weight in (0.0, 2.0):
+        config = SearchConfig(bound_weight=weight)
+        losses = ReferenceFreeLosses(**config.loss_options())
+        losses.set_model(net)
+        got[weight] = losses.losses(y, frozenset({"iem"}))["iem"]
+    expected = 2.0 * illumination_bound(y, net.iem(y)[1][-1])
+    assert float(expected) > 0  # the paper IEM at initialisation clips somewhere: the term is seen
+    assert torch.allclose(got[2.0] - got[0.0], expected, rtol=1e-4, atol=1e-7)
 
 
 def test_exposure_denoise_search_on_real_photos_writes_arch_json(shared_data, tmp_path):

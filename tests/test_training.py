@@ -68,6 +68,30 @@ def test_exposure_and_colour_terms() -> None:
     assert float(color_constancy(red)) == pytest.approx(2 * 0.3 ** 2, rel=1e-5)
 
 
+def test_the_retinex_bound_penalises_only_the_illumination_below_the_image() -> None:
+    """``mean relu(log y - log t)``: zero where ``t >= y``, the clipped stops where ``t < y``; the
+    trainer adds ``bound_weight`` times it to the IEM loss of ``exposure_denoise``."""
+    from ruas_nni.model.export import export
+    from ruas_nni.model.genotype import PAPER_GENOTYPE
+    from ruas_nni.training.losses import illumination_bound
+
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.01
+    assert float(illumination_bound(y, y)) == 0.0 and float(illumination_bound(y, 3 * y)) == 0.0
+    assert float(illumination_bound(y, y / 2)) == pytest.approx(float(torch.log(torch.tensor(2.0))), rel=1e-5)
+    t = torch.cat([y[:, :, :8] / 4, y[:, :, 8:] * 2], dim=2).requires_grad_()  # the top half clips by 2 stops
+    bound = illumination_bound(y, t)
+    assert float(bound) == pytest.approx(float(torch.log(torch.tensor(4.0))) / 2, rel=1e-5)
+    bound.backward()
+    assert (t.grad[:, :, :8] < 0).all() and (t.grad[:, :, 8:] == 0).all()  # it only raises t where it clips
+
+    net = export(PAPER_GENOTYPE, {"iem_stages": 1, "nrm_cells": 1})
+    base = {**REFERENCE_RECIPE, "objective": "exposure_denoise", "exposure_weight": 0.0}
+    plain = training.RUASTrainingModule(net, TrainConfig(**base))._illumination_loss(y)
+    bounded = training.RUASTrainingModule(net, TrainConfig(**{**base, "bound_weight": 3.0}))._illumination_loss(y)
+    t_k = net.iem(y)[1][-1]
+    assert float(bounded - plain) == pytest.approx(3.0 * float(illumination_bound(y, t_k)), rel=1e-4, abs=1e-7)
+
+
 def test_self_supervised_denoising_losses() -> None:
     from ruas_nni.training.losses import denoise_loss, diagonal_downsample, neighbor_subsample
 

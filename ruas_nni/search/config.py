@@ -20,7 +20,7 @@ STRATEGIES = ("cooperative", "separate", "joint", "darts", "gumbel-darts", "rand
 
 RECIPE: dict[str, Any] = {key: getattr(TrainConfig(), key) for key in (
     "objective", "exposure", "exposure_gamma", "exposure_weight", "denoiser", "denoise_consistency",
-    "denoise_tv_weight")}
+    "denoise_tv_weight", "bound_weight")}
 """The recommended objective, the search's default: ``ruas-nni train``'s defaults (the recipe of the
 default model, ``examples/default_model.yaml``, chosen on ``lol_val``, docs/objectives.md), read from
 :class:`~ruas_nni.training.config.TrainConfig` so that search and training cannot drift apart."""
@@ -105,6 +105,8 @@ class SearchConfig:
     exposure_mode: str = field(default="illumination", metadata={"choices": EXPOSURE_MODES, "help": (
         "exposure_denoise: the exposure term on the block means of y over t_K (illumination) or of u_K (output)")})
     color_weight: float = field(default=0.0, metadata={"min": 0.0, "help": "exposure_denoise: colour constancy"})
+    bound_weight: float = field(default=RECIPE["bound_weight"], metadata={"min": 0.0, "help": (
+        "exposure_denoise: the Retinex bound t_K >= y (the IEM output clips below it)")})
     denoiser: str = field(default=RECIPE["denoiser"], metadata={"choices": DENOISERS, "help": (
         "exposure_denoise: the NRM's self-supervised loss")})
     denoise_weight: float = field(default=1.0, metadata={"min": 0.0})
@@ -155,7 +157,8 @@ class SearchConfig:
         return {"smooth_sigma": self.smooth_sigma, "smooth_guide": self.smooth_guide, "objective": self.objective,
                 "exposure_level": self.exposure_level, "exposure_weight": self.exposure_weight,
                 "exposure_patch": self.exposure_patch, "exposure_mode": self.exposure_mode,
-                "color_weight": self.color_weight, "denoiser": self.denoiser, "denoise_weight": self.denoise_weight,
+                "color_weight": self.color_weight, "bound_weight": self.bound_weight, "denoiser": self.denoiser,
+                "denoise_weight": self.denoise_weight,
                 "denoise_consistency": self.denoise_consistency, "denoise_tv_weight": self.denoise_tv_weight,
                 "seed": self.seed}
 

@@ -83,6 +83,9 @@ class TrainConfig:
         "exposure_denoise: pull the block means of y over those of t_K (illumination) or of u_K (output, Zero-DCE) to E")})
     color_weight: float = field(default=0.0, metadata={
         "min": 0.0, "help": "exposure_denoise: weight of Zero-DCE's colour constancy term on u_K"})
+    bound_weight: float = field(default=10.0, metadata={"min": 0.0, "help": (
+        "exposure_denoise: weight of the Retinex bound t_K >= y, mean relu(log y - log t_K): the IEM output clips "
+        "where t_K < y (0 = off)")})
     denoiser: str = field(default="neighbor2neighbor", metadata={
         "choices": DENOISERS, "help": "exposure_denoise: NRM loss, Neighbor2Neighbor or Zero-Shot Noise2Noise"})
     denoise_weight: float = field(default=1.0, metadata={"min": 0.0, "help": "exposure_denoise: weight of the denoising loss"})
@@ -106,7 +109,7 @@ class TrainConfig:
 REFERENCE_RECIPE: dict[str, Any] = {
     "steps": 800, "crop": 320, "nrm_lr": 0.001, "nrm_period": 50, "nrm_start": "identity", "exposure": None,
     "exposure_gamma": 1.0, "objective": "reference", "exposure_weight": 1.0, "denoise_consistency": 2.0,
-    "denoise_tv_weight": 0.0,
+    "denoise_tv_weight": 0.0, "bound_weight": 0.0,
 }
 """The keys whose defaults differ from the authors' recipe (spec Sec. 4, the losses of Sec. 2), with the
 authors' values: ``TrainConfig(**REFERENCE_RECIPE)`` trains exactly as ``ruas-nni train`` did before the

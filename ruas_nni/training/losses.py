@@ -18,6 +18,9 @@ Beyond the reference (the ``exposure_denoise`` objective of ``ruas-nni train``, 
   means of ``t``), see its docstring.
 * :func:`color_constancy` (Zero-DCE's "colour constancy loss", a grey-world prior): the mean of each
   colour channel of the enhanced image should agree.
+* :func:`illumination_bound` (the Retinex bound ``t >= y``, i.e. reflectance ``<= 1``, with which LIME,
+  Guo et al., TIP 2017, starts its illumination): the IEM output ``u = clamp(y / t, 0, 1)`` clips
+  wherever ``t`` falls below ``y``; the term penalises that headroom lost.
 * :func:`neighbor2neighbor_loss` (Huang et al., "Neighbor2Neighbor: Self-Supervised Denoising from
   Single Noisy Images", CVPR 2021) and :func:`zero_shot_n2n_loss` (Mansour & Heckel, "Zero-Shot
   Noise2Noise: Efficient Image Denoising without any Data", CVPR 2023): self-supervised denoising of
@@ -45,6 +48,7 @@ __all__ = [
     "exposure_control",
     "illumination_exposure",
     "color_constancy",
+    "illumination_bound",
     "neighbor_subsample",
     "neighbor2neighbor_loss",
     "diagonal_downsample",
@@ -206,6 +210,19 @@ def color_constancy(u: torch.Tensor) -> torch.Tensor:
     means = u.mean(dim=(2, 3))  # B x 3
     r, g, b = means[:, 0], means[:, 1], means[:, 2]
     return ((r - g).pow(2) + (r - b).pow(2) + (g - b).pow(2)).mean()
+
+
+def illumination_bound(y: torch.Tensor, t: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
+    """The Retinex bound ``t >= y`` as a penalty: ``mean relu(log y - log t)`` over pixels and channels.
+
+    The reflectance ``y / t`` of a scene lies in ``[0, 1]``, so the illumination is at least the
+    observed image (LIME, Guo et al., TIP 2017, estimates it from ``max_c y``). RUAS's IEM clips its
+    output ``u = clamp(y / t, 0, 1)``, so wherever ``t < y`` the detail there is lost. ``L_t``'s
+    fidelity ``MSE(t, y)`` pulls ``t`` onto ``y`` from both sides; this hinge penalises only the side
+    that clips, by how many stops (natural log) it clips, the same for dark and bright pixels.
+    ``floor`` keeps the logarithm finite on black pixels.
+    """
+    return F.relu(torch.log(y.clamp_min(floor)) - torch.log(t.clamp_min(floor))).mean()
 
 
 def _cells(x: torch.Tensor) -> torch.Tensor:

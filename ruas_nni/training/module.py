@@ -17,6 +17,7 @@ from .losses import (
     color_constancy,
     denoise_loss,
     exposure_control,
+    illumination_bound,
     illumination_exposure,
     illumination_loss,
     noise_loss,
@@ -77,6 +78,8 @@ class RUASTrainingModule(pl.LightningModule):
                 loss = loss + config.exposure_weight * exposure
             if config.color_weight:
                 loss = loss + config.color_weight * color_constancy(u)
+            if config.bound_weight:
+                loss = loss + config.bound_weight * illumination_bound(y, illuminations[-1])
         return loss
 
     def _noise_loss(self, y: torch.Tensor, step: int = 0) -> torch.Tensor:
