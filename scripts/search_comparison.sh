@@ -35,6 +35,8 @@ train_eval() {  # name arch
   [ -f "$R/$1/val25.json" ] || ruas-nni evaluate --checkpoint "$R/$1/model.pt" --data "$VAL" --json "$R/$1/val25.json" --quiet
 }
 train_eval paper_short paper
+# a full-length search copied to $R/default_s0 (e.g. the default search) is trained the same way
+if [ -f "$R/default_s0/arch.json" ]; then train_eval default_s0_short "$R/default_s0/arch.json"; fi
 for seed in 0 1 2; do
   for strategy in cooperative random separate joint darts; do
     name="cmp_${strategy}_s${seed}"

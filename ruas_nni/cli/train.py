@@ -12,7 +12,8 @@ Train the plain-PyTorch RUAS network of ARCH (a search's arch.json, or `paper` f
 genotype) on unpaired low-light images, without ground truth.
 
 Defaults are the project's recommended recipe, chosen on real LOL pairs (docs/objectives.md): 400
-steps of 256x256 crops; the IEM learns with the authors' loss L_t; between IEM and NRM the image is
+steps of 256x256 crops; the IEM learns with the authors' loss L_t plus the Retinex
+bound t >= y (`bound_weight` 10: its output must not clip); between IEM and NRM the image is
 brought to mean brightness 0.45 through the tone curve u ** 0.5 (one gain per image: `exposure`,
 `exposure_gamma`); the NRM starts as a 5x5 low-pass filter (`nrm_start: lowpass`) and learns on every
 step as a self-supervised denoiser (Neighbor2Neighbor without its regulariser, plus 0.1 TV). The
