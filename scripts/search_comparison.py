@@ -32,7 +32,8 @@ def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str =
     if baseline.exists():
         scores = json.loads(baseline.read_text())["mean"]
         rows.append({"strategy": "paper genotype", "seed": "", "psnr": round(scores["psnr"], 3),
-                     "ssim": round(scores["ssim"], 4), "params": 3438, "search_s": "", "iem": "", "nrm": ""})
+                     "ssim": round(scores["ssim"], 4), "params": 3438, "search_s": "", "iem": "", "nrm": "",
+                     "psnr_full50": "", "ssim_full50": ""})
     for strategy in STRATEGIES:
         for arch_path in sorted(runs_dir.glob(f"cmp_{strategy}_s*/arch.json")):
             name = arch_path.parent.name
@@ -42,17 +43,21 @@ def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str =
             scores = json.loads(val.read_text())["mean"] if val.exists() else None
             target = winners_dir / f"{strategy}_s{seed}.json"
             shutil.copyfile(arch_path, target)
+            full_path = runs_dir / f"{name}_full" / "val50.json"  # optional: trained with train's defaults, all 50 pairs
+            full = json.loads(full_path.read_text())["mean"] if full_path.exists() else None
             rows.append({"strategy": strategy, "seed": seed,
                          "psnr": round(scores["psnr"], 3) if scores else "", "ssim": round(scores["ssim"], 4) if scores else "",
                          "params": arch["params"], "search_s": arch["seconds"],
-                         "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"])})
+                         "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"]),
+                         "psnr_full50": round(full["psnr"], 3) if full else "",
+                         "ssim_full50": round(full["ssim"], 4) if full else ""})
     default = runs_dir / "default_s0_short" / "val25.json"
     if default.exists():  # the default search (full length), trained the same way
         arch = json.loads((runs_dir / "default_s0" / "arch.json").read_text())
         scores = json.loads(default.read_text())["mean"]
         rows.append({"strategy": "cooperative, default settings", "seed": 0, "psnr": round(scores["psnr"], 3),
                      "ssim": round(scores["ssim"], 4), "params": arch["params"], "search_s": arch["seconds"],
-                     "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"])})
+                     "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"]), "psnr_full50": "", "ssim_full50": ""})
     out = ROOT / csv_path
     with out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -73,6 +78,17 @@ def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str =
         print(f"| {strategy} | {len(scored)} | {statistics.median(psnr):.3f} ({max(psnr) - min(psnr):.3f}) | "
               f"{statistics.median(ssim):.4f} ({max(ssim) - min(ssim):.4f}) | "
               f"{statistics.median(params):.0f} ({min(params)}-{max(params)}) |")
+    full_rows = [r for r in rows if r["psnr_full50"] != ""]
+    if full_rows:
+        print("\ntrained with train's defaults, all 50 lol_val pairs:")
+        print("| strategy | n | median PSNR (spread) | median SSIM (spread) |")
+        for strategy in STRATEGIES:
+            scored = [r for r in full_rows if r["strategy"] == strategy]
+            if scored:
+                psnr = [r["psnr_full50"] for r in scored]
+                ssim = [r["ssim_full50"] for r in scored]
+                print(f"| {strategy} | {len(scored)} | {statistics.median(psnr):.3f} ({max(psnr) - min(psnr):.3f}) | "
+                      f"{statistics.median(ssim):.4f} ({max(ssim) - min(ssim):.4f}) |")
     return 0
 
 

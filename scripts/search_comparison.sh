@@ -12,7 +12,7 @@
 # Defaults: runs/comparison, docs/search_winners/train_short.yaml (the first comparison, trained
 # with run G's recipe), docs/search_comparison.csv, docs/search_winners. The second comparison
 # (train's defaults shortened, the Retinex bound in the search's objective) is
-#   bash scripts/search_comparison.sh runs/comparison2 docs/search_winners/train_short_defaults.yaml \
+#   FULL=1 bash scripts/search_comparison.sh runs/comparison2 docs/search_winners/train_short_defaults.yaml \
 #       docs/search_comparison_defaults.csv docs/search_winners/defaults
 set -euo pipefail
 export OMP_NUM_THREADS=1
@@ -45,4 +45,17 @@ for seed in 0 1 2; do
     train_eval "${name}_short" "$R/$name/arch.json"
   done
 done
+# FULL=1: also train every winner with train's defaults (examples/default_model.yaml, 400 steps of 256 crops)
+# and score it on all 50 lol_val pairs (joint is left out: with nrm_period 1 it derives cooperative's genotypes)
+if [ "${FULL:-0}" = 1 ]; then
+  for seed in 0 1 2; do
+    for strategy in cooperative separate darts random; do
+      name="cmp_${strategy}_s${seed}"
+      [ -f "$R/${name}_full/model.pt" ] || ruas-nni train --config examples/default_model.yaml --arch "$R/$name/arch.json" \
+          --out "$R/${name}_full" --device cpu --threads 1 --quiet
+      [ -f "$R/${name}_full/val50.json" ] || ruas-nni evaluate --checkpoint "$R/${name}_full/model.pt" \
+          --data ../shared/data/lol_val --json "$R/${name}_full/val50.json" --quiet
+    done
+  done
+fi
 python scripts/search_comparison.py "$R" "$CSV" "$WINNERS"
