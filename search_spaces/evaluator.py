@@ -33,11 +33,8 @@ from ruas_nni.training.datasets import SeededShuffle, UnpairedImages, scan_folde
 from ruas_nni.training.losses import (
     DENOISERS,
     EXPOSURE_MODES,
-    color_constancy,
+    add_exposure_denoise_iem_terms,
     denoise_loss,
-    exposure_control,
-    illumination_bound,
-    illumination_exposure,
     illumination_loss,
     noise_loss,
     total_variation,
@@ -152,19 +149,10 @@ class ReferenceFreeLosses(LightningModule):
         and colour terms on the raw IEM output ``u_K`` (``None``: recomputed, ``y / t_K``)."""
         loss = illumination_loss(y, t, smooth_sigma=self.smooth_sigma, guide=self.smooth_guide)
         if self.objective == "exposure_denoise":
-            needs_u = self.color_weight or (self.exposure_weight and self.exposure_mode == "output")
-            if needs_u and u is None:
-                u = torch.clamp(y / t, 0.0, 1.0)  # the IEM's last step, u_K = y / t_K (Eq. 4)
-            if self.exposure_weight:
-                if self.exposure_mode == "illumination":
-                    exposure = illumination_exposure(y, t, self.exposure_level, self.exposure_patch)
-                else:
-                    exposure = exposure_control(u, self.exposure_level, self.exposure_patch)
-                loss = loss + self.exposure_weight * exposure
-            if self.color_weight:
-                loss = loss + self.color_weight * color_constancy(u)
-            if self.bound_weight:
-                loss = loss + self.bound_weight * illumination_bound(y, t)
+            loss = add_exposure_denoise_iem_terms(
+                loss, y, t, u, exposure_weight=self.exposure_weight, exposure_level=self.exposure_level,
+                exposure_patch=self.exposure_patch, exposure_mode=self.exposure_mode,
+                color_weight=self.color_weight, bound_weight=self.bound_weight)
         return loss
 
     def _denoise_loss(self, nrm: Any, u: Tensor, x: Tensor) -> Tensor:

@@ -49,6 +49,7 @@ __all__ = [
     "illumination_exposure",
     "color_constancy",
     "illumination_bound",
+    "add_exposure_denoise_iem_terms",
     "neighbor_subsample",
     "neighbor2neighbor_loss",
     "diagonal_downsample",
@@ -223,6 +224,44 @@ def illumination_bound(y: torch.Tensor, t: torch.Tensor, floor: float = 1e-4) ->
     ``floor`` keeps the logarithm finite on black pixels.
     """
     return F.relu(torch.log(y.clamp_min(floor)) - torch.log(t.clamp_min(floor))).mean()
+
+
+def add_exposure_denoise_iem_terms(
+    loss: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    u: torch.Tensor | None = None,
+    *,
+    exposure_weight: float = 0.0,
+    exposure_level: float = 0.5,
+    exposure_patch: int = 16,
+    exposure_mode: str = "illumination",
+    color_weight: float = 0.0,
+    bound_weight: float = 0.0,
+) -> torch.Tensor:
+    """``loss`` (the IEM's ``L_t``) plus the IEM terms of the ``exposure_denoise`` objective, each only
+    when its weight is non-zero, added in this order: the exposure term (:func:`illumination_exposure`
+    on ``y`` and ``t``, or :func:`exposure_control` on ``u`` for ``exposure_mode="output"``),
+    :func:`color_constancy` of ``u`` and :func:`illumination_bound` of ``y`` and ``t``. ``t`` is the
+    last illumination ``t_K`` and ``u`` the raw IEM output ``u_K`` (``None``: recomputed as
+    ``clamp(y / t_K, 0, 1)``, the IEM's last step, where a term needs it). Training and the search
+    both call this, so the two optimise the same objective."""
+    if exposure_mode not in EXPOSURE_MODES:
+        raise ValueError(f"unknown exposure mode {exposure_mode!r}; expected one of {', '.join(EXPOSURE_MODES)}")
+    needs_u = color_weight or (exposure_weight and exposure_mode == "output")
+    if needs_u and u is None:
+        u = torch.clamp(y / t, 0.0, 1.0)
+    if exposure_weight:
+        if exposure_mode == "illumination":
+            exposure = illumination_exposure(y, t, exposure_level, exposure_patch)
+        else:
+            exposure = exposure_control(u, exposure_level, exposure_patch)
+        loss = loss + exposure_weight * exposure
+    if color_weight:
+        loss = loss + color_weight * color_constancy(u)
+    if bound_weight:
+        loss = loss + bound_weight * illumination_bound(y, t)
+    return loss
 
 
 def _cells(x: torch.Tensor) -> torch.Tensor:

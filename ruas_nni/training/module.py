@@ -14,11 +14,8 @@ from ..model.network import RUASNet
 from .config import TrainConfig
 from .data import StepProgress
 from .losses import (
-    color_constancy,
+    add_exposure_denoise_iem_terms,
     denoise_loss,
-    exposure_control,
-    illumination_bound,
-    illumination_exposure,
     illumination_loss,
     noise_loss,
     total_variation,
@@ -70,16 +67,10 @@ class RUASTrainingModule(pl.LightningModule):
                                  smooth_weight=config.smooth_weight, smooth_sigma=config.smooth_sigma,
                                  guide=config.smooth_guide, fidelity_gamma=config.fidelity_gamma)
         if config.objective == "exposure_denoise":
-            if config.exposure_weight:
-                if config.exposure_mode == "illumination":
-                    exposure = illumination_exposure(y, illuminations[-1], config.exposure_level, config.exposure_patch)
-                else:
-                    exposure = exposure_control(u, config.exposure_level, config.exposure_patch)
-                loss = loss + config.exposure_weight * exposure
-            if config.color_weight:
-                loss = loss + config.color_weight * color_constancy(u)
-            if config.bound_weight:
-                loss = loss + config.bound_weight * illumination_bound(y, illuminations[-1])
+            loss = add_exposure_denoise_iem_terms(
+                loss, y, illuminations[-1], u, exposure_weight=config.exposure_weight,
+                exposure_level=config.exposure_level, exposure_patch=config.exposure_patch,
+                exposure_mode=config.exposure_mode, color_weight=config.color_weight, bound_weight=config.bound_weight)
         return loss
 
     def _noise_loss(self, y: torch.Tensor, step: int = 0) -> torch.Tensor:
