@@ -3,7 +3,8 @@
 For each checkpoint, over the pairs of ``--data`` (default ``../shared/data/lol_val``), prints the mean of
 
 * ``psnr``: RGB PSNR of the 8-bit output, as ``ruas-nni evaluate``;
-* ``matched``: the same after scaling the output to its reference's mean (exposure removed);
+* ``matched``: the same after scaling the output to its reference's mean (exposure removed), as
+  ``ruas-nni evaluate``'s exposure-matched PSNR (:func:`ruas_nni.inference.metrics.exposure_matched`);
 * ``channel-matched``: after scaling each colour channel to the reference's (exposure and colour cast removed);
 * ``clipped``: the share of pixel values where the last illumination ``t_K`` lies below ``y``, i.e.
   where ``u_K = clamp(y / t_K, 0, 1)`` clips (the Retinex bound ``t >= y`` broken, docs/objectives.md);
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from ruas_nni.base.images import read_image  # noqa: E402
 from ruas_nni.inference.evaluation import find_pairs  # noqa: E402
-from ruas_nni.inference.metrics import psnr, quantize_8bit  # noqa: E402
+from ruas_nni.inference.metrics import exposure_matched, psnr  # noqa: E402
 from ruas_nni.model.checkpoint import load_checkpoint  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -45,10 +46,10 @@ def diagnose(checkpoint: Path, pairs: list) -> dict[str, float]:
             y = read_image(pair.low).rgb.unsqueeze(0)
             reference = read_image(pair.high).rgb.unsqueeze(0)
             result = net.enhance(y)
-            x = quantize_8bit(result.final.clamp(0, 1))
+            x = result.final.clamp(0, 1)  # psnr() rounds to 8 bits itself
             t = result.illuminations[-1]
-            matched = (x * reference.mean() / x.mean().clamp_min(1e-6)).clamp(0, 1)
-            channel = (x * reference.mean((2, 3), keepdim=True) / x.mean((2, 3), keepdim=True).clamp_min(1e-6)).clamp(0, 1)
+            matched, _ = exposure_matched(x, reference)
+            channel = x * reference.mean((2, 3), keepdim=True) / x.mean((2, 3), keepdim=True).clamp_min(1e-6)
             totals["psnr"] += psnr(x, reference)
             totals["matched"] += psnr(matched, reference)
             totals["channel-matched"] += psnr(channel, reference)
