@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("cooperative", "separate", "joint", "darts", "random")
+FIELDS = ("strategy", "seed", "psnr", "ssim", "params", "search_s", "iem", "nrm", "psnr_full50", "ssim_full50")
+"""The CSV's columns; a row leaves out what it does not have (written as empty)."""
 
 
 def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str = "docs/search_winners") -> int:
@@ -32,8 +34,7 @@ def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str =
     if baseline.exists():
         scores = json.loads(baseline.read_text())["mean"]
         rows.append({"strategy": "paper genotype", "seed": "", "psnr": round(scores["psnr"], 3),
-                     "ssim": round(scores["ssim"], 4), "params": 3438, "search_s": "", "iem": "", "nrm": "",
-                     "psnr_full50": "", "ssim_full50": ""})
+                     "ssim": round(scores["ssim"], 4), "params": 3438})
     for strategy in STRATEGIES:
         for arch_path in sorted(runs_dir.glob(f"cmp_{strategy}_s*/arch.json")):
             name = arch_path.parent.name
@@ -49,18 +50,17 @@ def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str =
                          "psnr": round(scores["psnr"], 3) if scores else "", "ssim": round(scores["ssim"], 4) if scores else "",
                          "params": arch["params"], "search_s": arch["seconds"],
                          "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"]),
-                         "psnr_full50": round(full["psnr"], 3) if full else "",
-                         "ssim_full50": round(full["ssim"], 4) if full else ""})
+                         **({"psnr_full50": round(full["psnr"], 3), "ssim_full50": round(full["ssim"], 4)} if full else {})})
     default = runs_dir / "default_s0_short" / "val25.json"
     if default.exists():  # the default search (full length), trained the same way
         arch = json.loads((runs_dir / "default_s0" / "arch.json").read_text())
         scores = json.loads(default.read_text())["mean"]
         rows.append({"strategy": "cooperative, default settings", "seed": 0, "psnr": round(scores["psnr"], 3),
                      "ssim": round(scores["ssim"], 4), "params": arch["params"], "search_s": arch["seconds"],
-                     "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"]), "psnr_full50": "", "ssim_full50": ""})
+                     "iem": " ".join(arch["iem"]), "nrm": " ".join(arch["nrm"])})
     out = ROOT / csv_path
     with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, restval="")
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {out}")
@@ -78,7 +78,7 @@ def main(runs: str, csv_path: str = "docs/search_comparison.csv", winners: str =
         print(f"| {strategy} | {len(scored)} | {statistics.median(psnr):.3f} ({max(psnr) - min(psnr):.3f}) | "
               f"{statistics.median(ssim):.4f} ({max(ssim) - min(ssim):.4f}) | "
               f"{statistics.median(params):.0f} ({min(params)}-{max(params)}) |")
-    full_rows = [r for r in rows if r["psnr_full50"] != ""]
+    full_rows = [r for r in rows if "psnr_full50" in r]
     if full_rows:
         print("\ntrained with train's defaults, all 50 lol_val pairs:")
         print("| strategy | n | median PSNR (spread) | median SSIM (spread) |")

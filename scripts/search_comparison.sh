@@ -30,9 +30,10 @@ for f in $(ls ../shared/data/lol_val/low | sort); do
   fi
   i=$((i + 1))
 done
-train_eval() {  # name arch
-  [ -f "$R/$1/model.pt" ] || ruas-nni train --config "$TRAIN" --arch "$2" --out "$R/$1" --device cpu --threads 1 --quiet
-  [ -f "$R/$1/val25.json" ] || ruas-nni evaluate --checkpoint "$R/$1/model.pt" --data "$VAL" --json "$R/$1/val25.json" --quiet
+train_eval() {  # name arch [config val json]: train once, score once (both skipped when already done)
+  local config=${3:-$TRAIN} val=${4:-$VAL} json=${5:-val25.json}
+  [ -f "$R/$1/model.pt" ] || ruas-nni train --config "$config" --arch "$2" --out "$R/$1" --device cpu --threads 1 --quiet
+  [ -f "$R/$1/$json" ] || ruas-nni evaluate --checkpoint "$R/$1/model.pt" --data "$val" --json "$R/$1/$json" --quiet
 }
 train_eval paper_short paper
 # a full-length search copied to $R/default_s0 (e.g. the default search) is trained the same way
@@ -51,10 +52,7 @@ if [ "${FULL:-0}" = 1 ]; then
   for seed in 0 1 2; do
     for strategy in cooperative separate darts random; do
       name="cmp_${strategy}_s${seed}"
-      [ -f "$R/${name}_full/model.pt" ] || ruas-nni train --config examples/default_model.yaml --arch "$R/$name/arch.json" \
-          --out "$R/${name}_full" --device cpu --threads 1 --quiet
-      [ -f "$R/${name}_full/val50.json" ] || ruas-nni evaluate --checkpoint "$R/${name}_full/model.pt" \
-          --data ../shared/data/lol_val --json "$R/${name}_full/val50.json" --quiet
+      train_eval "${name}_full" "$R/$name/arch.json" examples/default_model.yaml ../shared/data/lol_val val50.json
     done
   done
 fi
