@@ -74,8 +74,10 @@ def test_engines_agree_through_the_enhancer_tiled(reference_dir):
 
 def test_engine_choice():
     checkpoint = _checkpoint()
+    from ruas_nni.inference.native import compiler
+
     with Enhancer(checkpoint, engine="auto") as auto:
-        assert auto.engine == "onnxruntime"
+        assert auto.engine == ("native" if compiler() is not None else "onnxruntime")
     with Enhancer(checkpoint, engine="auto", fold=False) as unfolded:
         assert unfolded.engine == "torch"
     with Enhancer(checkpoint, engine="auto", layout="nhwc") as channels_last:

@@ -242,13 +242,13 @@ def test_plan_jobs_never_targets_an_input(tmp_path):
 def test_a_failure_inside_the_network_fails_that_file_only(tmp_path, model_path, monkeypatch, capsys, workers):
     from ruas_nni.cli import main
     from ruas_nni.inference.enhance import Enhancer
-    from ruas_nni.inference.graph_cache import OrtEnhancer
+    from ruas_nni.inference.graph_cache import GraphEnhancer
 
     source = tmp_path / "in"
     source.mkdir()
     Image.fromarray(_rgb(10, 12, 1)).save(source / "fine.png")
     Image.fromarray(_rgb(13, 17, 2)).save(source / "huge.png")
-    original, original_ort = Enhancer.run_window, OrtEnhancer._window
+    original, original_ort = Enhancer.run_window, GraphEnhancer._window
 
     def run_window(self, window, *gain):
         if window.shape[-2:] == (13, 17):
@@ -261,7 +261,7 @@ def test_a_failure_inside_the_network_fails_that_file_only(tmp_path, model_path,
         return original_ort(self, batch, *gain)
 
     monkeypatch.setattr(Enhancer, "run_window", run_window)
-    monkeypatch.setattr(OrtEnhancer, "_window", ort_window)
+    monkeypatch.setattr(GraphEnhancer, "_window", ort_window)
     status = main(["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint", str(model_path), "--quiet",
                    "--workers", workers])
     stderr = capsys.readouterr().err

@@ -75,10 +75,10 @@ def test_cached_graph_runs_without_torch_and_matches_the_torch_engine(reference_
         assert np.abs(cached[name] - torch_engine[name]).max() <= 1, name
 
 
-def test_ort_enhancer_equals_the_enhancer_bit_for_bit_tiled_or_not(reference_dir, photos, tmp_path):
+def test_graph_enhancer_equals_the_enhancer_bit_for_bit_tiled_or_not(reference_dir, photos, tmp_path):
     """The PyTorch-free enhancer is the ``Enhancer``'s ONNX Runtime engine exactly, on one tile or many."""
     from ruas_nni.inference.enhance import Enhancer, load_model
-    from ruas_nni.inference.graph_cache import OrtEnhancer, graph_for
+    from ruas_nni.inference.graph_cache import GraphEnhancer, graph_for
     from ruas_nni.inference.tiling import plan_tiles
 
     checkpoint, path = load_model(reference_dir / "lol.pt")
@@ -88,7 +88,7 @@ def test_ort_enhancer_equals_the_enhancer_bit_for_bit_tiled_or_not(reference_dir
     with Enhancer(checkpoint, engine="onnxruntime", workers=2) as enhancer:
         expected = enhancer.submit_uint8(rgb).result()
     for tile_pixels in (0, 60_000):
-        with OrtEnhancer(graph, workers=2, max_tile_pixels=tile_pixels) as fast:
+        with GraphEnhancer(graph, workers=2, max_tile_pixels=tile_pixels) as fast:
             assert len(plan_tiles(789, 1039, fast.halo, fast.max_tile_pixels)) == (21 if tile_pixels else 1)
             assert np.array_equal(fast.submit_uint8(rgb).result(), expected), tile_pixels
 
@@ -159,20 +159,25 @@ def test_exposure_normalisation_runs_in_onnxruntime_without_torch(reference_dir,
         assert np.abs(cached[name] - torch_engine[name]).max() <= 1, name
 
 
-def test_the_enhancer_runs_exposure_models_in_onnxruntime(reference_dir, photos):
-    """``Enhancer(engine="onnxruntime")`` (the Python API, ``evaluate``) takes exposure models too, and
-    ``auto`` picks it: within one level of the torch engine; the PyTorch-free enhancer equals it."""
-    from ruas_nni.inference.enhance import Enhancer, load_model
-    from ruas_nni.inference.graph_cache import OrtEnhancer, build_graph
+def test_the_enhancer_runs_exposure_models_in_the_graph_engines(reference_dir, photos):
+    """``Enhancer(engine="onnxruntime")`` (the Python API, ``evaluate``) takes exposure models too, and so
+    does ``auto`` (the native engine where a C compiler is found): within one level of the torch engine;
+    the PyTorch-free enhancer equals the ``Enhancer`` with the same engine."""
+    from ruas_nni.inference.enhance import Enhancer, auto_engine, load_model
+    from ruas_nni.inference.graph_cache import GraphEnhancer, build_graph
 
     checkpoint = load_model(reference_dir / "lol.pt")[0].with_exposure(0.45, 0.5)
     rgb = np.asarray(Image.open(photos / "lime_10.bmp").convert("RGB"))
-    with Enhancer(checkpoint, engine="torch", workers=2) as slow, Enhancer(checkpoint, engine="auto", workers=2) as fast:
-        assert fast.engine == "onnxruntime"
-        expected, got = slow.submit_uint8(rgb).result(), fast.submit_uint8(rgb).result()
-    assert np.abs(expected.astype(int) - got).max() <= 1
-    with OrtEnhancer(build_graph(checkpoint, "final"), workers=2) as alone:
-        assert np.abs(alone.submit_uint8(rgb).result().astype(int) - got).max() <= 1
+    with Enhancer(checkpoint, engine="torch", workers=2) as slow:
+        expected = slow.submit_uint8(rgb).result()
+    graph = build_graph(checkpoint, "final")
+    for engine in dict.fromkeys(("onnxruntime", auto_engine())):
+        with Enhancer(checkpoint, engine=engine, workers=2) as fast:
+            assert fast.engine == engine
+            got = fast.submit_uint8(rgb).result()
+        assert np.abs(expected.astype(int) - got).max() <= 1, engine
+        with GraphEnhancer(graph, engine=engine, workers=2) as alone:
+            assert np.array_equal(alone.submit_uint8(rgb).result(), got), engine
 
 
 def test_an_unwritable_cache_is_a_warning_not_a_failure(tmp_path, caplog):

@@ -84,11 +84,14 @@ log = logging.getLogger(__name__)
 STAGES = ("final", "iem")
 """Which output to keep: the whole network's (IEM + NRM) or the IEM's alone."""
 
-ENGINES = ("auto", "torch", "onnxruntime")
+ENGINES = ("auto", "torch", "onnxruntime", "native")
 """CPU engines: ``torch`` runs the folded network in PyTorch; ``onnxruntime`` runs the same folded
 graph (:func:`ruas_nni.onnx_export.folded_onnx_bytes`) in ONNX Runtime, measured about 20 % less CPU
-time and 40 % less memory per pixel on 2 cores (``docs/speed.md``); ``auto`` picks ``onnxruntime``
-on CPU when it is installed and the network is folded, else ``torch``."""
+time and 40 % less memory per pixel on 2 cores; ``native`` runs it as C generated for the
+architecture and compiled once with the system's C compiler (:mod:`ruas_nni.inference.native`),
+about a third of ONNX Runtime's time (``docs/speed.md``); ``auto`` picks ``native`` on CPU when a C
+compiler is found and the cache folder is on, else ``onnxruntime`` when it is installed, else
+``torch`` (``native`` and ``onnxruntime`` need the folded network)."""
 
 CUDA_MAX_TILE_PIXELS = 9_000_000
 """On a GPU a 3840x2160 frame runs as one tile (about 2 GB of activations in float32)."""
@@ -141,15 +144,32 @@ class _StageOutput(nn.Module):
         return self.network.receptive_radius()
 
 
-class _OnnxRuntime:
-    """The folded network in ONNX Runtime: one session, run concurrently by the worker threads, each
-    call on its caller's thread (one intra-op thread; ONNX Runtime releases the GIL)."""
+class _GraphSession:
+    """The folded network in ONNX Runtime or as native code: one session, run concurrently by the
+    worker threads, each call on its caller's thread (one intra-op thread; both release the GIL)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, session, engine: str) -> None:
+        self.session = session
+        self.engine = engine
+
+    @classmethod
+    def open(cls, model: nn.Module, engine: str, *, fall_back: bool = False) -> _GraphSession:
+        """``engine`` ``native`` or ``onnxruntime``. ``fall_back``: when the native code cannot be built
+        here, say why once and use ONNX Runtime (else that is a usage error)."""
+        gain_input = getattr(model, "exposure", None) is not None
+        if engine == "native":
+            from .native import NativeSession, NativeUnavailable, library_folder, native_source
+
+            try:
+                return cls(NativeSession(*native_source(model, gain_input=gain_input), library_folder()), "native")
+            except NativeUnavailable as exc:
+                if not fall_back:
+                    raise UsageError(f"`engine` native: {exc}", keys=("engine",)) from None
+                log.warning("the native engine is not available here (%s); using ONNX Runtime", exc)
         from .graph_cache import ort_session
         from .onnx_export import folded_onnx_bytes  # onnx_export imports this module (cycle)
 
-        self.session = ort_session(folded_onnx_bytes(model, gain_input=getattr(model, "exposure", None) is not None))
+        return cls(ort_session(folded_onnx_bytes(model, gain_input=gain_input)), "onnxruntime")
 
     def __call__(self, x: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
         feeds = {"image": x.detach().to(torch.float32).contiguous().numpy()}
@@ -163,6 +183,18 @@ def _onnxruntime_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnxruntime") is not None
+
+
+def auto_engine() -> str:
+    """The CPU engine ``auto`` picks for the folded network: ``native`` when a C compiler is found and
+    the cache folder is on (the compiled code is kept there), else ``onnxruntime`` when installed, else
+    ``torch``."""
+    from .cache_folder import cache_disabled
+    from .native import compiler
+
+    if not _onnxruntime_available():
+        return "torch"
+    return "native" if compiler() is not None and not cache_disabled() else "onnxruntime"
 
 
 class _CudaGraphs:
@@ -249,18 +281,19 @@ class Enhancer:
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         if engine not in ENGINES:
             raise UsageError(f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}", keys=("engine",))
-        if engine == "auto":
-            wanted = not on_cuda and fold and not compile and layout == "nchw"
-            engine = "onnxruntime" if wanted and _onnxruntime_available() else "torch"
-        if engine == "onnxruntime":
+        chosen = engine == "auto"
+        if chosen:
+            engine = auto_engine() if not on_cuda and fold and not compile and layout == "nchw" else "torch"
+        if engine in ("onnxruntime", "native"):
             if on_cuda or not fold or compile:
-                raise UsageError("`engine` onnxruntime runs the folded network on CPU only "
+                raise UsageError(f"`engine` {engine} runs the folded network on CPU only "
                                  "(not with `device` cuda, `no_fold` or `compile`)",
                                  keys=("engine", "device", "no_fold", "compile"))
             if not _onnxruntime_available():
-                raise UsageError("`engine` onnxruntime: onnxruntime is not installed (pip install onnxruntime)",
+                raise UsageError(f"`engine` {engine}: onnxruntime is not installed (pip install onnxruntime)",
                                  keys=("engine",))
-            self._forward = _OnnxRuntime(self.model)
+            self._forward = _GraphSession.open(self.model, engine, fall_back=chosen)
+            engine = self._forward.engine
         self.engine = engine
         if compile:
             self._forward = self._compiled(self.model)
@@ -278,8 +311,13 @@ class Enhancer:
                 max_tile_pixels = CUDA_MAX_TILE_PIXELS
             else:
                 budget = memory_budget or DEFAULT_MEMORY_BUDGET_MB_PER_WORKER * self.workers
-                per_pixel = ORT_TILE_BYTES_PER_PIXEL if engine == "onnxruntime" else TILE_BYTES_PER_PIXEL
-                max_tile_pixels = tile_pixels_for_budget(budget, self.workers, _max_channels(self.network), per_pixel)
+                if engine == "native":
+                    max_tile_pixels = tile_pixels_for_budget(budget, self.workers, 1,
+                                                             self._forward.session.bytes_per_pixel())
+                else:
+                    per_pixel = ORT_TILE_BYTES_PER_PIXEL if engine == "onnxruntime" else TILE_BYTES_PER_PIXEL
+                    max_tile_pixels = tile_pixels_for_budget(budget, self.workers, _max_channels(self.network),
+                                                             per_pixel)
         self.max_tile_pixels = int(max_tile_pixels) if max_tile_pixels > 0 else sys.maxsize
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..base.atomic import atomic_write
+from .cache_folder import cache_dir, cache_disabled
 from .files import PendingImage, available_cores
 from .tiling import (
     DEFAULT_MEMORY_BUDGET_MB_PER_WORKER,
@@ -48,16 +49,16 @@ if TYPE_CHECKING:
 
     from ..model.checkpoint import Checkpoint
 
-__all__ = ["CachedGraph", "OrtEnhancer", "cache_dir", "cache_key", "graph_for", "ort_session", "read_entry",
+__all__ = ["CachedGraph", "GraphEnhancer", "cache_dir", "cache_key", "graph_for", "ort_session", "read_entry",
            "write_entry"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 _MAGIC = b"RUASONNX"
 
 # The code that decides what the graph computes: a change to any of these files changes every key.
-_SOURCES = ("model", "inference/fold.py", "inference/onnx_export.py", "inference/graph_cache.py")
+_SOURCES = ("model", "inference/fold.py", "inference/onnx_export.py", "inference/native.py", "inference/graph_cache.py")
 
 
 @dataclass(frozen=True)
@@ -77,19 +78,10 @@ class CachedGraph:
     """:data:`ruas_nni.model.network.EXPOSURE_SIDE` and :data:`~ruas_nni.model.network.GAIN_FLOOR`, stored
     so that the gain is computed without importing the model layer (PyTorch)."""
     gain_floor: float = 1e-3
-
-
-def cache_dir() -> Path:
-    """The cache folder (not created here)."""
-    explicit = os.environ.get("RUAS_NNI_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ruas-nni"
-
-
-def cache_disabled() -> bool:
-    return os.environ.get("RUAS_NNI_NO_CACHE", "") not in ("", "0")
+    native_source: str | None = None
+    """The main graph as C (:func:`ruas_nni.inference.native.native_source`), for the ``native`` engine."""
+    native_params: bytes | None = None
+    """Its weights and biases, float32 bytes in the order the C reads them."""
 
 
 def _code_digest() -> str:
@@ -125,15 +117,20 @@ def write_entry(key: str, graph: CachedGraph, folder: Path | None = None) -> Pat
     be written (read-only home, full disk: enhancing goes on without it)."""
     path = _entry_path(key, folder)
     gain = graph.gain_onnx or b""
+    source = graph.native_source.encode() if graph.native_source is not None else b""
+    params = graph.native_params or b""
+    body = graph.onnx + gain + source + params
     header = json.dumps({"format": FORMAT, "halo": graph.halo, "max_channels": graph.max_channels,
-                         "stage": graph.stage, "onnx_sha256": hashlib.sha256(graph.onnx + gain).hexdigest(),
+                         "stage": graph.stage, "onnx_sha256": hashlib.sha256(body).hexdigest(),
                          "onnx_bytes": len(graph.onnx), "gain_onnx_bytes": len(gain) if graph.gain_onnx else None,
+                         "native_source_bytes": len(source) if graph.native_source is not None else None,
+                         "native_params_bytes": len(params),
                          "exposure": graph.exposure, "exposure_gamma": graph.exposure_gamma,
                          "exposure_side": graph.exposure_side, "gain_floor": graph.gain_floor}).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
-            handle.write(_MAGIC + struct.pack("<I", len(header)) + header + graph.onnx + gain)
+            handle.write(_MAGIC + struct.pack("<I", len(header)) + header + body)
     except OSError as exc:
         log.warning("cannot write the ONNX graph cache %s (%s); continuing without it", path, exc.strerror or exc)
         return None
@@ -154,14 +151,19 @@ def read_entry(key: str, folder: Path | None = None) -> CachedGraph | None:
         header = json.loads(data[12:12 + length])
         body = data[12 + length:]
         main, gain_bytes = int(header["onnx_bytes"]), header["gain_onnx_bytes"]
-        if header["format"] != FORMAT or len(body) != main + int(gain_bytes or 0) or \
+        source_bytes, params_bytes = header["native_source_bytes"], int(header["native_params_bytes"])
+        sizes = [main, int(gain_bytes or 0), int(source_bytes or 0), params_bytes]
+        if header["format"] != FORMAT or len(body) != sum(sizes) or \
                 hashlib.sha256(body).hexdigest() != header["onnx_sha256"]:
             raise ValueError("truncated or altered")
+        cuts = np.cumsum([0] + sizes).tolist()
+        parts = [body[cuts[i]:cuts[i + 1]] for i in range(4)]
         exposure = header["exposure"]
-        return CachedGraph(body[:main], int(header["halo"]), int(header["max_channels"]), str(header["stage"]),
-                           body[main:] if gain_bytes is not None else None,
+        return CachedGraph(parts[0], int(header["halo"]), int(header["max_channels"]), str(header["stage"]),
+                           parts[1] if gain_bytes is not None else None,
                            float(exposure) if exposure is not None else None, float(header["exposure_gamma"]),
-                           int(header["exposure_side"]), float(header["gain_floor"]))
+                           int(header["exposure_side"]), float(header["gain_floor"]),
+                           parts[2].decode() if source_bytes is not None else None, parts[3] or None)
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         log.warning("ignoring the damaged ONNX graph cache entry %s (%s); rewriting it", path, exc)
         return None
@@ -173,17 +175,21 @@ def build_graph(checkpoint: Checkpoint, stage: str) -> CachedGraph:
     from ..model.network import EXPOSURE_SIDE, GAIN_FLOOR
     from .enhance import _max_channels
     from .fold import FoldedRUAS
+    from .native import native_source
     from .onnx_export import folded_onnx_bytes
 
     network = checkpoint.build()
     model = FoldedRUAS(network, stage).eval()
     radius, channels = int(model.receptive_radius()), _max_channels(network)
-    if network.exposure is None:
-        return CachedGraph(folded_onnx_bytes(model), radius, channels, stage)
+    gain_input = network.exposure is not None
+    source, params = native_source(model, gain_input=gain_input)
+    native = dict(native_source=source, native_params=params.tobytes())
+    if not gain_input:
+        return CachedGraph(folded_onnx_bytes(model), radius, channels, stage, **native)
     gain_iem = FoldedRUAS(network, "iem").eval()  # the writer leaves its output unscaled: the raw IEM
     return CachedGraph(folded_onnx_bytes(model, gain_input=True), radius, channels, stage,
                        folded_onnx_bytes(gain_iem), float(network.exposure), float(network.exposure_gamma),
-                       EXPOSURE_SIDE, GAIN_FLOOR)
+                       EXPOSURE_SIDE, GAIN_FLOOR, **native)
 
 
 def graph_for(checkpoint_path: str | os.PathLike[str], stage: str, exposure: float | None = None,
@@ -229,19 +235,34 @@ def ort_session(onnx: bytes):
     return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
 
 
-class OrtEnhancer:
-    """The CPU enhancer of :class:`ruas_nni.inference.enhance.Enhancer` with the ONNX Runtime engine, on
-    a graph alone (NumPy, no PyTorch): same tiles, same worker threads, same arithmetic, so its 8-bit
-    outputs equal the ``Enhancer``'s bit for bit. Enough of the ``Enhancer`` interface for
-    :func:`ruas_nni.inference.files.enhance_files`."""
+class GraphEnhancer:
+    """The CPU enhancer of :class:`ruas_nni.inference.enhance.Enhancer` with the ONNX Runtime or the
+    native engine, on a cached graph alone (NumPy, no PyTorch): same tiles, same worker threads, same
+    arithmetic, so its 8-bit outputs equal the ``Enhancer``'s with the same engine bit for bit. Enough
+    of the ``Enhancer`` interface for :func:`ruas_nni.inference.files.enhance_files`.
 
-    engine = "onnxruntime"
+    ``engine``: ``onnxruntime`` or ``native`` (raises
+    :class:`~ruas_nni.inference.native.NativeUnavailable` when the native code cannot be built here).
+    The exposure gain's small IEM always runs in ONNX Runtime."""
 
-    def __init__(self, graph: CachedGraph, *, workers: int | None = None, max_tile_pixels: int | None = None,
-                 memory_budget: float | None = None) -> None:
+    def __init__(self, graph: CachedGraph, *, engine: str = "onnxruntime", workers: int | None = None,
+                 max_tile_pixels: int | None = None, memory_budget: float | None = None) -> None:
         from ..base.errors import UsageError
 
-        self.session = ort_session(graph.onnx)  # raises on a graph ONNX Runtime cannot load
+        if engine == "native":
+            from .native import NativeSession, library_folder
+
+            if graph.native_source is None or graph.native_params is None:
+                raise ValueError("GraphEnhancer: this graph has no native code")
+            self.session = NativeSession(graph.native_source, np.frombuffer(graph.native_params, np.float32),
+                                         library_folder())
+            per_pixel, channels = self.session.bytes_per_pixel(), 1
+        elif engine == "onnxruntime":
+            self.session = ort_session(graph.onnx)  # raises on a graph ONNX Runtime cannot load
+            per_pixel, channels = ORT_TILE_BYTES_PER_PIXEL, graph.max_channels
+        else:
+            raise UsageError(f"`engine` must be onnxruntime or native, got {engine!r}", keys=("engine",))
+        self.engine = engine
         self.gain_session = ort_session(graph.gain_onnx) if graph.gain_onnx is not None else None
         self.graph = graph
         self.halo = graph.halo
@@ -254,7 +275,7 @@ class OrtEnhancer:
             raise UsageError(f"`memory_budget` must be positive, got {memory_budget}", keys=("memory_budget",))
         if max_tile_pixels is None:
             budget = memory_budget or DEFAULT_MEMORY_BUDGET_MB_PER_WORKER * workers
-            max_tile_pixels = tile_pixels_for_budget(budget, workers, graph.max_channels, ORT_TILE_BYTES_PER_PIXEL)
+            max_tile_pixels = tile_pixels_for_budget(budget, workers, channels, per_pixel)
         self.max_tile_pixels = int(max_tile_pixels) if max_tile_pixels > 0 else 2**62
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -337,7 +358,7 @@ class OrtEnhancer:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
 
-    def __enter__(self) -> OrtEnhancer:
+    def __enter__(self) -> GraphEnhancer:
         return self
 
     def __exit__(self, *exc: object) -> None:

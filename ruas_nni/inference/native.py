@@ -1,0 +1,587 @@
+"""The folded network as generated C: one compiled function per checkpoint, the ``native`` CPU engine.
+
+ONNX Runtime spends about 70 % of its time on this network in convolutions of 3 to 24 channels,
+which its general kernels run at 10-14 GMAC/s on this project's CPU, and the rest in passes that
+only move memory (``Split``, ``Concat``, ``LeakyRelu``). The generated code does neither:
+
+* every convolution is a loop over rows with all of its output channels in vector registers, the
+  weights as constants of the code, the bias, the LeakyReLU and the split into named outputs in
+  the same loop (no ``Split``, no separate activation pass);
+* the fuse convolution reads its four inputs where the stage convolutions wrote them (no
+  ``Concat``); every tensor is a list of planes, and planes are reused once their tensor is dead;
+* the IEM's ``sigmoid / clamp / divide / clamp`` and the warm start are one loop each, the NRM's
+  ``u - noise`` writes the output.
+
+Planes carry a zero border as wide as the largest convolution radius (at least the warm start's
+one pixel), so every convolution reads its "same" zero padding from memory and all pixels run the
+same instructions: a tile gives what the whole image gives (``tests/test_native.py``).
+
+The C is plain C99 with GCC/Clang vector extensions (8 float lanes; no intrinsics, so it builds for
+any CPU these compilers target). It is compiled once with the system's C compiler (``$CC``, else
+``cc``, ``gcc`` or ``clang``) with ``-O3 -march=native`` and kept in the cache folder by the hash of
+its source, the compiler and this CPU (``native/<key>.so``); later runs load it without compiling
+and without PyTorch. No compiler: :func:`compiler` is ``None`` and ``enhance`` uses ONNX Runtime.
+
+Only :func:`native_source` needs the folded model (PyTorch); the rest needs NumPy and ``ctypes``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base.atomic import atomic_write
+from .cache_folder import cache_dir, cache_disabled
+
+if TYPE_CHECKING:
+    from .fold import FoldedRUAS
+
+__all__ = ["NativeSession", "NativeUnavailable", "compiler", "library_folder", "library_for", "native_source"]
+
+log = logging.getLogger(__name__)
+
+LANES = 8
+"""Float lanes of one vector (256 bits)."""
+MAX_ACCUMULATORS = 12
+"""Output vectors kept in registers at once (16 vector registers on AVX2, 32 on AVX-512)."""
+CFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC")
+
+
+class NativeUnavailable(RuntimeError):
+    """No C compiler, or the generated code did not compile or load here."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The program: the folded network as a list of steps over planes.
+
+
+@dataclass
+class _Step:
+    kind: str  # conv, leaky, warm, rectify, iem_out, gain, final
+    reads: list[str]
+    writes: list[str]
+    data: dict = field(default_factory=dict)
+
+
+def _c_float(value: float) -> str:
+    """A float32 value as an exact C literal."""
+    value = float(np.float32(value))
+    if value == 0.0:
+        return "0.0f"
+    return f"{value.hex()}f"
+
+
+class _Writer:
+    """Turns the folded program into steps, then into C."""
+
+    def __init__(self) -> None:
+        self.params: list[np.ndarray] = []
+        self.param_count = 0
+        self.steps: list[_Step] = []
+        self.channels: dict[str, int] = {}
+        self.radius = 1
+
+    def tensor(self, name: str, channels: int) -> str:
+        self.channels[name] = channels
+        return name
+
+    def add(self, kind: str, reads: list[str], writes: list[str], **data) -> None:
+        self.steps.append(_Step(kind, reads, writes, data))
+
+    # -- plane allocation: a plane is reused once every tensor on it is dead --------------------
+
+    def allocate(self) -> tuple[dict[str, list[int]], int]:
+        last_read: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
+            for name in step.reads:
+                last_read[name] = index
+        planes: dict[str, list[int]] = {"image": [], "enhanced": []}
+        free: list[int] = []
+        count = 0
+        for index, step in enumerate(self.steps):
+            for name in step.writes:
+                if name in planes:
+                    continue
+                needed = self.channels[name]
+                taken = []
+                for _ in range(needed):
+                    if free:
+                        taken.append(free.pop())
+                    else:
+                        taken.append(count)
+                        count += 1
+                planes[name] = taken
+            # Planes of tensors read for the last time here, or never read (a convolution output whose
+            # only reader was a fused activation), are free for the next steps.
+            dead = [n for n in dict.fromkeys(step.reads) if last_read.get(n) == index]  # in order: deterministic
+            dead += [n for n in step.writes if n not in last_read]
+            for name in dead:
+                if name not in ("image", "enhanced"):
+                    free.extend(reversed(planes[name]))
+        return planes, count
+
+
+def native_source(model: FoldedRUAS, *, gain_input: bool = False) -> tuple[str, np.ndarray]:
+    """``(source, params)``: the C source of ``model`` (a :class:`~ruas_nni.inference.fold.FoldedRUAS` in
+    float32) and its weights and biases, float32, in the order the code reads them. The source
+    defines ``ruas_run(params, image, out, work, height, width, gain)``, computing what
+    :func:`ruas_nni.inference.onnx_export.folded_onnx_bytes` writes as ONNX, and ``ruas_planes()``,
+    the number of planes of ``work``. It depends on the architecture only (and on which weights are
+    structurally zero, such as a 1x1 map merged into a 3x3 one), not on the weights' values: every
+    checkpoint of one genotype shares one compiled library. ``gain_input``: as for the ONNX graph
+    (exposure normalisation with the gain given)."""
+    from ..model.network import LEAKY_SLOPE, T_MIN
+    from .fold import _FUSE_SLOTS, _Conv
+
+    if gain_input and model.exposure is None:
+        raise ValueError("native_source: gain_input needs a network with exposure normalisation")
+    writer = _Writer()
+    counter = iter(range(1 << 30))
+
+    def conv(step: _Conv, env: dict[str, str]) -> None:
+        weight = getattr(model, step.weight).detach().double().cpu().numpy()
+        bias = getattr(model, step.bias).detach().double().cpu().numpy()
+        writer.radius = max(writer.radius, int(step.padding))
+        outputs = []
+        for start, end, destination in step.outputs:
+            name = writer.tensor(f"{destination}#{next(counter)}", end - start)
+            env[destination] = name
+            outputs.append(name)
+        writer.params += [weight.reshape(-1), bias.reshape(-1)]
+        offset, writer.param_count = writer.param_count, writer.param_count + weight.size + bias.size
+        writer.add("conv", [env[step.source]], outputs, weight=weight, offset=offset, padding=int(step.padding),
+                   dilation=int(step.dilation), activate=bool(step.activate))
+
+    def cell(program, prefix: str, env: dict[str, str]) -> None:
+        for step in program.steps:
+            if isinstance(step, _Conv):
+                conv(step, env)
+            else:
+                name = writer.tensor(f"{step.destination}#{next(counter)}", writer.channels[env[step.source]])
+                writer.add("leaky", [env[step.source]], [name])
+                env[step.destination] = name
+        if program.fuse is None:
+            raise ValueError("native_source: a fuse composed into the next cell is not supported")
+        slots = [env[f"{prefix}.slot.{n}"] for n in _FUSE_SLOTS]
+        buffer = writer.tensor(f"{prefix}.buffer#{next(counter)}", sum(writer.channels[s] for s in slots))
+        writer.add("concat", slots, [buffer])  # no code: the fuse reads the slots' planes
+        env[f"{prefix}.buffer"] = buffer
+        conv(program.fuse, env)
+
+    writer.tensor("image", 3)
+    y = writer.tensor("y", 3)
+    writer.add("load", ["image"], [y])
+    t_hat_0 = writer.tensor("t_hat_0", 3)
+    writer.add("warm", [y], [t_hat_0])
+    u = y
+    for k, program in enumerate(model.iem_cells):
+        if k == 0 or model.warm_start == "fixed":
+            t_hat = t_hat_0
+        else:
+            t_hat = writer.tensor(f"t_hat{k}", 3)
+            gamma = 0.0 if model.warm_start == "plain" else float(model.gamma)
+            writer.add("rectify", [u, y], [t_hat], gamma=gamma)
+        env = {"t_hat": t_hat}
+        cell(program, f"iem{k}", env)
+        u_next = writer.tensor(f"u{k + 1}", 3)
+        writer.add("iem_out", [env[f"iem{k}.out"], y], [u_next], t_min=T_MIN)
+        u = u_next
+    if gain_input:
+        gained = writer.tensor("u_gain", 3)
+        writer.add("gain", [u], [gained], gamma=float(model.exposure_gamma))
+        u = gained
+    if model.has_nrm:
+        env = {"u": u}
+        if model.nrm_stem is not None:
+            conv(model.nrm_stem, env)
+        for index, program in enumerate(model.nrm_cells):
+            cell(program, f"nrm{index}", env)
+        conv(model.nrm_head, env)
+        writer.add("final", [u, env["noise"]], ["enhanced"])
+    else:
+        writer.add("final", [u], ["enhanced"])
+    writer.steps = _fuse_activations(writer.steps)
+    # The concat steps only name plane lists: the buffer is the slots' planes.
+    planes, count = _allocate_with_concat(writer)
+    params = np.concatenate(writer.params).astype(np.float32) if writer.params else np.zeros(1, np.float32)
+    return _emit(writer, planes, count, LEAKY_SLOPE), params
+
+
+def _allocate_with_concat(writer: _Writer) -> tuple[dict[str, list[int]], int]:
+    """Plane allocation where a ``concat`` output is its inputs' planes (the slots stay alive until
+    the buffer's last reader)."""
+    aliases: dict[str, list[str]] = {}
+    for step in writer.steps:
+        if step.kind == "concat":
+            aliases[step.writes[0]] = step.reads
+    # Reads of a buffer are reads of its slots (so the slots live until the fuse).
+    steps = []
+    for step in writer.steps:
+        if step.kind == "concat":
+            continue
+        reads = []
+        for name in step.reads:
+            reads.extend(aliases.get(name, [name]))
+        steps.append(_Step(step.kind, reads, step.writes, step.data))
+    plain = _Writer()
+    plain.steps, plain.channels = steps, writer.channels
+    planes, count = plain.allocate()
+    for buffer, slots in aliases.items():
+        planes[buffer] = [p for s in slots for p in planes[s]]
+    writer.steps = [s for s in writer.steps if s.kind != "concat"]
+    return planes, count
+
+
+# ---------------------------------------------------------------------------------------------
+# C emission.
+
+_PRELUDE = r"""
+#include <math.h>
+#include <string.h>
+typedef float vf __attribute__((vector_size(32)));
+typedef int vi __attribute__((vector_size(32)));
+static inline vf ld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x}; }
+static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+static inline vf vmin(vf a, vf b) { return vsel(a < b, a, b); }
+static inline vf leaky(vf a) { return vsel(a > 0.0f, a, a * SLOPE); }
+/* exp on 8 lanes (Cephes' expf polynomial, about 1 ulp) */
+static inline vf vexp(vf x) {
+    x = vmin(vmax(x, splat(-87.0f)), splat(88.0f));
+    vf t = x * 1.44269504088896341f;
+    vf n = (t + 12582912.0f) - 12582912.0f;
+    vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+static inline vf vsqrt(vf x) { vf y; for (int i = 0; i < 8; ++i) y[i] = sqrtf(x[i]); return y; }
+static inline vf vpow(vf x, float p) { vf y; for (int i = 0; i < 8; ++i) y[i] = powf(x[i], p); return y; }
+"""
+
+
+def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: float) -> str:
+    radius = writer.radius
+    lines = [f"#define SLOPE {_c_float(slope)}", _PRELUDE, f"#define R {radius}",
+             "#define PLANE(i) (work + (long)(i) * plane)",
+             "#define ROW(i, r) (PLANE(i) + ((long)(r) + R) * S + R)",
+             f"int ruas_planes(void) {{ return {count}; }}",
+             f"int ruas_radius(void) {{ return {radius}; }}",
+             f"int ruas_lanes(void) {{ return {LANES}; }}"]
+    body: list[str] = []
+    functions: list[str] = []
+    kernels: dict[str, str] = {}
+    for index, step in enumerate(writer.steps):
+        if step.kind == "conv":
+            code, arguments = _conv_kernel(step, planes)
+            name = kernels.get(code)
+            if name is None:
+                name = kernels[code] = f"conv{len(kernels)}"
+                functions.append(f"static void {name}(float *restrict work, const float *restrict w, const int *src, "
+                                 f"const int *dst, long H, long W, long S, long plane, long Wv) {{\n{code}\n}}")
+            body.append(f"    {name}(work, {arguments}, H, W, S, plane, Wv);")
+            continue
+        name = f"step{index}"
+        functions.append(_emit_step(name, step, planes))
+        body.append(f"    {name}(work, params, image, out, H, W, S, plane, Wv, gain);")
+    lines.extend(functions)
+    lines.append(f"""
+/* work: ruas_planes() planes of (H + 2R) x S floats, S = Wv + 2R, Wv = W rounded up to {LANES * 4} */
+void ruas_run(const float *params, const float *image, float *out, float *work, long H, long W, float gain) {{
+    long Wv = (W + {LANES * 4 - 1}) / {LANES * 4} * {LANES * 4};
+    long S = Wv + 2 * R, plane = (H + 2 * R) * S;
+    for (int i = 0; i < {count}; ++i) {{  /* the zero border: top and bottom rows, left columns */
+        float *p = work + (long)i * plane;
+        memset(p, 0, sizeof(float) * R * S);
+        memset(p + (H + R) * S, 0, sizeof(float) * R * S);
+        for (long r = R; r < H + R; ++r) memset(p + r * S, 0, sizeof(float) * R);
+    }}
+{chr(10).join(body)}
+}}""")
+    return "\n".join(lines) + "\n"
+
+
+_SIGNATURE = ("static void {name}(float *restrict work, const float *restrict params, const float *restrict image, "
+              "float *restrict out, "
+              "long H, long W, long S, long plane, long Wv, float gain)")
+
+
+_ELEMENTWISE = {
+    # kind: (C of one 8-lane vector at x; a, b: the step's read planes' rows r, a1: row r + 1; d: the output row)
+    "warm": "vmax(vmax(ld(a + x), ld(a + x + 1)), vmax(ld(a1 + x), ld(a1 + x + 1)))",
+    "rectify": "vmax(vmax(ld(a + x), ld(a + x + 1)), vmax(ld(a1 + x), ld(a1 + x + 1))) - (ld(a + x) - ld(b + x)) * {gamma}",
+    "iem_out": "vmin(vmax(ld(b + x) / vmin(vmax(1.0f / (1.0f + vexp(-ld(a + x))), splat({t_min})), splat(1.0f)), "
+               "splat(0.0f)), splat(1.0f))",
+    "gain": "vmin(vmax({power} * gain, splat(0.0f)), splat(1.0f))",
+    "leaky": "leaky(ld(a + x))",
+}
+
+
+def _power(gamma: float) -> str:
+    """``max(u, 0) ** gamma`` of the vector at ``a + x`` (``u`` itself for 1, as ``apply_gain``)."""
+    if gamma == 1.0:
+        return "ld(a + x)"
+    if gamma == 0.5:
+        return "vsqrt(vmax(ld(a + x), splat(0.0f)))"
+    return f"vpow(vmax(ld(a + x), splat(0.0f)), {_c_float(gamma)})"
+
+
+def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
+    head = _SIGNATURE.format(name=name) + " {"
+    reads = [planes[n] for n in step.reads]
+    lines = [head, "    (void)image; (void)out; (void)gain; (void)params;", "    for (long r = 0; r < H; ++r) {"]
+    if step.kind == "load":  # the dense input into the padded planes
+        for c, plane in enumerate(planes[step.writes[0]]):
+            lines += [f"        {{ float *d = ROW({plane}, r);",
+                      f"          memcpy(d, image + ({c} * H + r) * W, sizeof(float) * W);",
+                      "          memset(d + W, 0, sizeof(float) * (S - R - W)); }"]
+    elif step.kind == "final":  # u - noise (or u) into the dense output
+        for c, plane in enumerate(reads[0]):
+            noise = f" - ROW({reads[1][c]}, r)[x]" if len(reads) > 1 else ""
+            lines += [f"        {{ const float *a = ROW({plane}, r); float *d = out + ({c} * H + r) * W;",
+                      f"          for (long x = 0; x < W; ++x) d[x] = a[x]{noise}; }}"]
+    else:
+        expression = _ELEMENTWISE[step.kind].format(
+            gamma=_c_float(step.data.get("gamma", 0.0)), t_min=_c_float(step.data.get("t_min", 0.0)),
+            power=_power(step.data.get("gamma", 1.0)))
+        for c, plane in enumerate(planes[step.writes[0]]):
+            second = f", *b = ROW({reads[1][c]}, r)" if len(reads) > 1 else ""
+            lines += [f"        {{ const float *a = ROW({reads[0][c]}, r), *a1 = ROW({reads[0][c]}, r + 1){second};",
+                      f"          float *d = ROW({plane}, r); (void)a1;",
+                      f"          for (long x = 0; x < Wv; x += {LANES}) st(d + x, {expression});",
+                      "          memset(d + W, 0, sizeof(float) * (S - R - W)); }"]
+    return "\n".join([*lines, "    }", "}"])
+
+
+def _conv_kernel(step: _Step, planes: dict[str, list[int]]) -> tuple[str, str]:
+    """``(body, call arguments)`` of one convolution step. The body depends on the convolution's shape,
+    zero pattern and extra outputs only (planes and weights are arguments), so the steps of the IEM's
+    stages and of the NRM's cells share one compiled kernel each."""
+    weight = step.data["weight"]
+    out_channels, in_channels, kernel, _ = weight.shape
+    dilation, padding = step.data["dilation"], step.data["padding"]
+    own = step.writes[:step.data["outputs"]]
+    sources = planes[step.reads[0]]
+    destinations = [p for name in own for p in planes[name]]
+    assert len(sources) == in_channels and len(destinations) == out_channels, (step.reads, step.writes)
+    # An activation of an output, fused (``also``: (output, activated copy)): channel -> extra plane slot.
+    starts, at = {}, 0
+    for name in own:
+        starts[name] = at
+        at += len(planes[name])
+    extra: dict[int, int] = {}
+    for source, copy in step.data.get("also", []):
+        for k, plane in enumerate(planes[copy]):
+            extra[starts[source] + k] = len(destinations)
+            destinations.append(plane)
+    offsets = [k * dilation - padding for k in range(kernel)]
+    lines = ["    for (long r = 0; r < H; ++r) {"]
+    for ci in range(in_channels):
+        for ky, dy in enumerate(offsets):
+            lines.append(f"        const float *s{ci}_{ky} = ROW(src[{ci}], r + ({dy}));")
+    for index in range(len(destinations)):
+        lines.append(f"        float *d{index} = ROW(dst[{index}], r);")
+    bias = weight.size
+    for first in range(0, out_channels, MAX_ACCUMULATORS):
+        block = list(range(first, min(out_channels, first + MAX_ACCUMULATORS)))
+        unroll = max(1, min(4, MAX_ACCUMULATORS // len(block)))
+        lines.append(f"        for (long x = 0; x < Wv; x += {LANES * unroll}) {{")
+        for co in block:
+            for j in range(unroll):
+                lines.append(f"            vf a{co}_{j} = splat(w[{bias + co}]);")
+        for ci in range(in_channels):
+            for ky in range(kernel):
+                for kx, dx in enumerate(offsets):
+                    for j in range(unroll):
+                        lines.append(f"            {{ vf v = ld(s{ci}_{ky} + x + {dx + LANES * j});")
+                        for co in block:
+                            if weight[co, ci, ky, kx] != 0.0:  # structural zeros: a 1x1 map inside a 3x3 one
+                                index = ((co * in_channels + ci) * kernel + ky) * kernel + kx
+                                lines.append(f"              a{co}_{j} += w[{index}] * v;")
+                        lines.append("            }")
+        for co in block:
+            for j in range(unroll):
+                value = f"leaky(a{co}_{j})" if step.data["activate"] else f"a{co}_{j}"
+                if co in extra:
+                    lines.append(f"            {{ vf o = {value}; st(d{co} + x + {LANES * j}, o); "
+                                 f"st(d{extra[co]} + x + {LANES * j}, leaky(o)); }}")
+                else:
+                    lines.append(f"            st(d{co} + x + {LANES * j}, {value});")
+        lines.append("        }")
+    # The columns right of the image are the next reader's zero padding.
+    lines += [f"        memset(d{index} + W, 0, sizeof(float) * (S - R - W));" for index in range(len(destinations))]
+    lines.append("    }")
+    arguments = (f"params + {step.data['offset']}, (const int[]){{{', '.join(map(str, sources))}}}, "
+                 f"(const int[]){{{', '.join(map(str, destinations))}}}")
+    return "\n".join(lines), arguments
+
+
+def _fuse_activations(steps: list[_Step]) -> list[_Step]:
+    """A ``leaky`` step of a convolution's output becomes a second store in that convolution's loop
+    (the identity edges' ``act(s x) = s act(x)``: the plane is read once instead of twice)."""
+    producer: dict[str, _Step] = {}
+    kept = []
+    for step in steps:
+        if step.kind == "leaky" and step.reads[0] in producer:
+            conv = producer[step.reads[0]]
+            conv.data.setdefault("also", []).append((step.reads[0], step.writes[0]))
+            conv.writes.append(step.writes[0])
+            continue
+        if step.kind == "conv":
+            step.data.setdefault("outputs", len(step.writes))
+            for name in step.writes:
+                producer[name] = step
+        kept.append(step)
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiling, caching and running.
+
+
+def compiler() -> str | None:
+    """The C compiler to use: ``$CC``, else ``cc``, ``gcc`` or ``clang`` on the ``PATH``; ``None`` when
+    there is none or ``RUAS_NNI_NATIVE=0``."""
+    if os.environ.get("RUAS_NNI_NATIVE", "1") == "0":
+        return None
+    explicit = os.environ.get("CC")
+    if explicit:
+        return shutil.which(explicit.split()[0])
+    for candidate in ("cc", "gcc", "clang"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def _cpu_fingerprint() -> str:
+    """What ``-march=native`` depends on: the machine and its CPU's model and feature flags."""
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":
+                    break
+    except OSError:
+        text += platform.processor()
+    return text
+
+
+def library_folder() -> Path | None:
+    """Where compiled libraries are kept: the cache folder, or ``None`` when the cache is off (then
+    every session compiles into a temporary folder)."""
+    return None if cache_disabled() else cache_dir()
+
+
+def library_for(source: str, folder: Path | None) -> Path:
+    """The compiled library of ``source``: loaded from ``folder`` (``native/<key>.so``) when there,
+    else compiled (into ``folder`` when given and writable, else a temporary folder). Raises
+    :class:`NativeUnavailable` when there is no compiler or the code does not compile."""
+    cc = compiler()
+    # Keyed by what the code computes and where it may run (not by which compiler built it).
+    digest = hashlib.sha256("\0".join([source, " ".join(CFLAGS), _cpu_fingerprint()]).encode())
+    key = digest.hexdigest()[:40]
+    if folder is not None:
+        cached = folder / "native" / f"{key}.so"
+        if cached.is_file():
+            return cached
+    if cc is None:
+        raise NativeUnavailable("no C compiler found (set CC, or install gcc or clang)")
+    scratch = Path(tempfile.mkdtemp(prefix="ruas-native-"))
+    source_file, built = scratch / "ruas.c", scratch / "ruas.so"
+    source_file.write_text(source)
+    try:
+        result = subprocess.run([cc, *CFLAGS, "-o", str(built), str(source_file), "-lm"], capture_output=True,
+                                text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NativeUnavailable(f"{cc} failed to run ({exc})") from None
+    if result.returncode != 0:
+        raise NativeUnavailable(f"{cc} could not compile the generated code: {result.stderr.strip()[-500:]}")
+    if folder is None:
+        return built
+    target = folder / "native" / f"{key}.so"
+    try:
+        with atomic_write(target) as handle:
+            handle.write(built.read_bytes())
+    except OSError as exc:
+        log.warning("cannot write the native code cache %s (%s); continuing without it", target, exc.strerror or exc)
+        return built
+    shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+class NativeSession:
+    """The compiled network with the part of ONNX Runtime's ``InferenceSession`` interface that the
+    enhancers use: ``run(["enhanced"], {"image": 1x3xHxW float32[, "gain": 1x1x1x1]})``. Safe to call
+    from several threads at once (each has its own working memory; ``ctypes`` releases the GIL)."""
+
+    def __init__(self, source: str, params: np.ndarray, folder: Path | None = None) -> None:
+        path = library_for(source, folder)
+        self.params = np.ascontiguousarray(params, dtype=np.float32)
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise NativeUnavailable(f"cannot load {path} ({exc})") from None
+        self.path = path
+        self.planes = int(library.ruas_planes())
+        self.radius = int(library.ruas_radius())
+        self._run = library.ruas_run
+        self._run.restype = None
+        self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
+                              ctypes.c_long,
+                              ctypes.c_float]
+        self._library = library
+        self._local = threading.local()
+
+    def bytes_per_pixel(self) -> int:
+        """Working memory of one call per image pixel (planes, input and output; the border and the
+        row padding excluded), for sizing tiles."""
+        return 4 * self.planes + 4 * 3 * 3
+
+    def work_floats(self, height: int, width: int) -> int:
+        """Floats of working memory for one ``height x width`` call."""
+        padded_width = -(-width // (LANES * 4)) * LANES * 4
+        return self.planes * (height + 2 * self.radius) * (padded_width + 2 * self.radius) + LANES * 4
+
+    def _work(self, floats: int) -> np.ndarray:
+        work = getattr(self._local, "work", None)
+        if work is None or work.size < floats:
+            work = self._local.work = np.empty(floats, np.float32)
+        return work
+
+    def run(self, names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        image = np.ascontiguousarray(feeds["image"], dtype=np.float32)
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected a batch x 3 x H x W image, got {tuple(image.shape)}")
+        batch, _, height, width = image.shape
+        gains = feeds.get("gain")
+        gains = np.ones(batch, np.float32) if gains is None else np.asarray(gains, np.float32).reshape(-1)
+        output = np.empty_like(image)
+        work = self._work(self.work_floats(height, width))
+        for index in range(batch):
+            self._run(self.params.ctypes.data, image[index].ctypes.data, output[index].ctypes.data, work.ctypes.data,
+                      height, width, float(gains[index if gains.size > 1 else 0]))
+        return [output]
