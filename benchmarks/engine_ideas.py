@@ -3,7 +3,8 @@
 Each variant runs the whole network on the image (no tiling unless said) and is timed alternated
 with the others, ``--rounds`` rounds of ``--runs`` calls; the median ms is printed with the load
 average. Variants: the folded network in PyTorch (nchw, nhwc), onnxruntime on the folded graph
-(default and with its NHWC/extended optimisations), OpenVINO's CPU plugin on the same graph (when
+(default and with its NHWC/extended optimisations), the native engine (generated C, compiled here),
+OpenVINO's CPU plugin on the same graph (when
 ``openvino`` is importable: it is not a dependency), and the folded network on cache-sized tiles.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/engine_ideas.py [--checkpoint lol.pt] [--only NAME ...]``
@@ -69,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             variants[name] = (lambda s: lambda x: torch.from_numpy(s.run(None, {"image": x.numpy()})[0]))(session)
     except ImportError:
         print("onnxruntime not installed", file=sys.stderr)
+    from ruas_nni.inference.native import NativeSession, NativeUnavailable, native_source
+
+    try:
+        folded = FoldedRUAS(checkpoint.build(), "final").eval()
+        session = NativeSession(*native_source(folded), Path(tempfile.mkdtemp()))
+        variants["native (generated C)"] = (lambda s: lambda x: torch.from_numpy(s.run(None, {"image": x.numpy()})[0]))(session)
+    except NativeUnavailable as exc:
+        print(f"native engine not available: {exc}", file=sys.stderr)
     try:
         import openvino
 

@@ -210,7 +210,9 @@ def _child(kind: str, source: ModelSource, sizes: Sequence[tuple[int, int]], run
             entry["peak_mb"] = _rss_mb("VmHWM") if reset else None
             entry["peak_kind"] = "resident"
         measured[f"{width}x{height}"] = entry
-    return {"kind": kind, "baseline_rss_mb": baseline, "threads": torch.get_num_threads(), "sizes": measured}
+    engine = getattr(enhance, "engine", "torch eager")
+    return {"kind": kind, "engine": engine, "baseline_rss_mb": baseline, "threads": torch.get_num_threads(),
+            "sizes": measured}
 
 
 def _run_child(kind: str, source: ModelSource, sizes: Sequence[tuple[int, int]], runs: int, stage: str) -> dict:
@@ -250,7 +252,7 @@ def run_benchmark(checkpoint: str | os.PathLike[str] | None = None, sizes: Seque
             for kind in kinds:  # alternated, so that a busy machine hurts every path alike
                 child = _run_child(kind, source, latency_sizes, runs, stage)
                 entry = samples.setdefault(kind, {"threads": child["threads"], "baseline_rss_mb": child["baseline_rss_mb"],
-                                                  "sizes": {}})
+                                                  "engine": child["engine"], "sizes": {}})
                 for size, values in child["sizes"].items():
                     merged = entry["sizes"].setdefault(size, {"ms": [], "peak_mb": [], "peak_kind": values["peak_kind"]})
                     merged["ms"].extend(values["ms"])
@@ -308,8 +310,9 @@ def format_report(report: dict[str, Any]) -> str:
                      "(as the authors' script);")
         lines.append("eager-channels-last (eager-cl) = the same network, weights and input in channels-last "
                      "memory format: the layout-tuned baseline;")
-        lines.append("optimised = ruas-nni enhance's engine (folded network, one worker per core on exact tiles, "
-                     "tuned allocator; half precision and CUDA graphs on GPU).")
+        engines = sorted({entry.get("engine", "?") for kind, entry in latency.items() if kind.startswith("optimised")})
+        lines.append(f"optimised = ruas-nni enhance's engine ({', '.join(engines)}: folded network, one worker per "
+                     "core on exact tiles, tuned allocator; half precision and CUDA graphs on GPU).")
     return "\n".join(lines)
 
 
