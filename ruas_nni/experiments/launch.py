@@ -106,15 +106,52 @@ def _tools_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in parts if p != bin_dir]])
 
 
+MANAGER_START_SECONDS = 60.0
+"""How long the NNI manager may take to answer its first REST request. NNI 3.0's launcher gives it
+about 3 seconds (``launcher._check_rest_server``: three tries a second apart), which a busy 2-core
+machine exceeds (Node.js loading the manager): the start then failed with a urllib3 traceback."""
+
+
+@contextlib.contextmanager
+def _patient_manager_check(seconds: float = MANAGER_START_SECONDS) -> Iterator[None]:
+    """While NNI starts the manager, its REST check waits up to ``seconds`` (NNI 3.0 is pinned; the
+    wrapped function keeps its signature and is restored afterwards)."""
+    from nni.experiment import launcher
+
+    original = launcher._check_rest_server
+
+    def check(port: int, retry: int = 3, url_prefix: str | None = None) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                rest.get(port, "/check-status", url_prefix)
+                return
+            except Exception:  # noqa: BLE001 - not up yet: connection refused, reset or timed out
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    launcher._check_rest_server = check
+    try:
+        yield
+    finally:
+        launcher._check_rest_server = original
+
+
 def start_experiment(experiment: Any, port: int, *, detach: bool) -> None:
     """Start the NNI manager (and web UI) of ``experiment`` on ``port``. Detached, it outlives this
     process (stop it with ``nnictl stop --port PORT``); otherwise it stops when this process exits."""
     _tools_on_path()
     _quiet_nni_logging()
     try:
-        experiment.start(port, run_mode=RunMode.Detach if detach else RunMode.Background)
+        with _patient_manager_check():
+            experiment.start(port, run_mode=RunMode.Detach if detach else RunMode.Background)
     except RuntimeError as exc:
         raise UsageError(f"cannot start the NNI experiment on port {port}: {exc}") from None
+    except OSError as exc:  # requests' ConnectionError: the manager never answered
+        raise UsageError(f"cannot start the NNI experiment on port {port}: the NNI manager did not answer "
+                         f"within {MANAGER_START_SECONDS:.0f} s ({type(exc).__name__}); see the experiment's "
+                         "log folder") from None
 
 
 @dataclass(frozen=True)
