@@ -29,10 +29,12 @@ and upe.pt / dark.pt for the IEM output: use --stage iem with those two.
 Speed: the network is folded for inference and runs on one worker thread per CPU core, on tiles
 with an exact halo whose size follows --memory-budget (bounded memory: a 3840x2160 image peaks
 below 1 GB resident, a 7680x4320 one below 1.5 GB); 8-bit images stay 8-bit outside the tiles, and
-are decoded and encoded in background threads. With the ONNX Runtime engine (the default on CPU)
-the checkpoint's folded graph is cached in $RUAS_NNI_CACHE_DIR, else $XDG_CACHE_HOME/ruas-nni, else
-~/.cache/ruas-nni (delete the folder to clear it; --no-cache or RUAS_NNI_NO_CACHE=1 bypass it), so
-that later runs start without importing PyTorch. See docs/speed.md.
+are decoded and encoded in background threads. On CPU the folded network runs as C generated for
+its architecture and compiled once with the system's C compiler (the native engine), or in ONNX
+Runtime where there is no compiler. The checkpoint's folded graph and the compiled code are cached
+in $RUAS_NNI_CACHE_DIR, else $XDG_CACHE_HOME/ruas-nni, else ~/.cache/ruas-nni (delete the folder to
+clear it; --no-cache or RUAS_NNI_NO_CACHE=1 bypass it), so that later runs start without importing
+PyTorch or compiling. See docs/speed.md.
 
 Exit status: 0 when every input was enhanced (or its output kept), 1 when some inputs failed (each
 named on stderr in one line), 2 for bad flags or an unusable checkpoint.
