@@ -36,6 +36,7 @@ from torch import nn
 
 from ..base.errors import UsageError
 from ..model.checkpoint import Checkpoint, load_checkpoint
+from ..model.network import exposure_gain
 from .files import (  # noqa: F401 - the file side, re-exported: it lives in a torch-free module
     DEFAULT_CHECKPOINT,
     DEFAULT_PNG_COMPRESSION,
@@ -153,10 +154,12 @@ class _GraphSession:
         self.engine = engine
 
     @classmethod
-    def open(cls, model: nn.Module, engine: str, *, fall_back: bool = False) -> _GraphSession:
+    def open(cls, model: nn.Module, engine: str, *, fall_back: bool = False, raw: bool = False) -> _GraphSession:
         """``engine`` ``native`` or ``onnxruntime``. ``fall_back``: when the native code cannot be built
-        here, say why once and use ONNX Runtime (else that is a usage error)."""
-        gain_input = getattr(model, "exposure", None) is not None
+        here, say why once and use ONNX Runtime (else that is a usage error). With exposure
+        normalisation the graph takes the gain as a second input, unless ``raw`` (the unscaled output:
+        what the gain is measured on)."""
+        gain_input = getattr(model, "exposure", None) is not None and not raw
         if engine == "native":
             from .native import NativeSession, NativeUnavailable, library_folder, native_source
 
@@ -281,6 +284,7 @@ class Enhancer:
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         if engine not in ENGINES:
             raise UsageError(f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}", keys=("engine",))
+        self._gain_iem: _GraphSession | None = None
         chosen = engine == "auto"
         if chosen:
             engine = auto_engine() if not on_cuda and fold and not compile and layout == "nchw" else "torch"
@@ -294,6 +298,8 @@ class Enhancer:
                                  keys=("engine",))
             self._forward = _GraphSession.open(self.model, engine, fall_back=chosen)
             engine = self._forward.engine
+            if self.network.exposure is not None:  # the gain's IEM on the small copy, in the same engine
+                self._gain_iem = _GraphSession.open(FoldedRUAS(self.network, "iem").eval(), engine, raw=True)
         self.engine = engine
         if compile:
             self._forward = self._compiled(self.model)
@@ -414,6 +420,9 @@ class Enhancer:
         if self.network.exposure is None:
             return None
         with torch.inference_mode():
+            if self._gain_iem is not None:
+                return exposure_gain(self._gain_iem, rgb.unsqueeze(0).to(torch.float32), self.network.exposure,
+                                     self.network.exposure_gamma)
             weight = next(self.network.parameters())  # on the device, in the dtype, the network runs in
             return self.network.exposure_gain(rgb.unsqueeze(0).to(weight.device, weight.dtype))
 
