@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,9 @@ from torch import nn
 from ..model.network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet, apply_gain, exposure_gain
 from ..model.ops import Convolution, ResidualConvolution
 
-__all__ = ["Affine", "FoldedRUAS", "fold", "fast_warm_start"]
+__all__ = ["Affine", "FoldedRUAS", "ProgramWriter", "fold", "fast_warm_start", "walk_program"]
+
+Value = TypeVar("Value")
 
 LAYOUTS = ("nchw", "nhwc", "iem-nhwc")
 """Memory layouts of the folded network on CPU: all channels-first, all channels-last, or the IEM
@@ -514,6 +516,70 @@ class FoldedRUAS(nn.Module):
         assert self.nrm_head is not None
         self._conv(self.nrm_head, env)
         return u - env["noise"]
+
+
+class ProgramWriter(Protocol[Value]):
+    """What :func:`walk_program` asks of a writer of the folded program (the ONNX graph writer, the C
+    writer): each method records one operation on the writer's values (tensor names) and returns the
+    value it produced; ``conv`` and ``act`` store their outputs in ``env`` by the program's names."""
+
+    def warm(self, x: Value) -> Value: ...  # S(x)
+
+    def rectify(self, u: Value, y: Value, gamma: float | None) -> Value: ...  # S(u) - gamma (u - y); None: S(u)
+
+    def iem_output(self, z: Value, y: Value) -> Value: ...  # clamp(y / clamp(sigmoid(z), T_MIN, 1), 0, 1)
+
+    def gain(self, u: Value) -> Value: ...  # apply_gain with the graph's second input
+
+    def conv(self, step: _Conv, env: dict[str, Value]) -> None: ...
+
+    def act(self, step: _Act, env: dict[str, Value]) -> None: ...
+
+    def concat(self, slots: list[Value], prefix: str) -> Value: ...  # the fuse convolution's input
+
+    def output(self, u: Value, noise: Value | None) -> None: ...  # u - noise (or u) is the output
+
+
+def walk_program(model: FoldedRUAS, writer: ProgramWriter[Value], image: Value, *, gain_input: bool = False) -> None:
+    """Hand the folded program of ``model`` to ``writer`` operation by operation, in the order
+    :meth:`FoldedRUAS.forward` computes them (``image``: the writer's value for the input;
+    ``gain_input``: scale the IEM output by a gain given as a second input). A fuse composed into the
+    next cell is not supported."""
+    t_hat_0 = writer.warm(image)
+    u = image
+    for k, program in enumerate(model.iem_cells):
+        if k == 0 or model.warm_start == "fixed":
+            t_hat = t_hat_0
+        else:
+            t_hat = writer.rectify(u, image, None if model.warm_start == "plain" else float(model.gamma))
+        env = {"t_hat": t_hat}
+        _walk_cell(program, f"iem{k}", env, writer)
+        u = writer.iem_output(env[f"iem{k}.out"], image)
+    if gain_input:
+        u = writer.gain(u)
+    if not model.has_nrm:
+        writer.output(u, None)
+        return
+    env = {"u": u}
+    if model.nrm_stem is not None:
+        writer.conv(model.nrm_stem, env)
+    for index, program in enumerate(model.nrm_cells):
+        _walk_cell(program, f"nrm{index}", env, writer)
+    assert model.nrm_head is not None
+    writer.conv(model.nrm_head, env)
+    writer.output(u, env["noise"])
+
+
+def _walk_cell(program: _CellProgram, prefix: str, env: dict, writer: ProgramWriter) -> None:
+    for step in program.steps:
+        if isinstance(step, _Conv):
+            writer.conv(step, env)
+        else:
+            writer.act(step, env)
+    if program.fuse is None:
+        raise ValueError("a fuse composed into the next cell cannot be written as a graph")
+    env[f"{prefix}.buffer"] = writer.concat([env[f"{prefix}.slot.{n}"] for n in _FUSE_SLOTS], prefix)
+    writer.conv(program.fuse, env)
 
 
 def fold(network: RUASNet, stage: str = "final", **options: bool) -> FoldedRUAS:

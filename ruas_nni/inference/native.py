@@ -46,7 +46,7 @@ from ..base.atomic import atomic_write
 from .cache_folder import cache_dir, cache_disabled
 
 if TYPE_CHECKING:
-    from .fold import FoldedRUAS
+    from .fold import FoldedRUAS, _Act, _Conv
 
 __all__ = ["NativeSession", "NativeUnavailable", "compiler", "library_folder", "library_for", "native_source"]
 
@@ -133,6 +133,67 @@ class _Writer:
         return planes, count
 
 
+class _CProgram:
+    """The folded program as steps over planes (a :class:`~ruas_nni.inference.fold.ProgramWriter`)."""
+
+    def __init__(self, writer: _Writer, model: FoldedRUAS, t_min: float) -> None:
+        self.writer = writer
+        self.model = model
+        self.t_min = t_min
+        self.count = 0
+
+    def _new(self, hint: str, channels: int) -> str:
+        self.count += 1
+        return self.writer.tensor(f"{hint}#{self.count}", channels)
+
+    def warm(self, x: str) -> str:
+        out = self._new("warm", 3)
+        self.writer.add("warm", [x], [out])
+        return out
+
+    def rectify(self, u: str, y: str, gamma: float | None) -> str:
+        out = self._new("t_hat", 3)
+        self.writer.add("rectify", [u, y], [out], gamma=0.0 if gamma is None else gamma)
+        return out
+
+    def iem_output(self, z: str, y: str) -> str:
+        out = self._new("u", 3)
+        self.writer.add("iem_out", [z, y], [out], t_min=self.t_min)
+        return out
+
+    def gain(self, u: str) -> str:
+        out = self._new("u_gain", 3)
+        self.writer.add("gain", [u], [out], gamma=float(self.model.exposure_gamma))
+        return out
+
+    def conv(self, step: _Conv, env: dict[str, str]) -> None:
+        writer = self.writer
+        weight = getattr(self.model, step.weight).detach().double().cpu().numpy()
+        bias = getattr(self.model, step.bias).detach().double().cpu().numpy()
+        writer.radius = max(writer.radius, int(step.padding))
+        outputs = []
+        for start, end, destination in step.outputs:
+            env[destination] = self._new(destination, end - start)
+            outputs.append(env[destination])
+        writer.params += [weight.reshape(-1), bias.reshape(-1)]
+        offset, writer.param_count = writer.param_count, writer.param_count + weight.size + bias.size
+        writer.add("conv", [env[step.source]], outputs, weight=weight, offset=offset, padding=int(step.padding),
+                   dilation=int(step.dilation), activate=bool(step.activate))
+
+    def act(self, step: _Act, env: dict[str, str]) -> None:
+        out = self._new(step.destination, self.writer.channels[env[step.source]])
+        self.writer.add("leaky", [env[step.source]], [out])
+        env[step.destination] = out
+
+    def concat(self, slots: list[str], prefix: str) -> str:
+        buffer = self._new(f"{prefix}.buffer", sum(self.writer.channels[s] for s in slots))
+        self.writer.add("concat", slots, [buffer])  # no code: the fuse reads the slots' planes
+        return buffer
+
+    def output(self, u: str, noise: str | None) -> None:
+        self.writer.add("final", [u] if noise is None else [u, noise], ["enhanced"])
+
+
 def native_source(model: FoldedRUAS, *, gain_input: bool = False) -> tuple[str, np.ndarray]:
     """``(source, params)``: the C source of ``model`` (a :class:`~ruas_nni.inference.fold.FoldedRUAS` in
     float32) and its weights and biases, float32, in the order the code reads them. The source
@@ -143,75 +204,15 @@ def native_source(model: FoldedRUAS, *, gain_input: bool = False) -> tuple[str, 
     checkpoint of one genotype shares one compiled library. ``gain_input``: as for the ONNX graph
     (exposure normalisation with the gain given)."""
     from ..model.network import LEAKY_SLOPE, T_MIN
-    from .fold import _FUSE_SLOTS, _Conv
+    from .fold import walk_program
 
     if gain_input and model.exposure is None:
         raise ValueError("native_source: gain_input needs a network with exposure normalisation")
     writer = _Writer()
-    counter = iter(range(1 << 30))
-
-    def conv(step: _Conv, env: dict[str, str]) -> None:
-        weight = getattr(model, step.weight).detach().double().cpu().numpy()
-        bias = getattr(model, step.bias).detach().double().cpu().numpy()
-        writer.radius = max(writer.radius, int(step.padding))
-        outputs = []
-        for start, end, destination in step.outputs:
-            name = writer.tensor(f"{destination}#{next(counter)}", end - start)
-            env[destination] = name
-            outputs.append(name)
-        writer.params += [weight.reshape(-1), bias.reshape(-1)]
-        offset, writer.param_count = writer.param_count, writer.param_count + weight.size + bias.size
-        writer.add("conv", [env[step.source]], outputs, weight=weight, offset=offset, padding=int(step.padding),
-                   dilation=int(step.dilation), activate=bool(step.activate))
-
-    def cell(program, prefix: str, env: dict[str, str]) -> None:
-        for step in program.steps:
-            if isinstance(step, _Conv):
-                conv(step, env)
-            else:
-                name = writer.tensor(f"{step.destination}#{next(counter)}", writer.channels[env[step.source]])
-                writer.add("leaky", [env[step.source]], [name])
-                env[step.destination] = name
-        if program.fuse is None:
-            raise ValueError("native_source: a fuse composed into the next cell is not supported")
-        slots = [env[f"{prefix}.slot.{n}"] for n in _FUSE_SLOTS]
-        buffer = writer.tensor(f"{prefix}.buffer#{next(counter)}", sum(writer.channels[s] for s in slots))
-        writer.add("concat", slots, [buffer])  # no code: the fuse reads the slots' planes
-        env[f"{prefix}.buffer"] = buffer
-        conv(program.fuse, env)
-
     writer.tensor("image", 3)
     y = writer.tensor("y", 3)
     writer.add("load", ["image"], [y])
-    t_hat_0 = writer.tensor("t_hat_0", 3)
-    writer.add("warm", [y], [t_hat_0])
-    u = y
-    for k, program in enumerate(model.iem_cells):
-        if k == 0 or model.warm_start == "fixed":
-            t_hat = t_hat_0
-        else:
-            t_hat = writer.tensor(f"t_hat{k}", 3)
-            gamma = 0.0 if model.warm_start == "plain" else float(model.gamma)
-            writer.add("rectify", [u, y], [t_hat], gamma=gamma)
-        env = {"t_hat": t_hat}
-        cell(program, f"iem{k}", env)
-        u_next = writer.tensor(f"u{k + 1}", 3)
-        writer.add("iem_out", [env[f"iem{k}.out"], y], [u_next], t_min=T_MIN)
-        u = u_next
-    if gain_input:
-        gained = writer.tensor("u_gain", 3)
-        writer.add("gain", [u], [gained], gamma=float(model.exposure_gamma))
-        u = gained
-    if model.has_nrm:
-        env = {"u": u}
-        if model.nrm_stem is not None:
-            conv(model.nrm_stem, env)
-        for index, program in enumerate(model.nrm_cells):
-            cell(program, f"nrm{index}", env)
-        conv(model.nrm_head, env)
-        writer.add("final", [u, env["noise"]], ["enhanced"])
-    else:
-        writer.add("final", [u], ["enhanced"])
+    walk_program(model, _CProgram(writer, model, T_MIN), y, gain_input=gain_input)
     writer.steps = _fuse_activations(writer.steps)
     # The concat steps only name plane lists: the buffer is the slots' planes.
     planes, count = _allocate_with_concat(writer)

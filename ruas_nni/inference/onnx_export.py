@@ -22,7 +22,7 @@ from ..base.errors import UsageError
 from ..model.checkpoint import Checkpoint
 from ..model.network import LEAKY_SLOPE, T_MIN
 from .enhance import _StageOutput
-from .fold import _FUSE_SLOTS, FoldedRUAS, _Conv
+from .fold import FoldedRUAS, _Act, _Conv, walk_program
 
 __all__ = ["export_onnx", "DEFAULT_OPSET"]
 
@@ -185,25 +185,41 @@ class _GraphWriter:
         return self.constant(torch.tensor(value, dtype=torch.float32), "scalar")
 
 
-def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET, *, gain_input: bool = False) -> bytes:
-    """The ONNX model (bytes) of a :class:`ruas_nni.fold.FoldedRUAS` (float32, channels-first, any
-    layout option; the fuse left for the next cell to compose is not supported), with dynamic batch,
-    height and width; input ``image``, output ``enhanced`` as :func:`export_onnx` writes them.
+class _OnnxProgram:
+    """The folded program as ONNX nodes (a :class:`~ruas_nni.inference.fold.ProgramWriter`)."""
 
-    Exposure normalisation: without ``gain_input`` the graph ignores it (the IEM output is not
-    scaled: what the exposure gain is measured on); with it, a second input ``gain`` (float32
-    ``batch x 1 x 1 x 1``, :func:`ruas_nni.model.network.exposure_gain` of the whole image) scales the
-    IEM output as :func:`ruas_nni.model.network.apply_gain` does, before the NRM."""
-    if gain_input and model.exposure is None:
-        raise ValueError("folded_onnx_bytes: gain_input needs a network with exposure normalisation")
-    graph = _GraphWriter()
+    def __init__(self, graph: _GraphWriter, model) -> None:
+        self.graph = graph
+        self.model = model
 
-    def warm(x: str) -> str:
-        pads = graph.constant(torch.tensor([0, 0, 0, 0, 0, 0, 1, 1], dtype=torch.int64), "pads")
-        padded = graph.node("Pad", [x, pads])[0]
-        return graph.node("MaxPool", [padded], kernel_shape=[2, 2], strides=[1, 1])[0]
+    def warm(self, x: str) -> str:
+        pads = self.graph.constant(torch.tensor([0, 0, 0, 0, 0, 0, 1, 1], dtype=torch.int64), "pads")
+        padded = self.graph.node("Pad", [x, pads])[0]
+        return self.graph.node("MaxPool", [padded], kernel_shape=[2, 2], strides=[1, 1])[0]
 
-    def conv(step: _Conv, env: dict[str, str]) -> None:
+    def rectify(self, u: str, y: str, gamma: float | None) -> str:
+        if gamma is None:
+            return self.warm(u)
+        difference = self.graph.node("Sub", [u, y])[0]
+        scaled = self.graph.node("Mul", [difference, self.graph.scalar(gamma)])[0]
+        return self.graph.node("Sub", [self.warm(u), scaled])[0]
+
+    def iem_output(self, z: str, y: str) -> str:
+        t = self.graph.node("Sigmoid", [z])[0]
+        t = self.graph.node("Clip", [t, self.graph.scalar(T_MIN), self.graph.scalar(1.0)])[0]
+        ratio = self.graph.node("Div", [y, t])[0]
+        return self.graph.node("Clip", [ratio, self.graph.scalar(0.0), self.graph.scalar(1.0)])[0]
+
+    def gain(self, u: str) -> str:  # apply_gain: clamp(k * max(u, 0) ** p, 0, 1)
+        gamma = float(self.model.exposure_gamma)
+        if gamma != 1.0:
+            positive = self.graph.node("Max", [u, self.graph.scalar(0.0)])[0]
+            u = self.graph.node("Pow", [positive, self.graph.scalar(gamma)])[0]
+        scaled = self.graph.node("Mul", [u, "gain"])[0]
+        return self.graph.node("Clip", [scaled, self.graph.scalar(0.0), self.graph.scalar(1.0)])[0]
+
+    def conv(self, step: _Conv, env: dict[str, str]) -> None:
+        graph, model = self.graph, self.model
         weight = graph.constant(getattr(model, step.weight), "weight")
         bias = graph.constant(getattr(model, step.bias), "bias")
         kernel = int(getattr(model, step.weight).shape[-1])
@@ -218,51 +234,32 @@ def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET, *, gain_input: bool = F
         for part, (_, _, destination) in zip(parts, step.outputs):
             env[destination] = graph.node("LeakyRelu", [part], alpha=LEAKY_SLOPE)[0] if step.activate else part
 
-    def cell(program, prefix: str, env: dict[str, str]) -> None:
-        for step in program.steps:
-            if isinstance(step, _Conv):
-                conv(step, env)
-            else:
-                env[step.destination] = graph.node("LeakyRelu", [env[step.source]], alpha=LEAKY_SLOPE)[0]
-        env[f"{prefix}.buffer"] = graph.node("Concat", [env[f"{prefix}.slot.{n}"] for n in _FUSE_SLOTS], axis=1)[0]
-        if program.fuse is None:
-            raise ValueError("folded_onnx_bytes: a fuse composed into the next cell is not supported")
-        conv(program.fuse, env)
+    def act(self, step: _Act, env: dict[str, str]) -> None:
+        env[step.destination] = self.graph.node("LeakyRelu", [env[step.source]], alpha=LEAKY_SLOPE)[0]
 
-    y = "image"
-    t_hat_0 = warm(y)
-    u = y
-    for k, program in enumerate(model.iem_cells):
-        if k == 0 or model.warm_start == "fixed":
-            t_hat = t_hat_0
-        elif model.warm_start == "plain":
-            t_hat = warm(u)
+    def concat(self, slots: list[str], prefix: str) -> str:
+        return self.graph.node("Concat", slots, axis=1)[0]
+
+    def output(self, u: str, noise: str | None) -> None:
+        if noise is None:
+            self.graph.node("Identity", [u], ["enhanced"])
         else:
-            difference = graph.node("Sub", [u, y])[0]
-            scaled = graph.node("Mul", [difference, graph.scalar(model.gamma)])[0]
-            t_hat = graph.node("Sub", [warm(u), scaled])[0]
-        env = {"t_hat": t_hat}
-        cell(program, f"iem{k}", env)
-        t = graph.node("Sigmoid", [env[f"iem{k}.out"]])[0]
-        t = graph.node("Clip", [t, graph.scalar(T_MIN), graph.scalar(1.0)])[0]
-        ratio = graph.node("Div", [y, t])[0]
-        u = graph.node("Clip", [ratio, graph.scalar(0.0), graph.scalar(1.0)])[0]
-    if gain_input:  # apply_gain: clamp(k * max(u, 0) ** p, 0, 1)
-        if model.exposure_gamma != 1.0:
-            positive = graph.node("Max", [u, graph.scalar(0.0)])[0]
-            u = graph.node("Pow", [positive, graph.scalar(float(model.exposure_gamma))])[0]
-        scaled = graph.node("Mul", [u, "gain"])[0]
-        u = graph.node("Clip", [scaled, graph.scalar(0.0), graph.scalar(1.0)])[0]
-    if model.has_nrm:
-        env = {"u": u}
-        if model.nrm_stem is not None:
-            conv(model.nrm_stem, env)
-        for index, program in enumerate(model.nrm_cells):
-            cell(program, f"nrm{index}", env)
-        conv(model.nrm_head, env)
-        graph.node("Sub", [u, env["noise"]], ["enhanced"])
-    else:
-        graph.node("Identity", [u], ["enhanced"])
+            self.graph.node("Sub", [u, noise], ["enhanced"])
+
+
+def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET, *, gain_input: bool = False) -> bytes:
+    """The ONNX model (bytes) of a :class:`ruas_nni.fold.FoldedRUAS` (float32, channels-first, any
+    layout option; the fuse left for the next cell to compose is not supported), with dynamic batch,
+    height and width; input ``image``, output ``enhanced`` as :func:`export_onnx` writes them.
+
+    Exposure normalisation: without ``gain_input`` the graph ignores it (the IEM output is not
+    scaled: what the exposure gain is measured on); with it, a second input ``gain`` (float32
+    ``batch x 1 x 1 x 1``, :func:`ruas_nni.model.network.exposure_gain` of the whole image) scales the
+    IEM output as :func:`ruas_nni.model.network.apply_gain` does, before the NRM."""
+    if gain_input and model.exposure is None:
+        raise ValueError("folded_onnx_bytes: gain_input needs a network with exposure normalisation")
+    graph = _GraphWriter()
+    walk_program(model, _OnnxProgram(graph, model), "image", gain_input=gain_input)
     body = (b"".join(_field_bytes(1, n) for n in graph.nodes) + _field_str(2, "ruas_folded")
             + b"".join(_field_bytes(5, t) for t in graph.initializers)
             + _field_bytes(11, _value_info("image"))
