@@ -54,6 +54,18 @@ def test_native_code_equals_the_folded_network(stage, genotype, tmp_path):
         assert np.abs(got - expected).max() <= 5e-6, shape
 
 
+def test_every_height_streams_right(tmp_path):
+    """The network streams through the image in bands of rows kept in rings: every height from 1 to
+    3 bands past the longest lag (where a ring too short or a band boundary would show), two widths."""
+    folded = FoldedRUAS(_checkpoint(EVERY_OPERATION, seed=4).build(), "final").eval()
+    session = _session(folded, tmp_path)
+    for height in range(1, 64):
+        image = torch.rand(1, 3, height, 9 + height % 11, generator=torch.Generator().manual_seed(height)) * 0.4
+        with torch.inference_mode():
+            expected = folded(image).numpy()
+        assert np.abs(session.run(None, {"image": image.numpy()})[0] - expected).max() <= 5e-6, height
+
+
 def test_warm_start_variants_and_exposure_gains(tmp_path):
     image = torch.rand(1, 3, 30, 41, generator=torch.Generator().manual_seed(1)) * 0.4
     for warm_start in ("plain", "fixed"):

@@ -8,13 +8,18 @@ only move memory (``Split``, ``Concat``, ``LeakyRelu``). The generated code does
   weights as constants of the code, the bias, the LeakyReLU and the split into named outputs in
   the same loop (no ``Split``, no separate activation pass);
 * the fuse convolution reads its four inputs where the stage convolutions wrote them (no
-  ``Concat``); every tensor is a list of planes, and planes are reused once their tensor is dead;
+  ``Concat``); every tensor is a list of planes;
 * the IEM's ``sigmoid / clamp / divide / clamp`` and the warm start are one loop each, the NRM's
   ``u - noise`` writes the output.
 
-Planes carry a zero border as wide as the largest convolution radius (at least the warm start's
-one pixel), so every convolution reads its "same" zero padding from memory and all pixels run the
-same instructions: a tile gives what the whole image gives (``tests/test_native.py``).
+The network streams through the image: the steps run in bands of :data:`BAND` rows, each step as far
+as its inputs allow (a convolution of radius ``r`` lags ``r`` rows behind its input), and every plane
+is a ring of a few rows (a power of two, long enough for the oldest row a reader still needs), so
+the rows a band touches are still in the caches when the next step reads them, and the working
+memory depends on the width only (about 9 MB at 600 pixels for the paper genotype). Rings carry a
+zero border as wide as the largest convolution radius (at least the warm start's one pixel), and
+zero rows below the image, so every convolution reads its "same" zero padding from memory and all
+pixels run the same instructions: a tile gives what the whole image gives (``tests/test_native.py``).
 
 The C is plain C99 with GCC/Clang vector extensions (8 float lanes; no intrinsics, so it builds for
 any CPU these compilers target). It is compiled once with the system's C compiler (``$CC``, else
@@ -92,6 +97,7 @@ class _Writer:
         self.steps: list[_Step] = []
         self.channels: dict[str, int] = {}
         self.radius = 1
+        self.aliases: dict[str, list[str]] = {}
 
     def tensor(self, name: str, channels: int) -> str:
         self.channels[name] = channels
@@ -100,36 +106,16 @@ class _Writer:
     def add(self, kind: str, reads: list[str], writes: list[str], **data) -> None:
         self.steps.append(_Step(kind, reads, writes, data))
 
-    # -- plane allocation: a plane is reused once every tensor on it is dead --------------------
-
     def allocate(self) -> tuple[dict[str, list[int]], int]:
-        last_read: dict[str, int] = {}
-        for index, step in enumerate(self.steps):
-            for name in step.reads:
-                last_read[name] = index
+        """One plane per channel of every tensor, in the order they are written: the network streams
+        through the image, so every tensor is live in every band (its ring is what stays small)."""
         planes: dict[str, list[int]] = {"image": [], "enhanced": []}
-        free: list[int] = []
         count = 0
-        for index, step in enumerate(self.steps):
+        for step in self.steps:
             for name in step.writes:
-                if name in planes:
-                    continue
-                needed = self.channels[name]
-                taken = []
-                for _ in range(needed):
-                    if free:
-                        taken.append(free.pop())
-                    else:
-                        taken.append(count)
-                        count += 1
-                planes[name] = taken
-            # Planes of tensors read for the last time here, or never read (a convolution output whose
-            # only reader was a fused activation), are free for the next steps.
-            dead = [n for n in dict.fromkeys(step.reads) if last_read.get(n) == index]  # in order: deterministic
-            dead += [n for n in step.writes if n not in last_read]
-            for name in dead:
-                if name not in ("image", "enhanced"):
-                    free.extend(reversed(planes[name]))
+                if name not in planes:
+                    planes[name] = list(range(count, count + self.channels[name]))
+                    count += self.channels[name]
         return planes, count
 
 
@@ -221,27 +207,13 @@ def native_source(model: FoldedRUAS, *, gain_input: bool = False) -> tuple[str, 
 
 
 def _allocate_with_concat(writer: _Writer) -> tuple[dict[str, list[int]], int]:
-    """Plane allocation where a ``concat`` output is its inputs' planes (the slots stay alive until
-    the buffer's last reader)."""
-    aliases: dict[str, list[str]] = {}
-    for step in writer.steps:
-        if step.kind == "concat":
-            aliases[step.writes[0]] = step.reads
-    # Reads of a buffer are reads of its slots (so the slots live until the fuse).
-    steps = []
-    for step in writer.steps:
-        if step.kind == "concat":
-            continue
-        reads = []
-        for name in step.reads:
-            reads.extend(aliases.get(name, [name]))
-        steps.append(_Step(step.kind, reads, step.writes, step.data))
-    plain = _Writer()
-    plain.steps, plain.channels = steps, writer.channels
-    planes, count = plain.allocate()
-    for buffer, slots in aliases.items():
+    """Planes for every tensor, where a ``concat`` output (the fuse convolution's input) is its
+    inputs' planes: the concat steps are dropped, their outputs become aliases."""
+    writer.aliases = {step.writes[0]: step.reads for step in writer.steps if step.kind == "concat"}
+    writer.steps = [step for step in writer.steps if step.kind != "concat"]
+    planes, count = writer.allocate()
+    for buffer, slots in writer.aliases.items():
         planes[buffer] = [p for s in slots for p in planes[s]]
-    writer.steps = [s for s in writer.steps if s.kind != "concat"]
     return planes, count
 
 
@@ -282,15 +254,55 @@ static inline vf vpow(vf x, float p) { vf y; for (int i = 0; i < 8; ++i) y[i] = 
 """
 
 
+BAND = 8
+"""Rows every step advances by in one pass of the band loop (the network streams through the image)."""
+
+_REACH = {"conv": None, "warm": 1, "rectify": 1}
+"""Rows below the output row that a step reads (convolutions: their radius; others not listed: 0)."""
+
+
+def _schedule(writer: _Writer) -> tuple[list[int], dict[str, int]]:
+    """``(lags, rings)``. Per step, how many rows its output lags behind the input rows loaded: a step
+    can compute row ``r`` once every input has row ``r + reach`` (its producer lagging itself). Per
+    tensor, the rows its ring must hold (a power of two): from the oldest row a reader may still need
+    (a band behind, minus the reader's reach) to the newest row written, zero rows below included."""
+    producer_lag: dict[str, int] = {}
+    lags = []
+    span: dict[str, int] = {}
+    for step in writer.steps:
+        reach = step.data["padding"] if step.kind == "conv" else _REACH.get(step.kind, 0)
+        sources = [t for name in step.reads for t in writer.aliases.get(name, [name])]
+        lag = max((producer_lag.get(t, 0) + reach for t in sources), default=0)
+        for t in sources:
+            span[t] = max(span.get(t, 0), BAND + lag + reach - producer_lag.get(t, 0))
+        for name in step.writes:
+            producer_lag[name] = lag
+        lags.append(lag)
+    rings = {name: 1 << (max(span.get(name, 0), BAND) + writer.radius + 1 - 1).bit_length() for name in producer_lag}
+    return lags, rings
+
+
 def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: float) -> str:
     radius = writer.radius
+    lags, rings = _schedule(writer)
+    ring_of = [0] * count
+    for name, plane_list in planes.items():
+        if name in rings:
+            for plane in plane_list:
+                ring_of[plane] = rings[name]
+    first_row = np.concatenate([[0], np.cumsum(ring_of)]).astype(int).tolist()
     lines = [f"#define SLOPE {_c_float(slope)}", _PRELUDE, f"#define R {radius}",
-             "#define PLANE(i) (work + (long)(i) * plane)",
-             "#define ROW(i, r) (PLANE(i) + ((long)(r) + R) * S + R)",
+             f"static const int RING_FIRST[{count + 1}] = {{{', '.join(map(str, first_row))}}};",
+             f"static const int RING_MASK[{count}] = {{{', '.join(str(r - 1) for r in ring_of)}}};",
+             "#define ROW(i, r) (work + ((long)RING_FIRST[i] + (((long)(r) + R) & RING_MASK[i])) * S + R)",
              f"int ruas_planes(void) {{ return {count}; }}",
              f"int ruas_radius(void) {{ return {radius}; }}",
-             f"int ruas_lanes(void) {{ return {LANES}; }}"]
-    body: list[str] = []
+             f"int ruas_rows(void) {{ return {first_row[-1]}; }}",
+             f"int ruas_lanes(void) {{ return {LANES}; }}",
+             "static void zero_rows(float *work, const int *planes, int n, long H, long S, long plane) {",
+             "    for (int i = 0; i < n; ++i) for (long r = H; r < H + R; ++r) memset(ROW(planes[i], r) - R, 0, "
+             "sizeof(float) * S);", "}"]
+    calls: list[str] = []
     functions: list[str] = []
     kernels: dict[str, str] = {}
     for index, step in enumerate(writer.steps):
@@ -300,32 +312,39 @@ def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: floa
             if name is None:
                 name = kernels[code] = f"conv{len(kernels)}"
                 functions.append(f"static void {name}(float *restrict work, const float *restrict w, const int *src, "
-                                 f"const int *dst, long H, long W, long S, long plane, long Wv) {{\n{code}\n}}")
-            body.append(f"    {name}(work, {arguments}, H, W, S, plane, Wv);")
-            continue
-        name = f"step{index}"
-        functions.append(_emit_step(name, step, planes))
-        body.append(f"    {name}(work, params, image, out, H, W, S, plane, Wv, gain);")
+                                 f"const int *dst, long r0, long r1, long H, long W, long S, long plane, long Wv) "
+                                 f"{{\n{code}\n}}")
+            call = f"{name}(work, {arguments}, done[{index}], limit, H, W, S, plane, Wv);"
+        else:
+            name = f"step{index}"
+            functions.append(_emit_step(name, step, planes))
+            call = f"{name}(work, params, image, out, done[{index}], limit, H, W, S, plane, Wv, gain);"
+        outputs = [p for written in step.writes for p in planes[written]]
+        finish = (f" if (limit == H) zero_rows(work, (const int[]){{{', '.join(map(str, outputs))}}}, {len(outputs)}, "
+                  "H, S, plane);" if outputs else "")
+        calls.append(f"        limit = top - {lags[index]} < H ? top - {lags[index]} : H;\n"
+                     f"        if (limit > done[{index}]) {{ {call}{finish} done[{index}] = limit; }}")
     lines.extend(functions)
     lines.append(f"""
-/* work: ruas_planes() planes of (H + 2R) x S floats, S = Wv + 2R, Wv = W rounded up to {LANES * 4} */
+/* work: ruas_rows() rows of S floats (S = Wv + 2R, Wv = W rounded up to {LANES * 4}): one ring of rows
+   per plane, RING_MASK + 1 rows long; row r of plane i is ring row (r + R) mod its length. The steps
+   run in bands of {BAND} input rows, each as far as its inputs allow, so the rows a band touches are
+   still in the caches when the next step reads them. */
 void ruas_run(const float *params, const float *image, float *out, float *work, long H, long W, float gain) {{
     long Wv = (W + {LANES * 4 - 1}) / {LANES * 4} * {LANES * 4};
-    long S = Wv + 2 * R, plane = (H + 2 * R) * S;
-    for (int i = 0; i < {count}; ++i) {{  /* the zero border: top and bottom rows, left columns */
-        float *p = work + (long)i * plane;
-        memset(p, 0, sizeof(float) * R * S);
-        memset(p + (H + R) * S, 0, sizeof(float) * R * S);
-        for (long r = R; r < H + R; ++r) memset(p + r * S, 0, sizeof(float) * R);
+    long S = Wv + 2 * R, plane = 0, limit;
+    long done[{len(writer.steps)}] = {{0}};
+    memset(work, 0, sizeof(float) * {first_row[-1]} * S);  /* the zero border: top rows, left and right columns */
+    for (long top = {BAND}; ; top += {BAND}) {{
+{chr(10).join(calls)}
+        if (top - {max(lags)} >= H) break;  /* every step has reached the bottom */
     }}
-{chr(10).join(body)}
 }}""")
     return "\n".join(lines) + "\n"
 
 
 _SIGNATURE = ("static void {name}(float *restrict work, const float *restrict params, const float *restrict image, "
-              "float *restrict out, "
-              "long H, long W, long S, long plane, long Wv, float gain)")
+              "float *restrict out, long r0, long r1, long H, long W, long S, long plane, long Wv, float gain)")
 
 
 _ELEMENTWISE = {
@@ -351,7 +370,7 @@ def _power(gamma: float) -> str:
 def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
     head = _SIGNATURE.format(name=name) + " {"
     reads = [planes[n] for n in step.reads]
-    lines = [head, "    (void)image; (void)out; (void)gain; (void)params;", "    for (long r = 0; r < H; ++r) {"]
+    lines = [head, "    (void)image; (void)out; (void)gain; (void)params;", "    for (long r = r0; r < r1; ++r) {"]
     if step.kind == "load":  # the dense input into the padded planes
         for c, plane in enumerate(planes[step.writes[0]]):
             lines += [f"        {{ float *d = ROW({plane}, r);",
@@ -397,7 +416,7 @@ def _conv_kernel(step: _Step, planes: dict[str, list[int]]) -> tuple[str, str]:
             extra[starts[source] + k] = len(destinations)
             destinations.append(plane)
     offsets = [k * dilation - padding for k in range(kernel)]
-    lines = ["    for (long r = 0; r < H; ++r) {"]
+    lines = ["    for (long r = r0; r < r1; ++r) {"]
     for ci in range(in_channels):
         for ky, dy in enumerate(offsets):
             lines.append(f"        const float *s{ci}_{ky} = ROW(src[{ci}], r + ({dy}));")
@@ -549,6 +568,7 @@ class NativeSession:
         self.path = path
         self.planes = int(library.ruas_planes())
         self.radius = int(library.ruas_radius())
+        self.rows = int(library.ruas_rows())
         self._run = library.ruas_run
         self._run.restype = None
         self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
@@ -558,14 +578,15 @@ class NativeSession:
         self._local = threading.local()
 
     def bytes_per_pixel(self) -> int:
-        """Working memory of one call per image pixel (planes, input and output; the border and the
-        row padding excluded), for sizing tiles."""
-        return 4 * self.planes + 4 * 3 * 3
+        """Memory of one call per image pixel, for sizing tiles: the input and output (the working
+        rings depend on the width only: :meth:`work_floats`)."""
+        return 4 * 3 * 3
 
     def work_floats(self, height: int, width: int) -> int:
-        """Floats of working memory for one ``height x width`` call."""
+        """Floats of working memory for one ``height x width`` call: ``ruas_rows()`` padded rows (the
+        planes' rings), whatever the height."""
         padded_width = -(-width // (LANES * 4)) * LANES * 4
-        return self.planes * (height + 2 * self.radius) * (padded_width + 2 * self.radius) + LANES * 4
+        return self.rows * (padded_width + 2 * self.radius) + LANES * 4
 
     def _work(self, floats: int) -> np.ndarray:
         work = getattr(self._local, "work", None)
