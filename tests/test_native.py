@@ -36,15 +36,21 @@ def _checkpoint(genotype=PAPER_GENOTYPE, seed: int = 0, **options) -> Checkpoint
     return Checkpoint.from_network(network, genotype, NetworkOptions(**options))
 
 
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory):
+    """One library folder for the module: a source compiled once serves every test that needs it."""
+    return tmp_path_factory.mktemp("native")
+
+
 def _session(folded: FoldedRUAS, folder, gain_input: bool = False) -> native.NativeSession:
     return native.NativeSession(*native.native_source(folded, gain_input=gain_input), folder)
 
 
 @pytest.mark.parametrize("stage", ["final", "iem"])
 @pytest.mark.parametrize("genotype", [PAPER_GENOTYPE, EVERY_OPERATION, ALL_SKIPS], ids=["paper", "every-op", "skips"])
-def test_native_code_equals_the_folded_network(stage, genotype, tmp_path):
+def test_native_code_equals_the_folded_network(stage, genotype, libraries):
     folded = FoldedRUAS(_checkpoint(genotype).build(), stage).eval()
-    session = _session(folded, tmp_path)
+    session = _session(folded, libraries)
     for shape in ((1, 3, 1, 1), (1, 3, 37, 53), (2, 3, 40, 24), (1, 3, 5, 70)):
         image = torch.rand(*shape, generator=torch.Generator().manual_seed(2)) * 0.4
         with torch.inference_mode():
@@ -54,11 +60,11 @@ def test_native_code_equals_the_folded_network(stage, genotype, tmp_path):
         assert np.abs(got - expected).max() <= 5e-6, shape
 
 
-def test_every_height_streams_right(tmp_path):
+def test_every_height_streams_right(libraries):
     """The network streams through the image in bands of rows kept in rings: every height from 1 to
     3 bands past the longest lag (where a ring too short or a band boundary would show), two widths."""
     folded = FoldedRUAS(_checkpoint(EVERY_OPERATION, seed=4).build(), "final").eval()
-    session = _session(folded, tmp_path)
+    session = _session(folded, libraries)
     for height in range(1, 64):
         image = torch.rand(1, 3, height, 9 + height % 11, generator=torch.Generator().manual_seed(height)) * 0.4
         with torch.inference_mode():
@@ -66,22 +72,26 @@ def test_every_height_streams_right(tmp_path):
         assert np.abs(session.run(None, {"image": image.numpy()})[0] - expected).max() <= 5e-6, height
 
 
-def test_warm_start_variants_and_exposure_gains(tmp_path):
+def test_warm_start_variants_and_exposure_gains(libraries):
     image = torch.rand(1, 3, 30, 41, generator=torch.Generator().manual_seed(1)) * 0.4
     for warm_start in ("plain", "fixed"):
         folded = FoldedRUAS(_checkpoint(warm_start=warm_start).build()).eval()
         with torch.inference_mode():
             expected = folded(image).numpy()
-        got = _session(folded, tmp_path).run(None, {"image": image.numpy()})[0]
+        got = _session(folded, libraries).run(None, {"image": image.numpy()})[0]
         assert np.abs(got - expected).max() <= 5e-6, warm_start
     checkpoint = _checkpoint()
+    paths = set()
     for exposure, gamma in ((0.45, 0.5), (0.3, 1.0), (0.4, 0.7)):  # sqrt, none and powf
         folded = FoldedRUAS(checkpoint.with_exposure(exposure, gamma).build()).eval()
         gain = torch.tensor([[[[1.7]]]])
         with torch.inference_mode():
             expected = folded(image, gain).numpy()
-        got = _session(folded, tmp_path, gain_input=True).run(None, {"image": image.numpy(), "gain": gain.numpy()})[0]
+        session = _session(folded, libraries, gain_input=True)
+        got = session.run(None, {"image": image.numpy(), "gain": gain.numpy()})[0]
         assert np.abs(got - expected).max() <= 5e-6, (exposure, gamma)
+        paths.add(session.path)
+    assert len(paths) == 1  # the exponent is a parameter: one library for every override
 
 
 def test_tiles_equal_the_whole_image_bit_for_bit(reference_dir):

@@ -149,7 +149,10 @@ class _CProgram:
 
     def gain(self, u: str) -> str:
         out = self._new("u_gain", 3)
-        self.writer.add("gain", [u], [out], gamma=float(self.model.exposure_gamma))
+        writer = self.writer  # the tone curve's exponent is a parameter: an override needs no new code
+        writer.params.append(np.array([self.model.exposure_gamma], np.float64))
+        writer.add("gain", [u], [out], at=writer.param_count)
+        writer.param_count += 1
         return out
 
     def conv(self, step: _Conv, env: dict[str, str]) -> None:
@@ -251,6 +254,12 @@ static inline vf vexp(vf x) {
 }
 static inline vf vsqrt(vf x) { vf y; for (int i = 0; i < 8; ++i) y[i] = sqrtf(x[i]); return y; }
 static inline vf vpow(vf x, float p) { vf y; for (int i = 0; i < 8; ++i) y[i] = powf(x[i], p); return y; }
+/* apply_gain's tone curve: u for p = 1, else max(u, 0) ** p */
+static inline vf vpower(vf u, float p) {
+    if (p == 1.0f) return u;
+    vf m = vmax(u, splat(0.0f));
+    return p == 0.5f ? vsqrt(m) : vpow(m, p);
+}
 """
 
 
@@ -353,18 +362,9 @@ _ELEMENTWISE = {
     "rectify": "vmax(vmax(ld(a + x), ld(a + x + 1)), vmax(ld(a1 + x), ld(a1 + x + 1))) - (ld(a + x) - ld(b + x)) * {gamma}",
     "iem_out": "vmin(vmax(ld(b + x) / vmin(vmax(1.0f / (1.0f + vexp(-ld(a + x))), splat({t_min})), splat(1.0f)), "
                "splat(0.0f)), splat(1.0f))",
-    "gain": "vmin(vmax({power} * gain, splat(0.0f)), splat(1.0f))",
+    "gain": "vmin(vmax(vpower(ld(a + x), params[{at}]) * gain, splat(0.0f)), splat(1.0f))",
     "leaky": "leaky(ld(a + x))",
 }
-
-
-def _power(gamma: float) -> str:
-    """``max(u, 0) ** gamma`` of the vector at ``a + x`` (``u`` itself for 1, as ``apply_gain``)."""
-    if gamma == 1.0:
-        return "ld(a + x)"
-    if gamma == 0.5:
-        return "vsqrt(vmax(ld(a + x), splat(0.0f)))"
-    return f"vpow(vmax(ld(a + x), splat(0.0f)), {_c_float(gamma)})"
 
 
 def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
@@ -384,7 +384,7 @@ def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
     else:
         expression = _ELEMENTWISE[step.kind].format(
             gamma=_c_float(step.data.get("gamma", 0.0)), t_min=_c_float(step.data.get("t_min", 0.0)),
-            power=_power(step.data.get("gamma", 1.0)))
+            at=step.data.get("at", 0))
         for c, plane in enumerate(planes[step.writes[0]]):
             second = f", *b = ROW({reads[1][c]}, r)" if len(reads) > 1 else ""
             lines += [f"        {{ const float *a = ROW({reads[0][c]}, r), *a1 = ROW({reads[0][c]}, r + 1){second};",
