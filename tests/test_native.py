@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,7 +126,7 @@ def test_one_library_per_architecture_kept_in_the_cache(tmp_path, monkeypatch):
     (source_a, params_a), (source_b, params_b) = native.native_source(first), native.native_source(second)
     assert source_a == source_b and not np.array_equal(params_a, params_b)
     session = native.NativeSession(source_a, params_a, tmp_path)
-    assert session.path.parent == tmp_path / "native" and len(list(session.path.parent.iterdir())) == 1
+    assert session.path.parent == tmp_path / "native" and len(list(session.path.parent.glob("*.so"))) == 1
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert native.compiler() is None
     again = native.NativeSession(source_b, params_b, tmp_path)  # no compiler needed: loaded from the cache
@@ -186,3 +188,30 @@ def test_the_source_is_the_same_in_every_process():
     digests = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
                               capture_output=True, text=True, check=True, timeout=300).stdout for seed in ("1", "2")}
     assert len(digests) == 1
+
+
+def test_a_damaged_cached_library_is_compiled_again(tmp_path, caplog):
+    """A cache entry that is not what was written (garbage, or cut short: which the loader may accept
+    and then crash on) is compiled again, with a warning, before anything loads it. (Each damaged
+    entry sits in a folder of its own: overwriting a loaded library's file in place would change code
+    that is mapped.)"""
+    scratch_before = set(Path(tempfile.gettempdir()).glob("ruas-native-*"))
+    folded = FoldedRUAS(_checkpoint(seed=5).build()).eval()
+    source, params = native.native_source(folded)
+    good = native.NativeSession(source, params, tmp_path / "good").path
+    image = np.random.default_rng(1).random((1, 3, 12, 17), dtype=np.float32) * 0.4
+    with torch.inference_mode():
+        expected = folded(torch.from_numpy(image)).numpy()
+    for label, damage in (("garbage", b"not a library"), ("cut", good.read_bytes()[:4096])):
+        folder = tmp_path / label
+        entry = folder / "native" / good.name
+        entry.parent.mkdir(parents=True)
+        entry.write_bytes(damage)
+        (folder / "native" / good.with_suffix(".sha256").name).write_text(good.with_suffix(".sha256").read_text())
+        with caplog.at_level("WARNING", logger="ruas_nni.inference.native"):
+            session = native.NativeSession(source, params, folder)
+        assert "is damaged; compiling it again" in caplog.text and session.path == entry, label
+        assert entry.read_bytes() == good.read_bytes(), label
+        assert np.abs(session.run(None, {"image": image})[0] - expected).max() <= 5e-6, label
+        caplog.clear()
+    assert set(Path(tempfile.gettempdir()).glob("ruas-native-*")) <= scratch_before  # no compiler scratch left

@@ -516,18 +516,21 @@ def library_folder() -> Path | None:
     return None if cache_disabled() else cache_dir()
 
 
-def library_for(source: str, folder: Path | None) -> Path:
-    """The compiled library of ``source``: loaded from ``folder`` (``native/<key>.so``) when there,
-    else compiled (into ``folder`` when given and writable, else a temporary folder). Raises
+def library_for(source: str, folder: Path | None, *, rebuild: bool = False) -> Path:
+    """The compiled library of ``source``: from ``folder`` (``native/<key>.so``) when there (unless
+    ``rebuild``), else compiled (into ``folder`` when given and writable, else a temporary folder
+    ``ruas-native-*`` that the caller removes once the library is loaded). Raises
     :class:`NativeUnavailable` when there is no compiler or the code does not compile."""
     cc = compiler()
     # Keyed by what the code computes and where it may run (not by which compiler built it).
     digest = hashlib.sha256("\0".join([source, " ".join(CFLAGS), _cpu_fingerprint()]).encode())
     key = digest.hexdigest()[:40]
-    if folder is not None:
+    if folder is not None and not rebuild:
         cached = folder / "native" / f"{key}.so"
-        if cached.is_file():
+        if _intact(cached):
             return cached
+        if cached.exists():
+            log.warning("the cached native library %s is damaged; compiling it again", cached)
     if cc is None:
         raise NativeUnavailable("no C compiler found (set CC, or install gcc or clang)")
     scratch = Path(tempfile.mkdtemp(prefix="ruas-native-"))
@@ -537,20 +540,46 @@ def library_for(source: str, folder: Path | None) -> Path:
         result = subprocess.run([cc, *CFLAGS, "-o", str(built), str(source_file), "-lm"], capture_output=True,
                                 text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
         raise NativeUnavailable(f"{cc} failed to run ({exc})") from None
     if result.returncode != 0:
+        shutil.rmtree(scratch, ignore_errors=True)
         raise NativeUnavailable(f"{cc} could not compile the generated code: {result.stderr.strip()[-500:]}")
     if folder is None:
         return built
     target = folder / "native" / f"{key}.so"
+    data = built.read_bytes()
     try:
         with atomic_write(target) as handle:
-            handle.write(built.read_bytes())
+            handle.write(data)
+        with atomic_write(target.with_suffix(".sha256")) as handle:
+            handle.write(hashlib.sha256(data).hexdigest().encode())
     except OSError as exc:
         log.warning("cannot write the native code cache %s (%s); continuing without it", target, exc.strerror or exc)
         return built
     shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def _intact(path: Path) -> bool:
+    """Whether a cached library is whole: its SHA-256 is the one written beside it. (A library cut
+    short can pass the loader and then crash the process with SIGBUS, so it is checked first.)"""
+    try:
+        expected = path.with_suffix(".sha256").read_text().strip()
+        return hashlib.sha256(path.read_bytes()).hexdigest() == expected
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    """Load a compiled network, checking that it is one."""
+    try:
+        library = ctypes.CDLL(str(path))
+        for symbol in ("ruas_run", "ruas_planes", "ruas_radius", "ruas_rows"):
+            getattr(library, symbol)
+    except (OSError, AttributeError) as exc:
+        raise NativeUnavailable(f"cannot load the native library {path} ({exc})") from None
+    return library
 
 
 class NativeSession:
@@ -562,9 +591,15 @@ class NativeSession:
         path = library_for(source, folder)
         self.params = np.ascontiguousarray(params, dtype=np.float32)
         try:
-            library = ctypes.CDLL(str(path))
-        except OSError as exc:
-            raise NativeUnavailable(f"cannot load {path} ({exc})") from None
+            library = _load(path)
+        except NativeUnavailable as exc:
+            if folder is None or path.parent != folder / "native":
+                raise
+            log.warning("%s; compiling it again", exc)  # a damaged cache entry: rebuilt once
+            path = library_for(source, folder, rebuild=True)
+            library = _load(path)
+        if path.parent.name.startswith("ruas-native-"):  # compiled outside the cache: loaded, not needed
+            shutil.rmtree(path.parent, ignore_errors=True)
         self.path = path
         self.planes = int(library.ruas_planes())
         self.radius = int(library.ruas_radius())
