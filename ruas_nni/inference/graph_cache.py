@@ -82,6 +82,9 @@ class CachedGraph:
     """The main graph as C (:func:`ruas_nni.inference.native.native_source`), for the ``native`` engine."""
     native_params: bytes | None = None
     """Its weights and biases, float32 bytes in the order the C reads them."""
+    gain_native_source: str | None = None
+    """With exposure normalisation: the raw IEM as C, for the gain on the ``native`` engine."""
+    gain_native_params: bytes | None = None
 
 
 def _code_digest() -> str:
@@ -112,21 +115,26 @@ def _entry_path(key: str, folder: Path | None = None) -> Path:
     return (folder or cache_dir()) / "onnx" / f"{key}.ruasgraph"
 
 
+_BLOBS = ("onnx", "gain_onnx", "native_source", "native_params", "gain_native_source", "gain_native_params")
+"""The byte fields of a :class:`CachedGraph`, stored one after the other after the header (text
+fields as UTF-8); the header gives each one's length (``None``: absent)."""
+_NUMBERS = ("halo", "max_channels", "stage", "exposure", "exposure_gamma", "exposure_side", "gain_floor")
+
+
+def _blob(graph: CachedGraph, name: str) -> bytes | None:
+    value = getattr(graph, name)
+    return value.encode() if isinstance(value, str) else value
+
+
 def write_entry(key: str, graph: CachedGraph, folder: Path | None = None) -> Path | None:
     """Store ``graph`` under ``key`` (atomically). Returns the file, or ``None`` when the cache cannot
     be written (read-only home, full disk: enhancing goes on without it)."""
     path = _entry_path(key, folder)
-    gain = graph.gain_onnx or b""
-    source = graph.native_source.encode() if graph.native_source is not None else b""
-    params = graph.native_params or b""
-    body = graph.onnx + gain + source + params
-    header = json.dumps({"format": FORMAT, "halo": graph.halo, "max_channels": graph.max_channels,
-                         "stage": graph.stage, "onnx_sha256": hashlib.sha256(body).hexdigest(),
-                         "onnx_bytes": len(graph.onnx), "gain_onnx_bytes": len(gain) if graph.gain_onnx else None,
-                         "native_source_bytes": len(source) if graph.native_source is not None else None,
-                         "native_params_bytes": len(params),
-                         "exposure": graph.exposure, "exposure_gamma": graph.exposure_gamma,
-                         "exposure_side": graph.exposure_side, "gain_floor": graph.gain_floor}).encode()
+    blobs = {name: _blob(graph, name) for name in _BLOBS}
+    body = b"".join(b for b in blobs.values() if b is not None)
+    header = json.dumps({"format": FORMAT, "sha256": hashlib.sha256(body).hexdigest(),
+                         "bytes": {name: None if b is None else len(b) for name, b in blobs.items()},
+                         **{name: getattr(graph, name) for name in _NUMBERS}}).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
@@ -150,21 +158,23 @@ def read_entry(key: str, folder: Path | None = None) -> CachedGraph | None:
         (length,) = struct.unpack("<I", data[8:12])
         header = json.loads(data[12:12 + length])
         body = data[12 + length:]
-        main, gain_bytes = int(header["onnx_bytes"]), header["gain_onnx_bytes"]
-        source_bytes, params_bytes = header["native_source_bytes"], int(header["native_params_bytes"])
-        sizes = [main, int(gain_bytes or 0), int(source_bytes or 0), params_bytes]
-        if header["format"] != FORMAT or len(body) != sum(sizes) or \
-                hashlib.sha256(body).hexdigest() != header["onnx_sha256"]:
+        sizes = header["bytes"]
+        if header["format"] != FORMAT or len(body) != sum(int(sizes[n] or 0) for n in _BLOBS) or \
+                hashlib.sha256(body).hexdigest() != header["sha256"]:
             raise ValueError("truncated or altered")
-        cuts = np.cumsum([0] + sizes).tolist()
-        parts = [body[cuts[i]:cuts[i + 1]] for i in range(4)]
+        fields, at = {}, 0
+        for name in _BLOBS:
+            if sizes[name] is None:
+                fields[name] = None
+                continue
+            chunk, at = body[at:at + int(sizes[name])], at + int(sizes[name])
+            fields[name] = chunk.decode() if name.endswith("_source") else chunk
         exposure = header["exposure"]
-        return CachedGraph(parts[0], int(header["halo"]), int(header["max_channels"]), str(header["stage"]),
-                           parts[1] if gain_bytes is not None else None,
-                           float(exposure) if exposure is not None else None, float(header["exposure_gamma"]),
-                           int(header["exposure_side"]), float(header["gain_floor"]),
-                           parts[2].decode() if source_bytes is not None else None, parts[3] or None)
-    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        return CachedGraph(halo=int(header["halo"]), max_channels=int(header["max_channels"]),
+                           stage=str(header["stage"]), exposure=float(exposure) if exposure is not None else None,
+                           exposure_gamma=float(header["exposure_gamma"]), exposure_side=int(header["exposure_side"]),
+                           gain_floor=float(header["gain_floor"]), **fields)
+    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
         log.warning("ignoring the damaged ONNX graph cache entry %s (%s); rewriting it", path, exc)
         return None
 
@@ -186,10 +196,12 @@ def build_graph(checkpoint: Checkpoint, stage: str) -> CachedGraph:
     native = dict(native_source=source, native_params=params.tobytes())
     if not gain_input:
         return CachedGraph(folded_onnx_bytes(model), radius, channels, stage, **native)
-    gain_iem = FoldedRUAS(network, "iem").eval()  # the writer leaves its output unscaled: the raw IEM
+    gain_iem = FoldedRUAS(network, "iem").eval()  # the writers leave its output unscaled: the raw IEM
+    gain_source, gain_params = native_source(gain_iem)
     return CachedGraph(folded_onnx_bytes(model, gain_input=True), radius, channels, stage,
                        folded_onnx_bytes(gain_iem), float(network.exposure), float(network.exposure_gamma),
-                       EXPOSURE_SIDE, GAIN_FLOOR, **native)
+                       EXPOSURE_SIDE, GAIN_FLOOR, **native, gain_native_source=gain_source,
+                       gain_native_params=gain_params.tobytes())
 
 
 def graph_for(checkpoint_path: str | os.PathLike[str], stage: str, exposure: float | None = None,
@@ -243,12 +255,13 @@ class GraphEnhancer:
 
     ``engine``: ``onnxruntime`` or ``native`` (raises
     :class:`~ruas_nni.inference.native.NativeUnavailable` when the native code cannot be built here).
-    The exposure gain's small IEM always runs in ONNX Runtime."""
+    The exposure gain's small IEM runs in the same engine."""
 
     def __init__(self, graph: CachedGraph, *, engine: str = "onnxruntime", workers: int | None = None,
                  max_tile_pixels: int | None = None, memory_budget: float | None = None) -> None:
         from ..base.errors import UsageError
 
+        self.gain_session = None
         if engine == "native":
             from .native import NativeSession, library_folder
 
@@ -257,13 +270,17 @@ class GraphEnhancer:
             self.session = NativeSession(graph.native_source, np.frombuffer(graph.native_params, np.float32),
                                          library_folder())
             per_pixel, channels = self.session.bytes_per_pixel(), 1
+            if graph.gain_native_source is not None and graph.gain_native_params is not None:
+                self.gain_session = NativeSession(graph.gain_native_source,
+                                                  np.frombuffer(graph.gain_native_params, np.float32), library_folder())
         elif engine == "onnxruntime":
             self.session = ort_session(graph.onnx)  # raises on a graph ONNX Runtime cannot load
             per_pixel, channels = ORT_TILE_BYTES_PER_PIXEL, graph.max_channels
         else:
             raise UsageError(f"`engine` must be onnxruntime or native, got {engine!r}", keys=("engine",))
         self.engine = engine
-        self.gain_session = ort_session(graph.gain_onnx) if graph.gain_onnx is not None else None
+        if self.gain_session is None and graph.gain_onnx is not None:
+            self.gain_session = ort_session(graph.gain_onnx)
         self.graph = graph
         self.halo = graph.halo
         self.stage = graph.stage
