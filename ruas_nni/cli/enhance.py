@@ -131,33 +131,36 @@ def _graph_enhancer(args: argparse.Namespace):
     from ruas_nni.base.errors import UsageError
     from ruas_nni.inference.files import default_checkpoint_path
     from ruas_nni.inference.graph_cache import GraphEnhancer, graph_for
-    from ruas_nni.inference.native import NativeUnavailable, compiler
+    from ruas_nni.inference.native import NativeUnavailable, auto_engine
 
     path = Path(args.checkpoint) if args.checkpoint is not None else default_checkpoint_path()
     if path is None or not path.is_file():
         return None  # the general path says why
-    engine = args.engine
-    if engine == "auto":
-        engine = "native" if compiler() is not None and not args.no_cache else "onnxruntime"
+    engine = auto_engine(use_cache=not args.no_cache) if args.engine == "auto" else args.engine
     options = dict(workers=args.workers or None, max_tile_pixels=args.tile_pixels, memory_budget=args.memory_budget)
-    try:
-        graph, cached = graph_for(path, args.stage, args.exposure, args.exposure_gamma, use_cache=not args.no_cache)
-    except OSError:
-        return None  # an unreadable checkpoint: the general path says why
-    for attempt in range(2):
+
+    def open_graph(graph):
         try:
             return GraphEnhancer(graph, engine=engine, **options)
         except NativeUnavailable as exc:
             if args.engine == "native":
                 raise UsageError(f"--engine native: {exc}") from None
             log.warning("the native engine is not available here (%s); using onnxruntime", exc)
-            engine = "onnxruntime"
-        except Exception:  # noqa: BLE001 - a cached graph that cannot be loaded: write it again
-            if not cached or attempt:
-                raise
-            graph, cached = graph_for(path, args.stage, args.exposure, args.exposure_gamma, refresh=True)
-    return GraphEnhancer(graph, engine=engine, **options)
+            return GraphEnhancer(graph, engine="onnxruntime", **options)
 
+    try:
+        graph, cached = graph_for(path, args.stage, args.exposure, args.exposure_gamma, use_cache=not args.no_cache)
+    except OSError:
+        return None  # an unreadable checkpoint: the general path says why
+    try:
+        return open_graph(graph)
+    except UsageError:
+        raise
+    except Exception:  # noqa: BLE001 - a cached graph that cannot be loaded: write it again
+        if not cached:
+            raise
+    graph, _ = graph_for(path, args.stage, args.exposure, args.exposure_gamma, refresh=True)
+    return open_graph(graph)
 
 def run(args: argparse.Namespace) -> int:
     import time

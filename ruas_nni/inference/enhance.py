@@ -56,6 +56,7 @@ from .files import (  # noqa: F401 - the file side, re-exported: it lives in a t
     write_enhanced,
 )
 from .fold import FoldedRUAS
+from .native import auto_engine
 from .tiling import (  # noqa: F401 - the tile budget, re-exported
     _PAPER_MAX_CHANNELS,
     DEFAULT_MEMORY_BUDGET_MB_PER_WORKER,
@@ -186,18 +187,6 @@ def _onnxruntime_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnxruntime") is not None
-
-
-def auto_engine() -> str:
-    """The CPU engine ``auto`` picks for the folded network: ``native`` when a C compiler is found and
-    the cache folder is on (the compiled code is kept there), else ``onnxruntime`` when installed, else
-    ``torch``."""
-    from .cache_folder import cache_disabled
-    from .native import compiler
-
-    if not _onnxruntime_available():
-        return "torch"
-    return "native" if compiler() is not None and not cache_disabled() else "onnxruntime"
 
 
 class _CudaGraphs:

@@ -118,7 +118,8 @@ def _entry_path(key: str, folder: Path | None = None) -> Path:
 _BLOBS = ("onnx", "gain_onnx", "native_source", "native_params", "gain_native_source", "gain_native_params")
 """The byte fields of a :class:`CachedGraph`, stored one after the other after the header (text
 fields as UTF-8); the header gives each one's length (``None``: absent)."""
-_NUMBERS = ("halo", "max_channels", "stage", "exposure", "exposure_gamma", "exposure_side", "gain_floor")
+_SCALARS = ("halo", "max_channels", "stage", "exposure", "exposure_gamma", "exposure_side", "gain_floor")
+"""The other fields, stored in the JSON header."""
 
 
 def _blob(graph: CachedGraph, name: str) -> bytes | None:
@@ -134,7 +135,7 @@ def write_entry(key: str, graph: CachedGraph, folder: Path | None = None) -> Pat
     body = b"".join(b for b in blobs.values() if b is not None)
     header = json.dumps({"format": FORMAT, "sha256": hashlib.sha256(body).hexdigest(),
                          "bytes": {name: None if b is None else len(b) for name, b in blobs.items()},
-                         **{name: getattr(graph, name) for name in _NUMBERS}}).encode()
+                         **{name: getattr(graph, name) for name in _SCALARS}}).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:

@@ -53,7 +53,7 @@ from .cache_folder import cache_dir, cache_disabled
 if TYPE_CHECKING:
     from .fold import FoldedRUAS, _Act, _Conv
 
-__all__ = ["NativeSession", "NativeUnavailable", "compiler", "library_folder", "library_for", "native_source"]
+__all__ = ["NativeSession", "NativeUnavailable", "auto_engine", "compiler", "library_folder", "library_for", "native_source"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,6 @@ class _Writer:
 
     def __init__(self) -> None:
         self.params: list[np.ndarray] = []
-        self.param_count = 0
         self.steps: list[_Step] = []
         self.channels: dict[str, int] = {}
         self.radius = 1
@@ -105,6 +104,12 @@ class _Writer:
 
     def add(self, kind: str, reads: list[str], writes: list[str], **data) -> None:
         self.steps.append(_Step(kind, reads, writes, data))
+
+    def add_params(self, *arrays: np.ndarray) -> int:
+        """Append values to the code's parameters; returns the offset of the first one."""
+        offset = sum(a.size for a in self.params)
+        self.params += [np.asarray(a, np.float64).reshape(-1) for a in arrays]
+        return offset
 
     def allocate(self) -> tuple[dict[str, list[int]], int]:
         """One plane per channel of every tensor, in the order they are written: the network streams
@@ -149,10 +154,9 @@ class _CProgram:
 
     def gain(self, u: str) -> str:
         out = self._new("u_gain", 3)
-        writer = self.writer  # the tone curve's exponent is a parameter: an override needs no new code
-        writer.params.append(np.array([self.model.exposure_gamma], np.float64))
-        writer.add("gain", [u], [out], at=writer.param_count)
-        writer.param_count += 1
+        # the tone curve's exponent is a parameter: an override needs no new code
+        at = self.writer.add_params(np.array([self.model.exposure_gamma]))
+        self.writer.add("gain", [u], [out], at=at)
         return out
 
     def conv(self, step: _Conv, env: dict[str, str]) -> None:
@@ -164,8 +168,7 @@ class _CProgram:
         for start, end, destination in step.outputs:
             env[destination] = self._new(destination, end - start)
             outputs.append(env[destination])
-        writer.params += [weight.reshape(-1), bias.reshape(-1)]
-        offset, writer.param_count = writer.param_count, writer.param_count + weight.size + bias.size
+        offset = writer.add_params(weight, bias)
         writer.add("conv", [env[step.source]], outputs, weight=weight, offset=offset, padding=int(step.padding),
                    dilation=int(step.dilation), activate=bool(step.activate))
 
@@ -266,8 +269,8 @@ static inline vf vpower(vf u, float p) {
 BAND = 8
 """Rows every step advances by in one pass of the band loop (the network streams through the image)."""
 
-_REACH = {"conv": None, "warm": 1, "rectify": 1}
-"""Rows below the output row that a step reads (convolutions: their radius; others not listed: 0)."""
+_REACH = {"warm": 1, "rectify": 1}
+"""Rows below the output row that a step reads, besides convolutions (their radius); others: 0."""
 
 
 def _schedule(writer: _Writer) -> tuple[list[int], dict[str, int]]:
@@ -307,8 +310,7 @@ def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: floa
              f"int ruas_planes(void) {{ return {count}; }}",
              f"int ruas_radius(void) {{ return {radius}; }}",
              f"int ruas_rows(void) {{ return {first_row[-1]}; }}",
-             f"int ruas_lanes(void) {{ return {LANES}; }}",
-             "static void zero_rows(float *work, const int *planes, int n, long H, long S, long plane) {",
+             "static void zero_rows(float *work, const int *planes, int n, long H, long S) {",
              "    for (int i = 0; i < n; ++i) for (long r = H; r < H + R; ++r) memset(ROW(planes[i], r) - R, 0, "
              "sizeof(float) * S);", "}"]
     calls: list[str] = []
@@ -321,16 +323,16 @@ def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: floa
             if name is None:
                 name = kernels[code] = f"conv{len(kernels)}"
                 functions.append(f"static void {name}(float *restrict work, const float *restrict w, const int *src, "
-                                 f"const int *dst, long r0, long r1, long H, long W, long S, long plane, long Wv) "
+                                 f"const int *dst, long r0, long r1, long H, long W, long S, long Wv) "
                                  f"{{\n{code}\n}}")
-            call = f"{name}(work, {arguments}, done[{index}], limit, H, W, S, plane, Wv);"
+            call = f"{name}(work, {arguments}, done[{index}], limit, H, W, S, Wv);"
         else:
             name = f"step{index}"
             functions.append(_emit_step(name, step, planes))
-            call = f"{name}(work, params, image, out, done[{index}], limit, H, W, S, plane, Wv, gain);"
+            call = f"{name}(work, params, image, out, done[{index}], limit, H, W, S, Wv, gain);"
         outputs = [p for written in step.writes for p in planes[written]]
         finish = (f" if (limit == H) zero_rows(work, (const int[]){{{', '.join(map(str, outputs))}}}, {len(outputs)}, "
-                  "H, S, plane);" if outputs else "")
+                  "H, S);" if outputs else "")
         calls.append(f"        limit = top - {lags[index]} < H ? top - {lags[index]} : H;\n"
                      f"        if (limit > done[{index}]) {{ {call}{finish} done[{index}] = limit; }}")
     lines.extend(functions)
@@ -341,7 +343,7 @@ def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: floa
    still in the caches when the next step reads them. */
 void ruas_run(const float *params, const float *image, float *out, float *work, long H, long W, float gain) {{
     long Wv = (W + {LANES * 4 - 1}) / {LANES * 4} * {LANES * 4};
-    long S = Wv + 2 * R, plane = 0, limit;
+    long S = Wv + 2 * R, limit;
     long done[{len(writer.steps)}] = {{0}};
     memset(work, 0, sizeof(float) * {first_row[-1]} * S);  /* the zero border: top rows, left and right columns */
     for (long top = {BAND}; ; top += {BAND}) {{
@@ -353,7 +355,7 @@ void ruas_run(const float *params, const float *image, float *out, float *work, 
 
 
 _SIGNATURE = ("static void {name}(float *restrict work, const float *restrict params, const float *restrict image, "
-              "float *restrict out, long r0, long r1, long H, long W, long S, long plane, long Wv, float gain)")
+              "float *restrict out, long r0, long r1, long H, long W, long S, long Wv, float gain)")
 
 
 _ELEMENTWISE = {
@@ -495,6 +497,17 @@ def compiler() -> str | None:
     return None
 
 
+def auto_engine(use_cache: bool = True) -> str:
+    """The CPU engine ``auto`` picks for the folded network: ``native`` when a C compiler is found and
+    the cache folder is on (``use_cache`` and no ``RUAS_NNI_NO_CACHE``: the compiled code is kept
+    there), else ``onnxruntime`` when it is installed, else ``torch``."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    return "native" if compiler() is not None and use_cache and not cache_disabled() else "onnxruntime"
+
+
 def _cpu_fingerprint() -> str:
     """What ``-march=native`` depends on: the machine and its CPU's model and feature flags."""
     text = platform.machine()
@@ -516,16 +529,16 @@ def library_folder() -> Path | None:
     return None if cache_disabled() else cache_dir()
 
 
-def library_for(source: str, folder: Path | None, *, rebuild: bool = False) -> Path:
-    """The compiled library of ``source``: from ``folder`` (``native/<key>.so``) when there (unless
-    ``rebuild``), else compiled (into ``folder`` when given and writable, else a temporary folder
-    ``ruas-native-*`` that the caller removes once the library is loaded). Raises
-    :class:`NativeUnavailable` when there is no compiler or the code does not compile."""
+def library_for(source: str, folder: Path | None) -> Path:
+    """The compiled library of ``source``: from ``folder`` (``native/<key>.so``) when there and intact
+    (a damaged entry is said and compiled again), else compiled (into ``folder`` when given and
+    writable, else a temporary folder ``ruas-native-*`` that the caller removes once the library is
+    loaded). Raises :class:`NativeUnavailable` when there is no compiler or the code does not compile."""
     cc = compiler()
     # Keyed by what the code computes and where it may run (not by which compiler built it).
     digest = hashlib.sha256("\0".join([source, " ".join(CFLAGS), _cpu_fingerprint()]).encode())
     key = digest.hexdigest()[:40]
-    if folder is not None and not rebuild:
+    if folder is not None:
         cached = folder / "native" / f"{key}.so"
         if _intact(cached):
             return cached
@@ -588,16 +601,9 @@ class NativeSession:
     from several threads at once (each has its own working memory; ``ctypes`` releases the GIL)."""
 
     def __init__(self, source: str, params: np.ndarray, folder: Path | None = None) -> None:
-        path = library_for(source, folder)
+        path = library_for(source, folder)  # a damaged cache entry is caught (checksum) and rebuilt there
         self.params = np.ascontiguousarray(params, dtype=np.float32)
-        try:
-            library = _load(path)
-        except NativeUnavailable as exc:
-            if folder is None or path.parent != folder / "native":
-                raise
-            log.warning("%s; compiling it again", exc)  # a damaged cache entry: rebuilt once
-            path = library_for(source, folder, rebuild=True)
-            library = _load(path)
+        library = _load(path)
         if path.parent.name.startswith("ruas-native-"):  # compiled outside the cache: loaded, not needed
             shutil.rmtree(path.parent, ignore_errors=True)
         self.path = path
@@ -607,8 +613,7 @@ class NativeSession:
         self._run = library.ruas_run
         self._run.restype = None
         self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
-                              ctypes.c_long,
-                              ctypes.c_float]
+                              ctypes.c_long, ctypes.c_float]
         self._library = library
         self._local = threading.local()
 
@@ -617,9 +622,9 @@ class NativeSession:
         rings depend on the width only: :meth:`work_floats`)."""
         return 4 * 3 * 3
 
-    def work_floats(self, height: int, width: int) -> int:
-        """Floats of working memory for one ``height x width`` call: ``ruas_rows()`` padded rows (the
-        planes' rings), whatever the height."""
+    def work_floats(self, width: int) -> int:
+        """Floats of working memory for one call on images ``width`` wide: ``ruas_rows()`` padded rows
+        (the planes' rings), whatever the height."""
         padded_width = -(-width // (LANES * 4)) * LANES * 4
         return self.rows * (padded_width + 2 * self.radius) + LANES * 4
 
@@ -637,7 +642,7 @@ class NativeSession:
         gains = feeds.get("gain")
         gains = np.ones(batch, np.float32) if gains is None else np.asarray(gains, np.float32).reshape(-1)
         output = np.empty_like(image)
-        work = self._work(self.work_floats(height, width))
+        work = self._work(self.work_floats(width))
         for index in range(batch):
             self._run(self.params.ctypes.data, image[index].ctypes.data, output[index].ctypes.data, work.ctypes.data,
                       height, width, float(gains[index if gains.size > 1 else 0]))
