@@ -4,7 +4,10 @@
 default model and a fixed-seed paper-genotype network make of them (see ``scripts/make_golden.py``,
 which regenerates everything in one command). Any change to the arithmetic (an activation's slope,
 a clamp, the warm start, an operation, the folding of the inference engine) moves these numbers.
-Tolerances: 1e-5 on the float32 centre patches, one 8-bit level on the whole crops.
+Tolerances: 1e-5 on the float32 centre patches, one 8-bit level on the whole crops. Float noise
+across machines: at most 1.0e-6 measured (AVX2 and ATen's scalar kernels, ATEN_CPU_CAPABILITY=default,
+one or two threads, folded or not), so 1e-5 leaves a factor 10 for other CPUs and builds. The
+comparisons are marked ``golden``: .ci/run runs them again on the scalar kernels.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def test_the_default_model_is_the_one_the_goldens_were_made_with():
         f"ruas_nni/pretrained/default.pt changed since tests/golden/ was written; {REGENERATE}")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("model", make_golden.MODELS)
 def test_network_outputs_match_the_golden_outputs(model, crops):
     network = make_golden.build(model)
@@ -81,6 +85,7 @@ def test_network_outputs_match_the_golden_outputs(model, crops):
             _check(image, golden, f"{name}/{stage}")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("model", make_golden.MODELS)
 @pytest.mark.parametrize("fold", [True, False])
 def test_enhancer_outputs_match_the_golden_outputs(model, fold, crops):

@@ -1,6 +1,6 @@
 """The search's objective and defaults: ``objective: exposure_denoise`` searches the NRM on the
 exposure-normalised ``u'`` as training does, ``examples/paper.yaml`` (``objective: reference``)
-reproduces the search from before these keys bit for bit, the defaults are the recommended recipe,
+reproduces the search from before these keys (to float noise), the defaults are the recommended recipe,
 the ``random`` strategy draws within the budget, and bad keys fail in one line."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # probs["iem"][0], probs["nrm"][0] and the genotype of a 2 x 3-batch cooperative search on the demo data
 # (crop 32, seed 0, reference objective, no budget), computed with the code before the objective keys
-# (commit 6a923df): examples/paper.yaml must give exactly the same search.
+# (commit 6a923df): examples/paper.yaml must give the same search, to float noise.
 GOLDEN_COOPERATIVE = {
     "iem0": [0.14303326404166047, 0.14297378439515437, 0.14266700793990697, 0.14260904136550792,
              0.14270010988051526, 0.14298934266377838, 0.14302744971347658],
@@ -41,17 +41,30 @@ GOLDEN_COOPERATIVE = {
     "nrm": ["conv_1x1", "conv_3x3", "dilconv_3x3", "dilconv_3x3", "resconv_1x1", "conv_1x1", "dilconv_3x3"],
 }
 
+# The stored probabilities (about 0.143) are compared within GOLDEN_TOLERANCE, not exactly: another CPU,
+# ATen kernel set (AVX2 / AVX512 / scalar) or library build rounds differently. Measured: 4e-12 on a
+# fresh machine (the issue), 2.8e-17 on a 2-core AVX2 machine and 1.8e-11 there with
+# ATEN_CPU_CAPABILITY=default (scalar kernels, what .ci/run's second golden run uses). 1e-9 is 50 times
+# the largest, and far below a real change: the finite-difference step of the hypergradient scaled the
+# wrong way (eps = r * ||d|| instead of r / ||d||) moves them by 4.6e-7 (iem) and 1.8e-8 (nrm), leaves
+# the genotype as it is, and fails. The genotype (argmaxes of rows whose two largest entries are at
+# least 5.8e-6 apart) is compared exactly.
+GOLDEN_TOLERANCE = 1e-9
+
 
 def _tiny(data: Path, **extra) -> dict:
     return {"data": [str(data)], "epochs": 2, "steps": 3, "crop": 32, "progress": False, "threads": 1, **extra}
 
 
-def test_paper_yaml_is_the_search_from_before_bit_for_bit(demo_data, tmp_path):
+@pytest.mark.golden
+def test_paper_yaml_is_the_search_from_before_within_float_noise(demo_data, tmp_path):
     config = load_search_config(ROOT / "examples" / "paper.yaml", _tiny(demo_data.train))
     assert config.objective == "reference" and config.exposure is None and config.param_budget is None
     arch = run_search(config, tmp_path / "out").arch
-    assert arch["probs"]["iem"][0] == GOLDEN_COOPERATIVE["iem0"]
-    assert arch["probs"]["nrm"][0] == GOLDEN_COOPERATIVE["nrm0"]
+    for module in ("iem", "nrm"):
+        got, stored = arch["probs"][module][0], GOLDEN_COOPERATIVE[f"{module}0"]
+        error = max(abs(a - b) for a, b in zip(got, stored, strict=True))
+        assert error <= GOLDEN_TOLERANCE, f"probs[{module!r}][0] differs from the stored search by {error:.3g}: {got}"
     assert (arch["iem"], arch["nrm"]) == (GOLDEN_COOPERATIVE["iem"], GOLDEN_COOPERATIVE["nrm"])
     assert "exposure" not in arch["network"]
 
