@@ -123,12 +123,16 @@ def test_authors_lol_checkpoint_reproduces_the_published_scores(reference_dir: P
     assert main(["evaluate", "--checkpoint", str(reference_dir / "lol.pt"), "--data", str(shared_data / "lol_eval15"),
                  "--json", str(out_json), "--quiet"]) == 0
     scores = json.loads(out_json.read_text())
-    assert round(scores["mean"]["psnr"], 3) == 16.446
-    assert round(scores["mean"]["ssim"], 4) == 0.4993
+    # The reference values are rounded to 4 decimals (+-5e-5); float noise adds little (the mean PSNR
+    # moves by 6e-8 on ATen's scalar kernels; every value measured within 4.4e-5 of the reference).
+    # 1e-4 covers both; rounding and comparing (round(psnr, 3) == 16.446) would flip at a boundary.
+    assert scores["mean"]["psnr"] == pytest.approx(reference["mean_psnr"], rel=0, abs=1e-4)
+    assert scores["mean"]["ssim"] == pytest.approx(reference["mean_ssim"], rel=0, abs=1e-4)
+    assert (reference["mean_psnr"], reference["mean_ssim"]) == pytest.approx((16.446, 0.4993), abs=5e-4)  # published
     assert set(scores["per_image"]) == set(reference["per_image"])
     for name, values in reference["per_image"].items():
-        assert scores["per_image"][name]["psnr"] == pytest.approx(values["psnr"], abs=1e-3)
-        assert scores["per_image"][name]["ssim"] == pytest.approx(values["ssim"], abs=1e-3)
+        assert scores["per_image"][name]["psnr"] == pytest.approx(values["psnr"], rel=0, abs=1e-4)
+        assert scores["per_image"][name]["ssim"] == pytest.approx(values["ssim"], rel=0, abs=1e-4)
 
 
 def test_exposure_matched_scores_undo_a_global_exposure_error() -> None:
@@ -141,3 +145,21 @@ def test_exposure_matched_scores_undo_a_global_exposure_error() -> None:
     assert gain == pytest.approx(2.0, rel=1e-5)
     assert score_image(scaled, target).psnr > score_image(darker, target).psnr + 10
     assert exposure_matched(torch.zeros(3, 4, 4), target[:, :4, :4])[1] == 1.0
+
+
+def test_exposure_matching_is_one_global_gain_that_keeps_a_colour_cast() -> None:
+    """Exposure matching corrects brightness, not colour: one gain for all channels. A grey target
+    (0.4 everywhere, mean 0.4) and a blue-cast output (channels 0.1, 0.2, 0.5, mean 0.8 / 3): the gain
+    is 0.4 / (0.8 / 3) = 1.5 and the matched output 0.15, 0.3, 0.75, still blue. Scaling each channel
+    to the target's channel mean would return grey 0.4 everywhere, hiding the cast from the scores
+    (the darker-copy test above cannot tell the two apart: its channels are all off by the same 0.5)."""
+    from ruas_nni.inference.metrics import exposure_matched
+
+    target = torch.full((3, 4, 5), 0.4)
+    output = torch.tensor([0.1, 0.2, 0.5]).view(3, 1, 1).expand(3, 4, 5)
+    scaled, gain = exposure_matched(output, target)
+    assert gain == pytest.approx(1.5, rel=1e-6)
+    expected = torch.tensor([0.15, 0.3, 0.75]).view(3, 1, 1).expand(3, 4, 5)
+    torch.testing.assert_close(scaled, expected, rtol=0, atol=1e-6)
+    # the matched output is still far from the grey target: its colour error stays in the score
+    assert psnr(scaled, target) < 15  # mean squared error (0.25^2 + 0.1^2 + 0.35^2) / 3: 11.9 dB
