@@ -118,6 +118,66 @@ def test_per_parameter_learning_rates_generalise_the_formula():
     assert _relative_error(result.grads, exact) < 1e-4
 
 
+
+class Wavy(nn.Module):
+    """Weights ``w`` (6) and architecture ``alpha`` (3) with losses that are not quadratic in ``w``, so
+    a central difference has a truncation error that grows with its step::
+
+        L_tr(w, alpha)  = sum(cos(w) * (A alpha)) + 0.5 |w|^2
+        L_val(w, alpha) = 0.5 |w - b|^2 + c . alpha
+
+    ``b`` lies ``far`` from ``w' = w - eta grad_w L_tr``: the direction ``d = eta grad_w' L_val =
+    eta (w' - b)`` of the Hessian-vector product is then about ``eta * far * sqrt(6)`` long."""
+
+    def __init__(self, far: float, dtype: torch.dtype, lr: float) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(4)
+
+        def rand(*shape):
+            return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+        self.w = nn.Parameter(rand(6))
+        self.alpha = nn.Parameter(rand(3))
+        self.register_buffer("A", rand(6, 3))
+        self.register_buffer("c", rand(3))
+        w, alpha = self.w.detach(), self.alpha.detach()
+        self.register_buffer("b", w - lr * (-torch.sin(w) * (self.A @ alpha) + w) + far * rand(6))
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        lower = (torch.cos(self.w) * (self.A @ self.alpha)).sum() + 0.5 * self.w.pow(2).sum()
+        upper = 0.5 * (self.w - self.b).pow(2).sum() + self.c @ self.alpha
+        return lower, upper
+
+
+@pytest.mark.parametrize("dtype, far", [(torch.float64, 10.0), (torch.float32, 0.01)])
+def test_the_finite_difference_step_is_r_in_weight_space(dtype, far):
+    """``eps = r / ||d||``, so that ``w +- eps * d`` lies ``r = 0.01`` from ``w`` whatever the length of
+    ``d``: the truncation error of the central difference is then O(r^2) (about 1e-5 relative here) and
+    its rounding error O(machine epsilon / r): measured 7.7e-6 (float64) and 3.1e-5 (float32) relative.
+    The other tests' losses are quadratic (no truncation error) or their directions short in float64,
+    where any small step passes. Here a step scaled the wrong way, ``eps = r * ||d||``
+    (``w +- r ||d||^2``), is 0.01 * 14^2 = 2 long with a long direction (float64: the cosine's curvature
+    shows, 30 % off) and 0.01 * 0.014^2 = 2e-6 long with a short one (float32: the difference cancels
+    to rounding noise, 35 % off); both fail the 1e-3 below."""
+    model = Wavy(far, dtype, lr=0.6)
+    step = LowerStep.sgd([model.w], lr=0.6)
+
+    def lower_of(forward):
+        return forward()[0]
+
+    def upper_of(forward):
+        return forward()[1]
+
+    result = unrolled_hypergradient(lambda: lower_of(model), lambda: upper_of(model), [model.w], [model.alpha], step)
+    model.double()
+    exact = exact_unrolled(model, lower_of, upper_of, ["w"], [model.alpha], step)[0]
+    direction = 0.6 * (model.w.detach() - 0.6 * torch.autograd.grad(lower_of(model), model.w)[0] - model.b)
+    assert 0.5 < float(direction.norm()) / (0.6 * far * 6 ** 0.5) < 2  # the length the docstring assumes
+    # grad_alpha L_val = c wherever w is: what is left is the finite-difference (Hessian) term
+    hessian_term, exact_term = result.grads[0].double() - model.c, exact - model.c
+    error = float((hessian_term - exact_term).norm() / exact_term.norm())
+    assert error < 1e-3, error
+
 def _tiny_ruas_supernet():
     from search_spaces import RUASSpace
 
