@@ -411,7 +411,7 @@ class Enhancer:
         with torch.inference_mode():
             if self._gain_iem is not None:
                 return exposure_gain(self._gain_iem, rgb.unsqueeze(0).to(torch.float32), self.network.exposure,
-                                     self.network.exposure_gamma)
+                                     self.network.exposure_gamma, self.network.tone)
             weight = next(self.network.parameters())  # on the device, in the dtype, the network runs in
             return self.network.exposure_gain(rgb.unsqueeze(0).to(weight.device, weight.dtype))
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet, apply_gain, exposure_gain
+from ..model.network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet, apply_tone, exposure_gain
 from ..model.ops import Convolution, ResidualConvolution
 
 __all__ = ["Affine", "FoldedRUAS", "ProgramWriter", "fold", "fast_warm_start", "walk_program"]
@@ -407,10 +407,16 @@ class FoldedRUAS(nn.Module):
         self.receptive_radius_value = network.receptive_radius() if self.has_nrm else network.iem.receptive_radius()
         self.exposure_iem = copy.deepcopy(network.iem) if network.exposure is not None else None  # the gain's IEM
         self.exposure, self.exposure_gamma = network.exposure, network.exposure_gamma
+        self.tone = network.tone if network.exposure is not None else None
 
     def receptive_radius(self) -> int:
         """Pixels one output pixel can see in each direction (the halo for exact tiling)."""
         return self.receptive_radius_value
+
+    def _gain_input(self, small: torch.Tensor) -> torch.Tensor:
+        """What the exposure gain is measured on: the IEM output, or the unclamped ratio with ``tone``."""
+        u, illuminations = self.exposure_iem(small)
+        return small / illuminations[-1] if self.tone is not None else u
 
     # -- running the programs ---------------------------------------------------------------
 
@@ -479,7 +485,7 @@ class FoldedRUAS(nn.Module):
         """``gain``: the exposure gain (:func:`ruas_nni.model.network.exposure_gain`) of the image that
         ``y`` is a tile of; by default that of ``y`` when the network normalises exposure."""
         if gain is None and self.exposure_iem is not None:
-            gain = exposure_gain(lambda small: self.exposure_iem(small)[0], y, self.exposure, self.exposure_gamma)
+            gain = exposure_gain(self._gain_input, y, self.exposure, self.exposure_gamma, self.tone)
         warm = _traceable_warm_start if self.functional else fast_warm_start
         if self.iem_channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
@@ -497,13 +503,16 @@ class FoldedRUAS(nn.Module):
             env: dict[str, torch.Tensor] = {"t_hat": t_hat}
             self._run_cell(program, f"iem{k}", env, y, self.iem_channels_last, k % 2)
             z = env[f"iem{k}.out"]
+            ratio = self.tone is not None and k == len(self.iem_cells) - 1  # the shoulder policy maps y / t_K
             if self.functional:
-                u = torch.clamp(y / torch.clamp(torch.sigmoid(z), T_MIN, 1.0), 0.0, 1.0)
+                u = y / torch.clamp(torch.sigmoid(z), T_MIN, 1.0)
+                u = u if ratio else torch.clamp(u, 0.0, 1.0)
             else:
                 t = torch.sigmoid_(z).clamp_(T_MIN, 1.0)
-                u = torch.div(y, t, out=t).clamp_(0.0, 1.0)
+                u = torch.div(y, t, out=t)
+                u = u if ratio else u.clamp_(0.0, 1.0)
         if gain is not None:
-            u = apply_gain(u, gain, self.exposure_gamma)
+            u = apply_tone(u, gain, self.exposure_gamma, self.tone)
         if not self.has_nrm:
             return u
         if self.iem_channels_last and not self.nrm_channels_last:
@@ -527,9 +536,10 @@ class ProgramWriter(Protocol[Value]):
 
     def rectify(self, u: Value, y: Value, gamma: float | None) -> Value: ...  # S(u) - gamma (u - y); None: S(u)
 
-    def iem_output(self, z: Value, y: Value) -> Value: ...  # clamp(y / clamp(sigmoid(z), T_MIN, 1), 0, 1)
+    # clamp(y / clamp(sigmoid(z), T_MIN, 1), 0, 1); with clamp False the ratio y / clamp(sigmoid(z), T_MIN, 1)
+    def iem_output(self, z: Value, y: Value, clamp: bool = True) -> Value: ...
 
-    def gain(self, u: Value) -> Value: ...  # apply_gain with the graph's second input
+    def gain(self, u: Value) -> Value: ...  # apply_tone with the graph's second input
 
     def conv(self, step: _Conv, env: dict[str, Value]) -> None: ...
 
@@ -554,7 +564,8 @@ def walk_program(model: FoldedRUAS, writer: ProgramWriter[Value], image: Value, 
             t_hat = writer.rectify(u, image, None if model.warm_start == "plain" else float(model.gamma))
         env = {"t_hat": t_hat}
         _walk_cell(program, f"iem{k}", env, writer)
-        u = writer.iem_output(env[f"iem{k}.out"], image)
+        ratio = model.tone is not None and k == len(model.iem_cells) - 1  # the shoulder policy maps y / t_K
+        u = writer.iem_output(env[f"iem{k}.out"], image, clamp=not ratio)
     if gain_input:
         u = writer.gain(u)
     if not model.has_nrm:

@@ -54,7 +54,7 @@ __all__ = ["CachedGraph", "GraphEnhancer", "cache_dir", "cache_key", "graph_for"
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3
+FORMAT = 4
 _MAGIC = b"RUASONNX"
 
 # The code that decides what the graph computes: a change to any of these files changes every key.
@@ -78,6 +78,8 @@ class CachedGraph:
     """:data:`ruas_nni.model.network.EXPOSURE_SIDE` and :data:`~ruas_nni.model.network.GAIN_FLOOR`, stored
     so that the gain is computed without importing the model layer (PyTorch)."""
     gain_floor: float = 1e-3
+    tone: dict | None = None
+    """With the shoulder policy: its options (:class:`ruas_nni.model.tone.ToneOptions` as a mapping)."""
     native_source: str | None = None
     """The main graph as C (:func:`ruas_nni.inference.native.native_source`), for the ``native`` engine."""
     native_params: bytes | None = None
@@ -118,7 +120,7 @@ def _entry_path(key: str, folder: Path | None = None) -> Path:
 _BLOBS = ("onnx", "gain_onnx", "native_source", "native_params", "gain_native_source", "gain_native_params")
 """The byte fields of a :class:`CachedGraph`, stored one after the other after the header (text
 fields as UTF-8); the header gives each one's length (``None``: absent)."""
-_SCALARS = ("halo", "max_channels", "stage", "exposure", "exposure_gamma", "exposure_side", "gain_floor")
+_SCALARS = ("halo", "max_channels", "stage", "exposure", "exposure_gamma", "exposure_side", "gain_floor", "tone")
 """The other fields, stored in the JSON header."""
 
 
@@ -174,7 +176,7 @@ def read_entry(key: str, folder: Path | None = None) -> CachedGraph | None:
         return CachedGraph(halo=int(header["halo"]), max_channels=int(header["max_channels"]),
                            stage=str(header["stage"]), exposure=float(exposure) if exposure is not None else None,
                            exposure_gamma=float(header["exposure_gamma"]), exposure_side=int(header["exposure_side"]),
-                           gain_floor=float(header["gain_floor"]), **fields)
+                           gain_floor=float(header["gain_floor"]), tone=header["tone"], **fields)
     except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
         log.warning("ignoring the damaged ONNX graph cache entry %s (%s); rewriting it", path, exc)
         return None
@@ -201,7 +203,8 @@ def build_graph(checkpoint: Checkpoint, stage: str) -> CachedGraph:
     gain_source, gain_params = native_source(gain_iem)
     return CachedGraph(folded_onnx_bytes(model, gain_input=True), radius, channels, stage,
                        folded_onnx_bytes(gain_iem), float(network.exposure), float(network.exposure_gamma),
-                       EXPOSURE_SIDE, GAIN_FLOOR, **native, gain_native_source=gain_source,
+                       EXPOSURE_SIDE, GAIN_FLOOR, network.tone.to_dict() if network.tone is not None else None,
+                       **native, gain_native_source=gain_source,
                        gain_native_params=gain_params.tobytes())
 
 
@@ -318,6 +321,12 @@ class GraphEnhancer:
         sums = blocks.sum(axis=(1, 3), dtype=np.float64)  # exact for 8- and 16-bit values
         small = (sums / (scale * factor * factor)).astype(np.float32).transpose(2, 0, 1)[None]
         u = self.gain_session.run(["enhanced"], {"image": np.ascontiguousarray(small)})[0].astype(np.float64)
+        if graph.tone is not None:  # the shoulder policy: u is the ratio y / t_K
+            from ..model.tone import ToneOptions, solve_shoulder_gain
+
+            gain = solve_shoulder_gain(u[0], float(small.astype(np.float64).mean()), float(graph.exposure),
+                                       graph.exposure_gamma, ToneOptions.from_dict(graph.tone))
+            return np.full((1, 1, 1, 1), gain, np.float32)
         if graph.exposure_gamma != 1.0:
             u = np.maximum(u, 0.0) ** graph.exposure_gamma
         mean = max(float(u.mean()), graph.gain_floor)

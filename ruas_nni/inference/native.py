@@ -74,7 +74,7 @@ class NativeUnavailable(RuntimeError):
 
 @dataclass
 class _Step:
-    kind: str  # conv, leaky, warm, rectify, iem_out, gain, final
+    kind: str  # conv, leaky, warm, rectify, iem_out, iem_ratio, gain, tone, final
     reads: list[str]
     writes: list[str]
     data: dict = field(default_factory=dict)
@@ -147,13 +147,20 @@ class _CProgram:
         self.writer.add("rectify", [u, y], [out], gamma=0.0 if gamma is None else gamma)
         return out
 
-    def iem_output(self, z: str, y: str) -> str:
+    def iem_output(self, z: str, y: str, clamp: bool = True) -> str:
         out = self._new("u", 3)
-        self.writer.add("iem_out", [z, y], [out], t_min=self.t_min)
+        self.writer.add("iem_out" if clamp else "iem_ratio", [z, y], [out], t_min=self.t_min)
         return out
 
     def gain(self, u: str) -> str:
         out = self._new("u_gain", 3)
+        tone = self.model.tone
+        if tone is not None:  # the shoulder policy: its options are parameters, as the exponent is
+            gamma = float(self.model.exposure_gamma)
+            at = self.writer.add_params(np.array([gamma, tone.toe, tone.toe ** gamma if tone.toe else 0.0, tone.knee,
+                                                  1.0 / (1.0 - tone.knee), tone.hue]))
+            self.writer.add("tone", [u], [out], at=at)
+            return out
         # the tone curve's exponent is a parameter: an override needs no new code
         at = self.writer.add_params(np.array([self.model.exposure_gamma]))
         self.writer.add("gain", [u], [out], at=at)
@@ -263,6 +270,13 @@ static inline vf vpower(vf u, float p) {
     vf m = vmax(u, splat(0.0f));
     return p == 0.5f ? vsqrt(m) : vpow(m, p);
 }
+/* the shoulder policy's curve S(gain * g(v)) (ruas_nni.model.tone); q: p, toe, toe ** p, knee, 1 / (1 - knee) */
+static inline vf vshoulder(vf v, float gain, const float *q) {
+    vf g = (q[0] == 1.0f && q[1] == 0.0f) ? v : vpower(v + q[1], q[0]) - q[2];
+    vf z = g * gain;
+    vf soft = q[3] + (1.0f - q[3]) * (1.0f - vexp((q[3] - z) * q[4]));
+    return q[3] <= 0.0f ? soft : vsel(z <= q[3], z, soft);
+}
 """
 
 
@@ -364,6 +378,7 @@ _ELEMENTWISE = {
     "rectify": "vmax(vmax(ld(a + x), ld(a + x + 1)), vmax(ld(a1 + x), ld(a1 + x + 1))) - (ld(a + x) - ld(b + x)) * {gamma}",
     "iem_out": "vmin(vmax(ld(b + x) / vmin(vmax(1.0f / (1.0f + vexp(-ld(a + x))), splat({t_min})), splat(1.0f)), "
                "splat(0.0f)), splat(1.0f))",
+    "iem_ratio": "ld(b + x) / vmin(vmax(1.0f / (1.0f + vexp(-ld(a + x))), splat({t_min})), splat(1.0f))",
     "gain": "vmin(vmax(vpower(ld(a + x), params[{at}]) * gain, splat(0.0f)), splat(1.0f))",
     "leaky": "leaky(ld(a + x))",
 }
@@ -378,6 +393,24 @@ def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
             lines += [f"        {{ float *d = ROW({plane}, r);",
                       f"          memcpy(d, image + ({c} * H + r) * W, sizeof(float) * W);",
                       "          memset(d + W, 0, sizeof(float) * (S - R - W)); }"]
+    elif step.kind == "tone":  # the shoulder policy: every channel's curve, mixed with the largest channel's
+        src, dst, at = reads[0], planes[step.writes[0]], step.data["at"]
+        lines += [f"        const float *q = params + {at}, hue = q[5];",
+                  "        const float *a0 = ROW({}, r), *a1 = ROW({}, r), *a2 = ROW({}, r);".format(*src),
+                  "        float *d0 = ROW({}, r), *d1 = ROW({}, r), *d2 = ROW({}, r);".format(*dst),
+                  f"        for (long x = 0; x < Wv; x += {LANES}) {{",
+                  "            vf v0 = vmax(ld(a0 + x), splat(0.0f)), v1 = vmax(ld(a1 + x), splat(0.0f)), "
+                  "v2 = vmax(ld(a2 + x), splat(0.0f));",
+                  "            vf f0 = vshoulder(v0, gain, q), f1 = vshoulder(v1, gain, q), f2 = vshoulder(v2, gain, q);",
+                  "            if (hue > 0.0f) {",
+                  "                vf m = vmax(vmax(v0, v1), v2);",
+                  "                vf ratio = vshoulder(m, gain, q) / vmax(m, splat(1e-6f)) * hue;",
+                  "                f0 = f0 * (1.0f - hue) + v0 * ratio; f1 = f1 * (1.0f - hue) + v1 * ratio;",
+                  "                f2 = f2 * (1.0f - hue) + v2 * ratio;",
+                  "            }",
+                  "            st(d0 + x, f0); st(d1 + x, f1); st(d2 + x, f2);",
+                  "        }"]
+        lines += [f"        memset(ROW({plane}, r) + W, 0, sizeof(float) * (S - R - W));" for plane in dst]
     elif step.kind == "final":  # u - noise (or u) into the dense output
         for c, plane in enumerate(reads[0]):
             noise = f" - ROW({reads[1][c]}, r)[x]" if len(reads) > 1 else ""

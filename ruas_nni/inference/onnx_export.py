@@ -204,13 +204,49 @@ class _OnnxProgram:
         scaled = self.graph.node("Mul", [difference, self.graph.scalar(gamma)])[0]
         return self.graph.node("Sub", [self.warm(u), scaled])[0]
 
-    def iem_output(self, z: str, y: str) -> str:
+    def iem_output(self, z: str, y: str, clamp: bool = True) -> str:
         t = self.graph.node("Sigmoid", [z])[0]
         t = self.graph.node("Clip", [t, self.graph.scalar(T_MIN), self.graph.scalar(1.0)])[0]
         ratio = self.graph.node("Div", [y, t])[0]
+        if not clamp:
+            return ratio
         return self.graph.node("Clip", [ratio, self.graph.scalar(0.0), self.graph.scalar(1.0)])[0]
 
-    def gain(self, u: str) -> str:  # apply_gain: clamp(k * max(u, 0) ** p, 0, 1)
+    def _shoulder_curve(self, v: str, gamma: float) -> str:
+        """S(gain * g(v)) of :mod:`ruas_nni.model.tone` (``v >= 0``)."""
+        graph, tone = self.graph, self.model.tone
+        if gamma != 1.0 or tone.toe:
+            shifted = graph.node("Add", [v, graph.scalar(tone.toe)])[0] if tone.toe else v
+            v = graph.node("Pow", [shifted, graph.scalar(gamma)])[0]
+            if tone.toe:
+                v = graph.node("Sub", [v, graph.scalar(tone.toe ** gamma)])[0]
+        z = graph.node("Mul", [v, "gain"])[0]
+        knee = tone.knee
+        # 1 - exp(-(z - c) / (1 - c)), scaled by (1 - c) and shifted by c (c = 0: 1 - exp(-z))
+        scaled = graph.node("Mul", [graph.node("Sub", [graph.scalar(knee), z])[0], graph.scalar(1.0 / (1.0 - knee))])[0]
+        soft = graph.node("Sub", [graph.scalar(1.0), graph.node("Exp", [scaled])[0]])[0]
+        soft = graph.node("Add", [graph.node("Mul", [soft, graph.scalar(1.0 - knee)])[0], graph.scalar(knee)])[0]
+        if knee <= 0.0:
+            return soft
+        below = graph.node("LessOrEqual", [z, graph.scalar(knee)])[0]
+        return graph.node("Where", [below, z, soft])[0]
+
+    def _shoulder(self, x: str) -> str:  # shoulder_curve of ruas_nni.model.tone
+        graph, tone = self.graph, self.model.tone
+        gamma = float(self.model.exposure_gamma)
+        x = graph.node("Max", [x, graph.scalar(0.0)])[0]
+        out = self._shoulder_curve(x, gamma)
+        if tone.hue <= 0.0:
+            return out
+        m = graph.node("ReduceMax", [x], axes=[1], keepdims=1)[0]
+        safe = graph.node("Max", [m, graph.scalar(1e-6)])[0]
+        ratio = graph.node("Div", [self._shoulder_curve(m, gamma), safe])[0]
+        hue = graph.node("Mul", [graph.node("Mul", [x, ratio])[0], graph.scalar(tone.hue)])[0]
+        return graph.node("Add", [graph.node("Mul", [out, graph.scalar(1.0 - tone.hue)])[0], hue])[0]
+
+    def gain(self, u: str) -> str:  # apply_tone: clamp(k * max(u, 0) ** p, 0, 1), or the shoulder policy
+        if self.model.tone is not None:
+            return self._shoulder(u)
         gamma = float(self.model.exposure_gamma)
         if gamma != 1.0:
             positive = self.graph.node("Max", [u, self.graph.scalar(0.0)])[0]

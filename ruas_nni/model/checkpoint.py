@@ -35,6 +35,7 @@ from ..base.errors import UsageError
 from .export import NetworkOptions, export
 from .genotype import PAPER_GENOTYPE, Genotype
 from .network import EDGE_NAMES, RUASNet
+from .tone import ToneOptions
 
 __all__ = [
     "CheckpointError",
@@ -81,10 +82,14 @@ class Checkpoint:
 
     def with_exposure(self, exposure: float | None = None, gamma: float | None = None) -> Checkpoint:
         """The same model with exposure normalisation ``E`` = ``exposure`` (0 = off) and / or its tone
-        curve ``gamma`` instead of its own (``None``: keep)."""
+        curve ``gamma`` instead of its own (``None``: keep). A model without normalisation of its own
+        gets the shoulder policy (:mod:`ruas_nni.model.tone`, default options), which never clips; a
+        model with its own keeps its policy."""
         options = self.options
         if exposure is not None:
-            options = replace(options, exposure=float(exposure) if exposure > 0 else None)
+            tone = options.tone if options.exposure is not None else ToneOptions()
+            options = replace(options, exposure=float(exposure) if exposure > 0 else None,
+                              tone=tone if exposure > 0 else None)
         if gamma is not None:
             options = replace(options, exposure_gamma=float(gamma))
         return replace(self, options=options)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from .genotype import Genotype
 from .network import WARM_STARTS, RUASNet
 from .ops import make_operation
+from .tone import ToneOptions
 
 __all__ = ["NetworkOptions", "export"]
 
@@ -26,6 +27,9 @@ class NetworkOptions:
     """Exposure normalisation's target mean ``E`` (:func:`ruas_nni.model.network.exposure_gain`); ``None`` = off."""
     exposure_gamma: float = 1.0
     """With exposure normalisation on, the tone curve ``u ** exposure_gamma`` before the gain (1 = none)."""
+    tone: ToneOptions | None = None
+    """With exposure normalisation on: the shoulder policy (:mod:`ruas_nni.model.tone`) instead of
+    ``clamp(k * u ** p, 0, 1)``; a mapping of its options in a checkpoint. ``None`` = the older policy."""
 
     def __post_init__(self) -> None:
         for name in ("iem_stages", "nrm_cells", "iem_channels", "nrm_channels"):
@@ -47,6 +51,9 @@ class NetworkOptions:
                 or not 0 < self.exposure_gamma <= 2:
             raise ValueError(f"network option 'exposure_gamma' must be a number in (0, 2], got {self.exposure_gamma!r}")
         object.__setattr__(self, "exposure_gamma", float(self.exposure_gamma))
+        if self.tone is not None:
+            tone = self.tone if isinstance(self.tone, ToneOptions) else ToneOptions.from_dict(self.tone)
+            object.__setattr__(self, "tone", tone)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> NetworkOptions:
@@ -65,6 +72,8 @@ class NetworkOptions:
             del data["exposure"]
         if data["exposure_gamma"] == 1.0:
             del data["exposure_gamma"]
+        if data["tone"] is None:
+            del data["tone"]
         return data
 
 
@@ -85,4 +94,4 @@ def export(arch: Any, options: NetworkOptions | Mapping[str, Any] | None = None)
     def nrm_edge(index: int, channels: int):
         return make_operation(genotype.nrm[index], channels)  # type: ignore[index]
 
-    return RUASNet(iem_edge, nrm_edge if genotype.nrm is not None else None, **options.to_dict())
+    return RUASNet(iem_edge, nrm_edge if genotype.nrm is not None else None, **{**options.to_dict(), "tone": options.tone})

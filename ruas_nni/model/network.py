@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ops import receptive_radius
+from .tone import ToneOptions, shoulder_curve, solve_shoulder_gain
 
 __all__ = [
     "EDGE_NAMES",
@@ -40,6 +41,7 @@ __all__ = [
     "EXPOSURE_SIDE",
     "exposure_gain",
     "apply_gain",
+    "apply_tone",
 ]
 
 EDGE_NAMES: tuple[str, ...] = ("e1", "e2", "e3", "e4", "e5", "e6", "e7")
@@ -110,7 +112,7 @@ class DistillationCell(nn.Module):
 
 
 def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float,
-                  gamma: float = 1.0) -> torch.Tensor:
+                  gamma: float = 1.0, tone: ToneOptions | None = None) -> torch.Tensor:
     """The gain ``k = E / m`` (one per image, shape ``B``) that scales the IEM output ``u`` to the
     mean brightness ``E`` = ``exposure``: ``u' = clamp(k * u, 0, 1)`` (with ``gamma`` ``p`` != 1:
     ``u' = clamp(k * u ** p, 0, 1)`` and ``m`` the mean of ``u ** p``, see :func:`apply_gain`).
@@ -130,11 +132,20 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     constant illumination (its ``log t`` barely follows ``log y``), so ``u`` is close to a scaled ``y``
     whose shadows stay dark; ``p < 1`` applies the tone curve ``u ** p`` that lifts them
     (``docs/objectives.md``).
+
+    ``tone`` (the shoulder policy, :mod:`ruas_nni.model.tone`): ``iem`` maps an image to the IEM's
+    unclamped ratio ``x = y / t_K``, and the gain is :func:`~ruas_nni.model.tone.solve_shoulder_gain`
+    of the same small copy.
     """
     height, width = y.shape[-2:]
     factor = max(1, min(math.ceil(max(height, width) / EXPOSURE_SIDE), height, width))
     small = F.avg_pool2d(y, kernel_size=factor, stride=factor) if factor > 1 else y
     u = iem(small).float()
+    if tone is not None:
+        x = u.detach().double().cpu().numpy()
+        means = small.detach().double().mean(dim=(1, 2, 3)).tolist()
+        return torch.tensor([solve_shoulder_gain(x[i], means[i], exposure, gamma, tone) for i in range(len(means))],
+                            dtype=torch.float32, device=u.device)
     mean = (u if gamma == 1.0 else u.clamp_min(0.0).pow(gamma)).mean(dim=(1, 2, 3))
     return float(exposure) / mean.clamp_min(GAIN_FLOOR)
 
@@ -144,6 +155,12 @@ def apply_gain(u: torch.Tensor, gain: torch.Tensor, gamma: float = 1.0) -> torch
     if gamma != 1.0:
         u = u.clamp_min(0.0).pow(gamma)
     return torch.clamp(u * gain.to(u.dtype).view(-1, 1, 1, 1), 0.0, 1.0)
+
+
+def apply_tone(x: torch.Tensor, gain: torch.Tensor, gamma: float, tone: ToneOptions | None) -> torch.Tensor:
+    """The exposure policy's pixel step: :func:`apply_gain` of the clamped IEM output, or with ``tone``
+    :func:`~ruas_nni.model.tone.shoulder_curve` of the unclamped ratio ``x``."""
+    return apply_gain(x, gain, gamma) if tone is None else shoulder_curve(x, gain, gamma, tone)
 
 
 class IlluminationEstimation(nn.Module):
@@ -251,19 +268,36 @@ class RUASForward:
     nrm: NoiseRemoval | None
     exposure: float | None = None
     exposure_gamma: float = 1.0
+    tone: ToneOptions | None = None
+
+    def _tone_input(self, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(what the exposure policy maps, illuminations)``: the IEM output ``u_K``, or with the
+        shoulder policy (``self.tone``) the unclamped ratio ``y / t_K``."""
+        u, illuminations = self.iem(y)
+        return (y / illuminations[-1] if self.tone is not None else u), illuminations
 
     def exposure_gain(self, y: torch.Tensor) -> torch.Tensor | None:
         """The gain ``k`` per image of ``y`` (:func:`exposure_gain`), ``None`` when exposure is off."""
         if self.exposure is None:
             return None
         with torch.no_grad():
-            return exposure_gain(lambda small: self.iem(small)[0], y, self.exposure, self.exposure_gamma)
+            return exposure_gain(lambda small: self._tone_input(small)[0], y, self.exposure, self.exposure_gamma,
+                                 self.tone)
 
     def enhance_iem(self, y: torch.Tensor) -> torch.Tensor:
         """The NRM's input for ``y``: the IEM output, exposure-normalised when exposure is on."""
-        u, _ = self.iem(y)
-        gain = self.exposure_gain(y)
-        return apply_gain(u, gain, self.exposure_gamma) if gain is not None else u
+        return self.enhance_parts(y)[0]
+
+    def enhance_parts(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(NRM input, illuminations)``: the IEM output of ``y``, normalised by ``gain`` (default:
+        :meth:`exposure_gain` of ``y``; give the whole image's gain when ``y`` is a tile of it) when
+        exposure is on."""
+        u, illuminations = self._tone_input(y)
+        if gain is None:
+            gain = self.exposure_gain(y)
+        if gain is not None:
+            u = apply_tone(u, gain, self.exposure_gamma, self.tone)
+        return u, illuminations
 
     def enhance(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> Enhancement:
         """Run the whole network on ``y`` (B x 3 x H x W in [0, 1]); return all outputs.
@@ -271,11 +305,7 @@ class RUASForward:
         With exposure on, the IEM output is scaled by ``gain`` (default: :meth:`exposure_gain` of
         ``y``; give the whole image's gain when ``y`` is a tile of it) before the NRM.
         """
-        u, illuminations = self.iem(y)
-        if gain is None:
-            gain = self.exposure_gain(y)
-        if gain is not None:
-            u = apply_gain(u, gain, self.exposure_gamma)
+        u, illuminations = self.enhance_parts(y, gain)
         x = self.nrm(u) if self.nrm is not None else u
         return Enhancement(x, u, illuminations)
 
@@ -311,9 +341,11 @@ class RUASNet(RUASForward, nn.Module):
         warm_start: str = "rectified",
         exposure: float | None = None,
         exposure_gamma: float = 1.0,
+        tone: ToneOptions | None = None,
     ) -> None:
         nn.Module.__init__(self)
         self.exposure = exposure
         self.exposure_gamma = float(exposure_gamma)
+        self.tone = tone
         self.iem = IlluminationEstimation(iem_edges, iem_stages, iem_channels, gamma, warm_start)
         self.nrm = NoiseRemoval(nrm_edges, nrm_cells, nrm_channels) if nrm_edges is not None else None
