@@ -48,7 +48,8 @@ def add_exposure_argument(parser: argparse.ArgumentParser) -> None:
     """``--exposure E``, shared by enhance and evaluate."""
     parser.add_argument("--exposure", type=exposure_level, default=None, metavar="E",
                         help="scale the IEM output (the illumination) to mean brightness E before the NRM, for any "
-                             "model (default: the model's own setting; 0 = off). Tiles share one gain per image")
+                             "model (default: the model's own setting; 0 = off). Tiles share one gain per image. A model "
+                             "without normalisation of its own gets the shoulder policy, which never clips (docs/tone.md)")
     parser.add_argument("--exposure-gamma", type=tone_gamma, default=None, metavar="P",
                         help="with exposure normalisation: the tone curve u**P before the gain (1 = plain scaling; "
                              "default: the model's own setting)")
