@@ -4,12 +4,13 @@ then an atomic rename)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "write_json_atomic"]
 
 
 def _umask() -> int:
@@ -35,3 +36,11 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: object) -> Path:
+    """Write ``payload`` as indented JSON (one trailing newline) to ``path`` atomically."""
+    path = Path(path)
+    with atomic_write(path) as handle:
+        handle.write((json.dumps(payload, indent=2) + "\n").encode())
+    return path

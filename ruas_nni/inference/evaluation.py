@@ -12,7 +12,6 @@ Plain PyTorch only (no NNI, no Lightning).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..base.atomic import atomic_write
+from ..base.atomic import write_json_atomic
 from ..base.errors import UsageError
 from ..base.images import ImageReadError, find_images, read_image, write_png
 from ..model.checkpoint import Checkpoint
@@ -99,13 +98,7 @@ class EvaluationResult:
 
     def write_json(self, path: str | os.PathLike[str], extra: dict[str, object] | None = None) -> Path:
         """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the checkpoint) atomically."""
-        payload = self.to_dict()
-        if extra:
-            payload.update(extra)
-        path = Path(path)
-        with atomic_write(path) as handle:
-            handle.write((json.dumps(payload, indent=2) + "\n").encode())
-        return path
+        return write_json_atomic(path, {**self.to_dict(), **(extra or {})})
 
 
 def _natural_key(name: str) -> tuple:

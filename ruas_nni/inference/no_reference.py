@@ -29,7 +29,6 @@ The measures are plain numpy on ``H x W x 3`` uint8 arrays; the folder driver re
 from __future__ import annotations
 
 import io
-import json
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..base.atomic import atomic_write
+from ..base.atomic import atomic_write, write_json_atomic
 from ..base.errors import UsageError
 from ..base.images import ImageReadError, find_images, read_image, to_uint
 
@@ -250,13 +249,7 @@ class NoReferenceResult:
 
     def write_json(self, path: str | os.PathLike[str], extra: dict[str, object] | None = None) -> Path:
         """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the checkpoint) atomically."""
-        payload = self.to_dict()
-        if extra:
-            payload.update(extra)
-        path = Path(path)
-        with atomic_write(path) as handle:
-            handle.write((json.dumps(payload, indent=2) + "\n").encode())
-        return path
+        return write_json_atomic(path, {**self.to_dict(), **(extra or {})})
 
 
 def format_table(result: NoReferenceResult) -> str:
