@@ -112,11 +112,6 @@ def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, 
     return sources
 
 
-def _gpu_possible() -> bool:
-    """Whether a GPU driver is present (then only PyTorch can say whether CUDA is usable)."""
-    return any(Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))
-
-
 def _graph_enhancer(args: argparse.Namespace):
     """The PyTorch-free enhancer (:class:`ruas_nni.inference.graph_cache.GraphEnhancer`) when this run
     can use it: the native or ONNX Runtime engine on CPU with the folded network. Its graph (and C
@@ -124,9 +119,10 @@ def _graph_enhancer(args: argparse.Namespace):
     general :class:`~ruas_nni.inference.enhance.Enhancer`."""
     import importlib.util
 
+    from ruas_nni.base.devices import may_use_cuda
+
     if (args.no_fold or args.compile or args.half or args.layout != "nchw" or args.engine == "torch"
-            or args.device not in ("auto", "cpu") or (args.device == "auto" and _gpu_possible())
-            or importlib.util.find_spec("onnxruntime") is None):
+            or may_use_cuda(args.device) or importlib.util.find_spec("onnxruntime") is None):
         return None
     from ruas_nni.base.errors import UsageError
     from ruas_nni.inference.files import default_checkpoint_path

@@ -62,7 +62,7 @@ from ..base.quiet import show_progress
 from ..base.threads import set_torch_threads
 from ..model.genotype import Genotype
 from ..model.ops import OPERATION_NAMES
-from ..training.plumbing import AtomicCheckpointIO, resolve_accelerator, resume_mismatch
+from ..training.plumbing import AtomicCheckpointIO, lightning_trainer, resolve_accelerator, resume_mismatch
 from .callbacks import CHECKPOINT_NAME, search_callbacks
 from .config import SearchConfig
 from .probabilities import architecture_probabilities
@@ -199,19 +199,13 @@ def run_search(config: SearchConfig, out: str | os.PathLike[str] | None = None, 
         torch.backends.cudnn.deterministic = True
     logger = TensorBoardLogger(str(out_dir), name="tensorboard", version="", default_hp_metric=False)
     checkpoint_dir = out_dir / "checkpoints"
-    trainer = Trainer(
+    trainer = lightning_trainer(
+        out_dir, accelerator, logger=logger, callbacks=[*search_callbacks(config, checkpoint_dir), *callbacks],
+        trainer_class=Trainer,  # NNI's traced Lightning trainer, which its Lightning evaluator needs
         max_epochs=config.epochs,
         limit_train_batches=config.steps if config.steps is not None else 1.0,
-        accelerator=accelerator,
         devices=1,
-        logger=logger,
-        callbacks=[*search_callbacks(config, checkpoint_dir), *callbacks],
-        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=config.progress and show_progress(stream=sys.stdout),  # Lightning's bar: stdout
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        default_root_dir=str(out_dir),
     )
     evaluator = search_evaluator(data, trainer, learning_rate=config.weight_lr, learning_rate_min=config.weight_lr_min,
                                  momentum=config.weight_momentum, weight_decay=config.weight_decay,

@@ -1,11 +1,12 @@
 """Lightning plumbing shared by training (:mod:`ruas_nni.training.run`) and the search
-(:mod:`ruas_nni.search.runner`): what a device name means, atomic checkpoint files, and the check that a
-resumed run has the settings of the run it continues.
+(:mod:`ruas_nni.search.runner`): the one factory of their Lightning trainers, the accelerator of a
+device name, atomic checkpoint files, and the check that a resumed run has the settings of the run it
+continues.
 
-**Devices.** ``auto`` means a CUDA GPU when one is available, else the CPU, in both jobs. It never
-picks Apple's MPS or other accelerators on its own (Lightning's own ``"auto"`` would): results on a
-CPU are reproducible, and the search's NNI strategies are not tested elsewhere. ``mps`` is used only
-when asked for (training only; the search's ``device`` allows ``auto``, ``cpu`` and ``cuda``).
+**Devices.** What a device name means (``auto`` included) is decided by
+:func:`ruas_nni.base.devices.resolve_device`, as for inference; :func:`resolve_accelerator` names the
+result as a Lightning accelerator. ``mps`` is used only when asked for (training only; the search's
+``device`` allows ``auto``, ``cpu`` and ``cuda``).
 
 **Mid-epoch resume** is not here; the two jobs resume differently, by design:
 
@@ -23,35 +24,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, Sequence
 
+import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..base.atomic import atomic_write
+from ..base.devices import resolve_device
 from ..base.errors import UsageError
 
-__all__ = ["DEVICES", "resolve_accelerator", "AtomicCheckpointIO", "ResumeMismatch", "resume_mismatch"]
+__all__ = ["DEVICES", "resolve_accelerator", "lightning_trainer", "AtomicCheckpointIO", "ResumeMismatch",
+           "resume_mismatch"]
 
 DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
 """Device names :func:`resolve_accelerator` knows (``gpu`` is ``cuda``)."""
 
 
 def resolve_accelerator(device: str) -> str:
-    """The Lightning accelerator (``"cpu"``, ``"gpu"`` or ``"mps"``) of a device name in :data:`DEVICES`;
-    ``auto`` is ``"gpu"`` when CUDA is available, else ``"cpu"``. Raises :class:`UsageError` naming the
-    argument ``device`` for an unknown name or a CUDA device on a machine without one."""
+    """The Lightning accelerator (``"cpu"``, ``"gpu"`` or ``"mps"``) of a device name in :data:`DEVICES`,
+    as :func:`~ruas_nni.base.devices.resolve_device` resolves it (``auto``: ``"gpu"`` when CUDA is
+    available, else ``"cpu"``). Raises :class:`UsageError` naming the argument ``device`` for an
+    unknown name or a CUDA device on a machine without one."""
     if device not in DEVICES:
         raise UsageError(f"`device` must be one of auto, cpu, cuda (gpu), mps; got {device!r}", keys=("device",))
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"`device` {device}: no CUDA GPU is available here; use `device` cpu or auto",
-                             keys=("device",))
-        return "gpu"
-    return device
+    resolved = resolve_device(device)
+    return "gpu" if resolved in ("cuda", "gpu") else resolved
+
+
+def lightning_trainer(out: Path, accelerator: str, *, logger: Any, callbacks: Sequence[Any],
+                      trainer_class: Callable[..., pl.Trainer] = pl.Trainer, **options: Any) -> pl.Trainer:
+    """The Lightning trainer of a training run or a search, built here only: on ``accelerator``
+    (:func:`resolve_accelerator`), rooted at ``out``, writing checkpoints through
+    :class:`AtomicCheckpointIO`, logging every step to ``logger``, with no model summary and no sanity
+    validation. ``options`` are the job's own (epochs, devices, progress bar, ...). The search passes
+    NNI's traced ``Trainer`` as ``trainer_class`` (NNI's ``Lightning`` evaluator needs one; this
+    layer never imports NNI)."""
+    return trainer_class(accelerator=accelerator, logger=logger, callbacks=list(callbacks),
+                         plugins=[AtomicCheckpointIO()], enable_model_summary=False, num_sanity_val_steps=0,
+                         log_every_n_steps=1, default_root_dir=str(out), **options)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

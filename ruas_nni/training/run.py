@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import yaml
@@ -61,7 +60,7 @@ from .config import TrainConfig, resolve_arch
 from .data import StepProgress, UnpairedDataModule
 from .datasets import UnpairedImages, scan_folders
 from .module import RUASTrainingModule, TrainingDiverged
-from .plumbing import AtomicCheckpointIO, resolve_accelerator, resume_mismatch
+from .plumbing import lightning_trainer, resolve_accelerator, resume_mismatch
 
 __all__ = ["TrainingRun", "TrainResult", "prepare_training", "build_network", "train"]
 
@@ -246,12 +245,10 @@ def train(run: TrainingRun, *, device: str = "auto", devices: int | str = 1, str
     logger = TensorBoardLogger(save_dir=str(run.out), name=TENSORBOARD_DIR, version="", default_hp_metric=False)
     chunks = math.ceil(config.steps / config.checkpoint_every)
     try:
-        trainer = pl.Trainer(
-            accelerator=accelerator, devices=devices, strategy=_strategy(strategy), precision=precision,
-            max_epochs=chunks, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-            callbacks=[ChunkEnd(run), StepProgressBar(config.steps, progress)],
-            plugins=[AtomicCheckpointIO()], default_root_dir=str(run.out), log_every_n_steps=1,
+        trainer = lightning_trainer(
+            run.out, accelerator, logger=logger, callbacks=[ChunkEnd(run), StepProgressBar(config.steps, progress)],
+            devices=devices, strategy=_strategy(strategy), precision=precision, max_epochs=chunks,
+            enable_checkpointing=False, enable_progress_bar=False, use_distributed_sampler=False,
         )
     except (ValueError, TypeError, RuntimeError) as exc:
         raise UsageError(f"cannot set up training on `device` {device} `devices` {devices} `precision` {precision}: "
