@@ -59,7 +59,7 @@ from nni.nas.strategy import DARTS
 from torch import Tensor, nn
 
 from .hypergradient import Hypergradient, LowerStep, first_order_hypergradient, unrolled_hypergradient
-from .nni_compat import arch_alpha, count_optimizer_step
+from .nni_compat import arch_alpha, count_optimizer_step, layer_softmax
 
 __all__ = [
     "ALL_LOSSES",
@@ -202,8 +202,7 @@ def differentiable_probs(model: nn.Module) -> dict[str, dict[str, Tensor]]:
         names = getattr(module, "names", None)
         label = getattr(module, "label", None)
         if isinstance(alpha, nn.Parameter) and names is not None and label is not None and label not in probs:
-            softmax = getattr(module, "_softmax", None) or nn.Softmax(-1)
-            probs[str(label)] = dict(zip(names, softmax(alpha)))
+            probs[str(label)] = dict(zip(names, layer_softmax(module)(alpha)))
     return probs
 
 
