@@ -27,7 +27,7 @@ from ruas_nni.inference.enhance import Enhancer, load_model
 from ruas_nni.model.checkpoint import load_checkpoint, save_checkpoint
 from ruas_nni.model.export import NetworkOptions
 from ruas_nni.model.network import apply_gain
-from ruas_nni.model.tone import ToneOptions, shoulder_curve, solve_shoulder_gain
+from ruas_nni.model.tone import BLUR_TAPS, ToneOptions, blur_norm, dequantise, shoulder_curve, solve_shoulder_gain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,6 +90,41 @@ def test_the_gain_reaches_e_or_stops_at_the_photos_own_bound() -> None:
     assert float(shoulder_curve(torch.zeros(1, 3, 4, 4), torch.tensor([black]), 0.5, tone).abs().max()) == 0.0
     capped = ToneOptions(max_gain=0.5)
     assert solve_shoulder_gain(x, 0.2, 0.45, 0.5, capped) == 0.5
+
+
+def test_the_blur_is_normalised_inside_the_image() -> None:
+    assert sum(BLUR_TAPS) == pytest.approx(1.0, abs=1e-15)
+    assert blur_norm(10, 30) == pytest.approx(1.0, abs=1e-15)
+    assert blur_norm(0, 30) == pytest.approx(42 / 64, abs=1e-15)  # taps 20 + 15 + 6 + 1 inside
+    assert blur_norm(29, 30) == pytest.approx(42 / 64, abs=1e-15)
+    assert blur_norm(1, 30) == pytest.approx(57 / 64, abs=1e-15)
+    flat = torch.full((1, 3, 9, 11), 0.02, dtype=torch.float64)  # a flat dark patch stays flat, borders too
+    assert torch.allclose(dequantise(flat, ToneOptions()), flat, atol=1e-15)
+
+
+def test_dequantisation_smooths_one_level_steps_in_the_dark_only() -> None:
+    tone = ToneOptions(dequantise=0.3)
+    rows, columns = torch.meshgrid(torch.arange(24), torch.arange(24), indexing="ij")
+    checker = ((rows + columns) % 2).to(torch.float64).expand(1, 3, 24, 24)
+    dark = 0.02 + checker * (1 / 255) / 0.26  # one 8-bit level apart, after an illumination of 0.26
+    bright = 0.8 + checker * 0.1
+    smooth = dequantise(dark, tone)[..., 4:20, 4:20]
+    assert float(smooth.max() - smooth.min()) < 0.2 * float(dark.max() - dark.min())
+    kept = dequantise(bright, tone)[..., 4:20, 4:20]
+    weight = math.exp(-0.85 / 0.3)  # the blurred largest channel is 0.85 there
+    assert float((kept - bright[..., 4:20, 4:20]).abs().max()) == pytest.approx(weight * 0.05, rel=1e-6)
+    assert torch.equal(dequantise(dark, ToneOptions(dequantise=0.0)), dark)
+
+
+def test_the_white_point_stays_below_white() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.0, 0.3, (3, 50, 60))
+    x[:, :5, :12] = 3.0  # 2 % of the photo far brighter than the rest (a lit wall)
+    tone = ToneOptions()
+    gain = solve_shoulder_gain(x, 0.05, 0.45, 0.5, tone)
+    out = shoulder_curve(torch.from_numpy(x)[None], torch.tensor([gain]), 0.5, tone)
+    assert float(out[0, :, :5, :12].max()) <= tone.white_level + 1e-6
+    assert float(out.mean()) < 0.45  # the photo is not lifted as far as E: its white point holds it
 
 
 def _shoulder_model():

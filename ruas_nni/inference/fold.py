@@ -40,8 +40,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.network import EDGE_NAMES, LEAKY_SLOPE, T_MIN, DistillationCell, RUASNet, apply_tone, exposure_gain
+from ..model.network import (
+    EDGE_NAMES,
+    LEAKY_SLOPE,
+    T_MIN,
+    DistillationCell,
+    RUASNet,
+    apply_tone,
+    exposure_gain,
+    tone_radius,
+)
 from ..model.ops import Convolution, ResidualConvolution
+from ..model.tone import BLUR_RADIUS, BLUR_TAPS
 
 __all__ = ["Affine", "FoldedRUAS", "ProgramWriter", "fold", "fast_warm_start", "walk_program"]
 
@@ -404,10 +414,21 @@ class FoldedRUAS(nn.Module):
                 self.nrm_cells.append(program)
                 before, source = (pending, f"nrm{index}.buffer") if pending is not None else (None, f"nrm{index}.out")
             self.nrm_head = builder.add(Affine.from_conv(nrm.head), source, [(0, 3, "noise")], activate=False)
-        self.receptive_radius_value = network.receptive_radius() if self.has_nrm else network.iem.receptive_radius()
+        self.receptive_radius_value = network.receptive_radius() if self.has_nrm else \
+            network.iem.receptive_radius() + (tone_radius(network.tone) if network.exposure is not None else 0)
         self.exposure_iem = copy.deepcopy(network.iem) if network.exposure is not None else None  # the gain's IEM
         self.exposure, self.exposure_gamma = network.exposure, network.exposure_gamma
         self.tone = network.tone if network.exposure is not None else None
+        self.tone_blur: _Conv | None = None  # the dequantisation blur, for the graph writers (ONNX, C)
+        if tone_radius(self.tone):
+            taps = torch.tensor(BLUR_TAPS, dtype=torch.float32)
+            kernel = torch.zeros(3, 3, len(BLUR_TAPS), len(BLUR_TAPS))
+            for channel in range(3):
+                kernel[channel, channel] = taps[:, None] * taps[None, :]
+            self.register_buffer("tone_blur_weight", kernel)
+            self.register_buffer("tone_blur_bias", torch.zeros(3))
+            self.tone_blur = _Conv("u", "tone_blur_weight", "tone_blur_bias", BLUR_RADIUS, 1, [(0, 3, "tone.blur")],
+                                   activate=False)
 
     def receptive_radius(self) -> int:
         """Pixels one output pixel can see in each direction (the halo for exact tiling)."""
@@ -539,7 +560,8 @@ class ProgramWriter(Protocol[Value]):
     # clamp(y / clamp(sigmoid(z), T_MIN, 1), 0, 1); with clamp False the ratio y / clamp(sigmoid(z), T_MIN, 1)
     def iem_output(self, z: Value, y: Value, clamp: bool = True) -> Value: ...
 
-    def gain(self, u: Value) -> Value: ...  # apply_tone with the graph's second input
+    # apply_tone with the graph's second input (``blurred``: the dequantisation blur of u, with tone_blur)
+    def gain(self, u: Value, blurred: Value | None = None) -> Value: ...
 
     def conv(self, step: _Conv, env: dict[str, Value]) -> None: ...
 
@@ -567,7 +589,12 @@ def walk_program(model: FoldedRUAS, writer: ProgramWriter[Value], image: Value, 
         ratio = model.tone is not None and k == len(model.iem_cells) - 1  # the shoulder policy maps y / t_K
         u = writer.iem_output(env[f"iem{k}.out"], image, clamp=not ratio)
     if gain_input:
-        u = writer.gain(u)
+        blurred = None
+        if model.tone_blur is not None:
+            env = {"u": u}
+            writer.conv(model.tone_blur, env)
+            blurred = env["tone.blur"]
+        u = writer.gain(u, blurred)
     if not model.has_nrm:
         writer.output(u, None)
         return

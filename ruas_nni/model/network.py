@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ops import receptive_radius
-from .tone import ToneOptions, shoulder_curve, solve_shoulder_gain
+from .tone import BLUR_RADIUS, ToneOptions, dequantise, shoulder_curve, solve_shoulder_gain
 
 __all__ = [
     "EDGE_NAMES",
@@ -42,6 +42,7 @@ __all__ = [
     "exposure_gain",
     "apply_gain",
     "apply_tone",
+    "tone_radius",
 ]
 
 EDGE_NAMES: tuple[str, ...] = ("e1", "e2", "e3", "e4", "e5", "e6", "e7")
@@ -158,9 +159,15 @@ def apply_gain(u: torch.Tensor, gain: torch.Tensor, gamma: float = 1.0) -> torch
 
 
 def apply_tone(x: torch.Tensor, gain: torch.Tensor, gamma: float, tone: ToneOptions | None) -> torch.Tensor:
-    """The exposure policy's pixel step: :func:`apply_gain` of the clamped IEM output, or with ``tone``
-    :func:`~ruas_nni.model.tone.shoulder_curve` of the unclamped ratio ``x``."""
-    return apply_gain(x, gain, gamma) if tone is None else shoulder_curve(x, gain, gamma, tone)
+    """The exposure policy's step: :func:`apply_gain` of the clamped IEM output, or with ``tone``
+    :func:`~ruas_nni.model.tone.shoulder_curve` of the unclamped ratio ``x`` after
+    :func:`~ruas_nni.model.tone.dequantise`."""
+    return apply_gain(x, gain, gamma) if tone is None else shoulder_curve(dequantise(x, tone), gain, gamma, tone)
+
+
+def tone_radius(tone: ToneOptions | None) -> int:
+    """Pixels the exposure policy's step sees in each direction (its dequantisation blur)."""
+    return BLUR_RADIUS if tone is not None and tone.dequantise > 0 else 0
 
 
 class IlluminationEstimation(nn.Module):
@@ -316,6 +323,8 @@ class RUASForward:
     def receptive_radius(self) -> int:
         """Pixels one output pixel can see in each direction: the halo that makes tiling exact."""
         radius = self.iem.receptive_radius()
+        if self.exposure is not None:
+            radius += tone_radius(self.tone)
         if self.nrm is not None:
             radius += self.nrm.receptive_radius()
         return radius

@@ -8,10 +8,14 @@ its illumination ``t`` (a lamp-lit wall becomes a flat white), the gain has no b
 
 The shoulder policy, with ``x = y / t_K`` (the last IEM stage's ratio *without* the clamp, so a
 bright pixel keeps its detail above 1), one gain ``b`` per image, and static options
-(``gamma`` = ``p``, ``toe`` = ``e``, ``knee`` = ``c``, ``hue`` = ``s``):
+(``gamma`` = ``p``, ``toe`` = ``e``, ``knee`` = ``c``, ``hue`` = ``s``, ``dequantise`` = ``d``):
 
+* dequantisation (:func:`dequantise`): ``x <- x + w (B(x) - x)`` with ``B`` a 7 x 7 binomial blur
+  normalised inside the image and ``w = exp(-max_c B(x) / d)``. In the darkest parts of a photo one
+  8-bit level (or a JPEG block edge) becomes a visible step once the gain lifts it; there the pixel
+  takes its neighbourhood's mean. Bright pixels keep their own value (``w`` is 6 % at ``B(x) = 0.85``);
 * ``g(x) = (x + e) ** p - e ** p``: the tone curve of the older policy, with an optional toe that
-  bounds its slope at black (``p * e ** (p - 1)``) instead of letting it grow without bound;
+  bounds its slope at black;
 * ``S(z) = z`` for ``z <= c``, else ``c + (1 - c) (1 - exp(-(z - c) / (1 - c)))``: a shoulder that
   follows the straight line up to the knee and then rolls off towards 1, never reaching it, with a
   continuous slope; ``c = 0`` is ``1 - exp(-z)``;
@@ -20,12 +24,18 @@ bright pixel keeps its detail above 1), one gain ``b`` per image, and static opt
   ``u' = (1 - s) F(x) + s x F(m) / m``. ``s = 1`` keeps every pixel's chromaticity; ``s = 0`` is per
   channel, which desaturates (as LOL's references do).
 
-``u' < 1`` for every finite ``x``: nothing is clipped, a pixel becomes white only in the limit.
+The gain ``b`` is measured on the same small copy as the older gain, so the tiles of an image share
+it (:func:`solve_shoulder_gain`). It is the largest ``b`` that meets three bounds:
 
-The gain ``b`` is measured on the same small copy as the older gain (so tiles of an image share it):
-the largest ``b`` at most ``max_gain`` whose output mean is at most ``min(E, max_ratio * mean(y_s))``,
-found by bisection (the mean rises with ``b``). ``max_ratio`` bounds how far an image is brightened
-relative to its own mean level: a photo whose mean is three 8-bit levels is not lifted to mid-grey.
+* the output's mean is at most ``E``;
+* the output's mean is at most ``max_ratio * mean(y_s)``. A photo whose mean is three 8-bit levels
+  is not lifted to mid-grey;
+* the photo's white point, the ``white_quantile`` quantile of the largest channel of ``x``, maps to
+  at most ``white_level``. A night scene whose lamps and lit walls are bright keeps them below white,
+  and so keeps its night;
+* and ``b`` is at most ``max_gain``.
+
+The search for ``b`` is a bisection: the mean rises with ``b``.
 
 This module imports PyTorch only inside :func:`shoulder_curve`: the cached-graph enhancer solves the
 gain with numpy alone.
@@ -33,6 +43,7 @@ gain with numpy alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -41,10 +52,15 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "BISECTION_STEPS"]
+__all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "dequantise", "BISECTION_STEPS", "BLUR_TAPS",
+           "BLUR_RADIUS", "blur_norm"]
 
 BISECTION_STEPS = 40
 """Halvings of the gain's interval: ``max_gain / 2 ** 40`` is far below float32's resolution."""
+
+BLUR_TAPS: tuple[float, ...] = (1 / 64, 6 / 64, 15 / 64, 20 / 64, 15 / 64, 6 / 64, 1 / 64)
+"""The dequantisation blur's separable kernel: binomial, three passes of ``[1, 2, 1] / 4``."""
+BLUR_RADIUS = len(BLUR_TAPS) // 2
 
 _TINY = 1e-6
 """Smallest largest-channel value divided by (a black pixel has ratio 0 either way)."""
@@ -57,12 +73,16 @@ class ToneOptions:
     knee: float = 0.7
     toe: float = 0.0
     hue: float = 0.5
-    max_ratio: float = 14.0
+    max_ratio: float = 20.0
     max_gain: float = 64.0
+    white_quantile: float = 0.995
+    white_level: float = 0.96
+    dequantise: float = 0.3
 
     def __post_init__(self) -> None:
         bounds = {"knee": (0.0, 0.99), "toe": (0.0, 1.0), "hue": (0.0, 1.0), "max_ratio": (1.0, 1e3),
-                  "max_gain": (1e-3, 1e4)}
+                  "max_gain": (1e-3, 1e4), "white_quantile": (0.5, 1.0), "white_level": (0.5, 0.999),
+                  "dequantise": (0.0, 10.0)}
         for name, (low, high) in bounds.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -103,6 +123,38 @@ def _curve(x, gain, gamma: float, tone: ToneOptions, xp, channel_max):
     return out
 
 
+def _shoulder_inverse(value: float, knee: float) -> float:
+    """The ``z`` that the shoulder ``S`` maps to ``value`` (< 1)."""
+    if value <= knee:
+        return value
+    return knee - (1.0 - knee) * math.log1p(-(value - knee) / (1.0 - knee))
+
+
+def blur_norm(index: int, size: int) -> float:
+    """The weight of :data:`BLUR_TAPS` that falls inside ``0 .. size - 1`` around ``index`` (1 inside):
+    dividing the zero-padded blur by it blurs only what is in the image."""
+    return sum(w for k, w in enumerate(BLUR_TAPS) if 0 <= index + k - BLUR_RADIUS < size)
+
+
+def dequantise(x: torch.Tensor, tone: ToneOptions) -> torch.Tensor:
+    """``x + w (B(x) - x)`` with ``B`` the normalised binomial blur (:data:`BLUR_TAPS`, per channel)
+    and ``w = exp(-max_c B(x) / dequantise)``: the darkest pixels, where one 8-bit level becomes a
+    visible step after the gain, take their neighbourhood's mean; bright ones are left alone."""
+    import torch
+    import torch.nn.functional as F
+
+    if tone.dequantise <= 0.0:
+        return x
+    taps = torch.tensor(BLUR_TAPS, dtype=x.dtype, device=x.device)
+    kernel = (taps[:, None] * taps[None, :]).expand(x.shape[1], 1, len(BLUR_TAPS), len(BLUR_TAPS))
+    height, width = x.shape[-2:]
+    rows = torch.tensor([blur_norm(i, height) for i in range(height)], dtype=x.dtype, device=x.device)
+    columns = torch.tensor([blur_norm(j, width) for j in range(width)], dtype=x.dtype, device=x.device)
+    blurred = F.conv2d(x, kernel, padding=BLUR_RADIUS, groups=x.shape[1]) / (rows[:, None] * columns[None, :])
+    weight = torch.exp(blurred.amax(dim=1, keepdim=True) * (-1.0 / tone.dequantise))
+    return x + weight * (blurred - x)
+
+
 def shoulder_curve(x: torch.Tensor, gain: torch.Tensor, gamma: float, tone: ToneOptions) -> torch.Tensor:
     """``u'`` of the module docstring for the ratio ``x`` (``B x 3 x H x W``, ``>= 0``) with one gain
     per image (``gain``: ``B`` values)."""
@@ -115,7 +167,9 @@ def shoulder_curve(x: torch.Tensor, gain: torch.Tensor, gamma: float, tone: Tone
 def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gamma: float, tone: ToneOptions) -> float:
     """The gain ``b`` of one image from its small copy: ``x_small`` (``3 x h x w``, the IEM ratio) and
     ``y_mean`` (the small input's mean). The largest ``b <= max_gain`` whose mean output is at most
-    ``min(E, max_ratio * y_mean)`` (module docstring), by bisection in float64."""
+    ``min(E, max_ratio * y_mean)`` and that keeps the white point at most ``white_level`` (module
+    docstring), by bisection in float64. The small copy is not dequantised: its pixels are already
+    means of ``f x f`` blocks."""
     x = np.maximum(np.asarray(x_small, np.float64), 0.0)
     target = min(float(exposure), tone.max_ratio * float(y_mean))
 
@@ -123,6 +177,10 @@ def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gam
         return float(_curve(x, b, gamma, tone, np, lambda v: v.max(axis=0, keepdims=True)).mean())
 
     low, high = 0.0, tone.max_gain
+    white = float(np.quantile(x.max(axis=0), tone.white_quantile)) if x.size else 0.0
+    g_white = white if gamma == 1.0 and tone.toe == 0 else (white + tone.toe) ** gamma - (tone.toe ** gamma if tone.toe else 0.0)
+    if g_white > 0.0:  # the photo's white point maps to at most white_level
+        high = min(high, _shoulder_inverse(tone.white_level, tone.knee) / g_white)
     if mean(high) <= target:
         return high
     for _ in range(BISECTION_STEPS):

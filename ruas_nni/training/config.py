@@ -15,11 +15,14 @@ from ..model.export import NetworkOptions
 from ..model.genotype import PAPER_GENOTYPE, Genotype
 from ..model.network import WARM_STARTS
 from ..model.nrm_start import NRM_STARTS
+from ..model.tone import ToneOptions
 from .losses import DENOISERS, EXPOSURE_MODES, SMOOTH_GUIDES
 
 __all__ = ["TrainConfig", "OBJECTIVES", "REFERENCE_RECIPE", "load_train_config", "resolve_arch"]
 
 OBJECTIVES = ("reference", "exposure_denoise")
+TONES = ("shoulder", "clip")
+"""Exposure policies (network option ``tone``): :mod:`ruas_nni.model.tone`, or ``clamp(k u ** p, 0, 1)``."""
 """Training objectives: ``reference`` = the authors' ``L_t`` and ``L_n`` (spec Sec. 2);
 ``exposure_denoise`` = ``L_t`` plus exposure control (and optionally colour constancy) on the IEM
 output, and a self-supervised denoising loss for the NRM instead of ``L_n`` (docs/objectives.md)."""
@@ -57,6 +60,10 @@ class TrainConfig:
         "saved in the checkpoint; null = off, the paper's network)")})
     exposure_gamma: float = field(default=0.5, metadata={"min": 0.05, "max": 2.0, "help": (
         "with exposure on: the tone curve u ** exposure_gamma before the gain (1 = plain scaling)")})
+    tone: str = field(default="shoulder", metadata={"choices": TONES, "help": (
+        "with exposure on: the exposure policy. shoulder: the unclamped IEM ratio, dequantised in the "
+        "dark, through a curve that rolls off below white, with the gain bounded by the photo's own white "
+        "point and mean (docs/tone.md); clip: clamp(k * u ** exposure_gamma, 0, 1), the policy before")})
     iem_stages: int = field(default=3, metadata={"min": 1})
     nrm_cells: int = field(default=3, metadata={"min": 1})
     nrm_channels: int = field(default=6, metadata={"min": 1})
@@ -103,12 +110,13 @@ class TrainConfig:
     def network_options(self) -> NetworkOptions:
         return NetworkOptions(iem_stages=self.iem_stages, nrm_cells=self.nrm_cells, nrm_channels=self.nrm_channels,
                               gamma=self.gamma, warm_start=self.warm_start, exposure=self.exposure,
-                              exposure_gamma=self.exposure_gamma)
+                              exposure_gamma=self.exposure_gamma,
+                              tone=ToneOptions() if self.tone == "shoulder" and self.exposure is not None else None)
 
 
 REFERENCE_RECIPE: dict[str, Any] = {
     "steps": 800, "crop": 320, "nrm_lr": 0.001, "nrm_period": 50, "nrm_start": "identity", "exposure": None,
-    "exposure_gamma": 1.0, "objective": "reference", "exposure_weight": 1.0, "denoise_consistency": 2.0,
+    "exposure_gamma": 1.0, "tone": "clip", "objective": "reference", "exposure_weight": 1.0, "denoise_consistency": 2.0,
     "denoise_tv_weight": 0.0, "bound_weight": 0.0,
 }
 """The keys whose defaults differ from the authors' recipe (spec Sec. 4, the losses of Sec. 2), with the
