@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 __all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "dequantise", "BISECTION_STEPS", "BLUR_TAPS",
            "BLUR_RADIUS", "blur_norm"]
 
-BISECTION_STEPS = 40
-"""Halvings of the gain's interval: ``max_gain / 2 ** 40`` is far below float32's resolution."""
+BISECTION_STEPS = 30
+"""Halvings of the gain's interval: ``max_gain / 2 ** 30`` (6e-8 at the default) is below float32's
+resolution of a gain near 1."""
 
 BLUR_TAPS: tuple[float, ...] = (1 / 64, 6 / 64, 15 / 64, 20 / 64, 15 / 64, 6 / 64, 1 / 64)
 """The dequantisation blur's separable kernel: binomial, three passes of ``[1, 2, 1] / 4``."""
@@ -104,23 +105,49 @@ class ToneOptions:
         return asdict(self)
 
 
-def _curve(x, gain, gamma: float, tone: ToneOptions, xp, channel_max):
-    """The formula of the module docstring, written once for torch tensors and numpy arrays (``xp``:
-    ``torch`` or ``numpy``; ``channel_max``: the largest channel, kept as an axis). ``x >= 0``."""
-    knee = tone.knee
+def _prepare(x, gamma: float, tone: ToneOptions, xp, channel_max) -> tuple:
+    """What the curve needs of ``x`` whatever the gain: ``(g(x), x, g(m), m)`` (the last two ``None``
+    without the hue mix), for torch tensors or numpy arrays (``xp``: ``torch`` or ``numpy``;
+    ``channel_max``: the largest channel, kept as an axis). ``x >= 0``."""
 
-    def curve(v):
-        g = v if gamma == 1.0 and tone.toe == 0 else (v + tone.toe) ** gamma - (tone.toe ** gamma if tone.toe else 0.0)
-        z = gain * g
-        if knee <= 0.0:
-            return -xp.expm1(-z)
-        return xp.where(z <= knee, z, knee + (1.0 - knee) * -xp.expm1(-(z - knee) / (1.0 - knee)))
+    def g(v):
+        return v if gamma == 1.0 and tone.toe == 0 else (v + tone.toe) ** gamma - (tone.toe ** gamma if tone.toe else 0.0)
 
-    out = curve(x)
-    if tone.hue > 0.0:
-        m = channel_max(x)
-        out = (1.0 - tone.hue) * out + tone.hue * (x * (curve(m) / xp.where(m > _TINY, m, _TINY)))
+    if tone.hue <= 0.0:
+        return g(x), x, None, None
+    m = channel_max(x)
+    return g(x), x, g(m), xp.where(m > _TINY, m, _TINY)
+
+
+def _shoulder(z, knee: float, xp):
+    """``S(z)`` of the module docstring (torch tensors or numpy arrays)."""
+    if knee <= 0.0:
+        return -xp.expm1(-z)
+    return xp.where(z <= knee, z, knee + (1.0 - knee) * -xp.expm1(-(z - knee) / (1.0 - knee)))
+
+
+def _combine(gain, parts: tuple, tone: ToneOptions, xp):
+    """The formula of the module docstring from :func:`_prepare`'s parts, written once for both."""
+    gx, x, gm, m = parts
+    out = _shoulder(gain * gx, tone.knee, xp)
+    if gm is not None:
+        out = (1.0 - tone.hue) * out + tone.hue * (x * (_shoulder(gain * gm, tone.knee, xp) / m))
     return out
+
+
+HISTOGRAM_BINS = 4096
+"""Bins of ``g`` over which :func:`solve_shoulder_gain` sums the output's mean (each bin at the mean
+``g`` of its pixels: the error is second order in the bin's width, far below a gain's resolution)."""
+
+
+def _binned(values: np.ndarray, weights: np.ndarray | None, top: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean value, total weight)`` of the non-empty bins of ``values`` in ``[0, top]``."""
+    index = np.minimum((values * (HISTOGRAM_BINS / top)).astype(np.int64), HISTOGRAM_BINS - 1)
+    weight = np.bincount(index, weights=weights, minlength=HISTOGRAM_BINS)
+    count = np.bincount(index, minlength=HISTOGRAM_BINS)
+    sums = np.bincount(index, weights=values, minlength=HISTOGRAM_BINS)
+    used = count > 0
+    return sums[used] / count[used], weight[used]
 
 
 def _shoulder_inverse(value: float, knee: float) -> float:
@@ -160,8 +187,8 @@ def shoulder_curve(x: torch.Tensor, gain: torch.Tensor, gamma: float, tone: Tone
     per image (``gain``: ``B`` values)."""
     import torch  # here, so that the gain is solved without PyTorch (ruas_nni.inference.graph_cache)
 
-    return _curve(x, gain.to(x.dtype).view(-1, 1, 1, 1), gamma, tone, torch,
-                  lambda v: torch.amax(v, dim=1, keepdim=True))
+    parts = _prepare(x, gamma, tone, torch, lambda v: torch.amax(v, dim=1, keepdim=True))
+    return _combine(gain.to(x.dtype).view(-1, 1, 1, 1), parts, tone, torch)
 
 
 def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gamma: float, tone: ToneOptions) -> float:
@@ -173,8 +200,19 @@ def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gam
     x = np.maximum(np.asarray(x_small, np.float64), 0.0)
     target = min(float(exposure), tone.max_ratio * float(y_mean))
 
+    # the mean of _combine over the pixels, as sums over bins of g (only the gain varies between tries)
+    gx, _, gm, m = _prepare(x, gamma, tone, np, lambda v: v.max(axis=0, keepdims=True))
+    top = max(float(gx.max()), 1e-12)
+    per_channel = _binned(gx.ravel(), None, top)
+    hue = _binned(gm.ravel(), (x / m).sum(axis=0).ravel(), top) if gm is not None else None
+
     def mean(b: float) -> float:
-        return float(_curve(x, b, gamma, tone, np, lambda v: v.max(axis=0, keepdims=True)).mean())
+        values, counts = per_channel
+        total = float((_shoulder(b * values, tone.knee, np) * counts).sum())
+        if hue is not None:
+            values, weights = hue
+            total = (1.0 - tone.hue) * total + tone.hue * float((_shoulder(b * values, tone.knee, np) * weights).sum())
+        return total / gx.size
 
     low, high = 0.0, tone.max_gain
     white = float(np.quantile(x.max(axis=0), tone.white_quantile)) if x.size else 0.0
