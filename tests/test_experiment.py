@@ -29,7 +29,8 @@ from nni_utils import (
 
 from ruas_nni.cli import main
 from ruas_nni.experiments.compare import CompareConfig, compare_experiment, compare_search_space, trial_command
-from ruas_nni.experiments.trial import build_parser, link_tensorboard_for_web_ui
+from ruas_nni.experiments.trial import build_parser
+from ruas_nni.experiments.trial_runner import link_tensorboard_for_web_ui
 
 FINAL_KEYS = {"default", "psnr", "ssim", "params", "flops", "search_seconds", "strategy", "genotype"}
 

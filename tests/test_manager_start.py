@@ -11,7 +11,7 @@ import pytest
 from nni.experiment import launcher
 from nni_utils import free_port
 
-from ruas_nni.experiments.launch import _patient_manager_check
+from ruas_nni.search.nni_compat import patient_manager_start
 
 
 class _Status(BaseHTTPRequestHandler):
@@ -47,11 +47,11 @@ def test_a_manager_that_answers_after_five_seconds_is_waited_for():
     with pytest.raises(OSError):  # NNI's own check gives up (connection refused)
         original(late)
     started = time.monotonic()
-    with _patient_manager_check(seconds=30):
+    with patient_manager_start(30):
         launcher._check_rest_server(late)  # what Experiment.start calls
     assert launcher._check_rest_server is original  # restored
     assert time.monotonic() - started < 10
     holder["server"].shutdown()
-    with _patient_manager_check(seconds=1):
+    with patient_manager_start(1):
         with pytest.raises(OSError):  # nobody ever answers: requests' ConnectionError after the wait
             launcher._check_rest_server(free_port())

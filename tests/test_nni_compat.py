@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import ast
+import atexit
+import inspect
 import re
 import sqlite3
 from pathlib import Path
@@ -13,13 +16,13 @@ import pytest
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
-from nni.nas.strategy import DARTS
+from nni.nas.strategy import DARTS, GumbelDARTS
 from torch import nn
 
 from ruas_nni.search import nni_compat
 from search_spaces import RUASSpace
 from strategies import labelled_architecture_parameters
-from strategies.nni_compat import ARCH_ALPHA, OPTIMIZER_PROGRESS, arch_alpha, count_optimizer_step
+from strategies.nni_compat import ARCH_ALPHA, OPTIMIZER_PROGRESS, SOFTMAX, arch_alpha, count_optimizer_step, layer_softmax
 
 
 def test_darts_layers_keep_their_architecture_weights_in_arch_alpha():
@@ -34,6 +37,21 @@ def test_darts_layers_keep_their_architecture_weights_in_arch_alpha():
         assert arch_alpha(layer).shape == (len(layer.names),)
     assert len(labelled_architecture_parameters(space)) == 14
     assert arch_alpha(space) is None  # only the modules that hold the weights themselves
+    assert nni_compat.mixed_layers(space) == layers
+    for layer in layers:
+        assert nni_compat.derived_choice(layer) == layer.names[int(arch_alpha(layer).argmax())], (
+            "NNI's DifferentiableMixedLayer.export no longer exports the argmax of its weights")
+
+
+@pytest.mark.parametrize("strategy, softmax", [(DARTS, "Softmax"), (GumbelDARTS, "GumbelSoftmax")])
+def test_darts_layers_keep_their_softmax_in_softmax(strategy, softmax):
+    space = RUASSpace(iem_stages=1, nrm_cells=1, nrm_channels=3)
+    strategy().mutate_model(space)
+    for layer in nni_compat.mixed_layers(space):
+        assert isinstance(getattr(layer, SOFTMAX, None), nn.Module), (
+            f"NNI changed where DifferentiableMixedLayer keeps its softmax: no module {SOFTMAX!r} on {layer.label}")
+        assert type(layer_softmax(layer)).__name__ == softmax
+    assert type(layer_softmax(nn.Linear(1, 1))).__name__ == "Softmax"
 
 
 def test_darts_layer_choice_keeps_its_weights_in_arch_alpha():
@@ -173,6 +191,8 @@ def test_the_experiment_database_has_the_tables_and_columns_the_report_reads():
     ("LocalLegacyTrialCommandChannel._sysdir", r"\._sysdir\b|[\"']_sysdir[\"']"),
     ("LocalLegacyTrialCommandChannel._param_index", r"\._param_index\b|[\"']_param_index[\"']"),
     ("LocalLegacyTrialCommandChannel._request_next_parameter", r"_request_next_parameter\b"),
+    ("DifferentiableMixedLayer._softmax", r"[\w)\]]\._softmax\b|[\"']_softmax[\"']"),
+    ("nni.experiment.launcher._check_rest_server", r"_check_rest_server\b"),
 ])
 def test_private_names_are_used_only_in_the_compat_modules(attribute, pattern):
     root = Path(__file__).resolve().parents[1]
@@ -181,3 +201,121 @@ def test_private_names_are_used_only_in_the_compat_modules(attribute, pattern):
              for path in (root / package).rglob("*.py")
              if path not in allowed and re.search(pattern, path.read_text(encoding="utf-8"))]
     assert not users, f"NNI's private {attribute} used outside the compat modules: {users}"
+
+
+def test_the_launcher_checks_the_manager_with_check_rest_server():
+    from nni.experiment import launcher, rest
+
+    check = getattr(launcher, nni_compat.REST_CHECK, None)
+    assert check is not None, f"nni.experiment.launcher has no {nni_compat.REST_CHECK!r} any more"
+    assert list(inspect.signature(check).parameters) == ["port", "retry", "url_prefix"], (
+        f"NNI changed the signature of launcher.{nni_compat.REST_CHECK}")
+    assert any(nni_compat.REST_CHECK in f.__code__.co_names for f in vars(launcher).values()
+               if inspect.isfunction(f) and f is not check), f"nothing in the launcher calls {nni_compat.REST_CHECK}"
+    assert list(inspect.signature(rest.get).parameters) == ["port", "api", "prefix"]
+
+
+def test_experiment_start_stops_the_manager_at_exit():
+    from nni.experiment import Experiment
+
+    source = inspect.getsource(Experiment.start)
+    assert "atexit.register(self.stop)" in source, "NNI's Experiment.start no longer stops the manager at exit"
+
+    class Started:
+        def stop(self) -> None:
+            raise AssertionError("forgotten")
+
+    started = Started()
+    atexit.register(started.stop)
+    nni_compat.forget_at_exit(started)  # else the interpreter's exit would raise
+
+
+def test_registered_experiment_dir_reads_nnictls_list(tmp_path, monkeypatch):
+    from nni.tools.nnictl import config_utils
+
+    assert hasattr(config_utils.Experiments, "get_all_experiments")
+    monkeypatch.setattr(config_utils.Experiments.__init__, "__defaults__", (str(tmp_path),))
+    config_utils.Experiments().add_experiment("abc", 8080, 0, "local", "x", logDir=str(tmp_path / "logs"))
+    assert nni_compat.registered_experiment_dir("abc") == tmp_path / "logs" / "abc"
+    assert nni_compat.registered_experiment_dir("other") is None
+
+
+def test_set_nni_log_level_outlasts_nnis_own_logging_setup():
+    import logging
+
+    logger = logging.getLogger("nni")
+    before = logger.level
+    try:
+        nni_compat.set_nni_log_level(logging.ERROR)
+        import nni.runtime.log  # noqa: F401 - already imported: its import-time INFO does not come back
+
+        assert logger.level == logging.ERROR
+    finally:
+        logger.setLevel(before)
+
+
+# NNI's public API (its documented names) that the project imports outside the compat modules; anything
+# else of NNI (``nni.runtime``, ``nni.experiment.launcher`` / ``rest``, ``nni.tools``, supermodules,
+# private attributes) is reached only through strategies/nni_compat.py and ruas_nni/search/nni_compat.py.
+PUBLIC_NNI = {
+    "nni": {"*", "get_current_parameter", "report_intermediate_result", "report_final_result", "load", "trace"},
+    "nni.experiment": {"AlgorithmConfig", "Experiment", "RemoteConfig", "RemoteMachineConfig", "RunMode"},
+    "nni.mutable": {"Categorical", "MutableExpression", "label_scope"},
+    "nni.nas": {"strategy"},
+    "nni.nas.evaluator": {"FunctionalEvaluator"},
+    "nni.nas.evaluator.pytorch": {"Lightning", "LightningModule", "Trainer"},
+    "nni.nas.evaluator.pytorch.lightning": {"LightningModule"},
+    "nni.nas.execution": {"SequentialExecutionEngine"},
+    "nni.nas.experiment": {"NasExperiment"},
+    "nni.nas.nn.pytorch": {"LayerChoice", "ModelSpace"},
+    "nni.nas.oneshot.pytorch.differentiable": {"DartsLightningModule"},
+    "nni.nas.oneshot.pytorch.profiler": {"ExpectationProfilerPenalty"},
+    "nni.nas.profiler": {"ExpressionProfiler"},
+    "nni.nas.space": {"RawFormatModelSpace"},
+    "nni.nas.strategy": {"*", "DARTS", "GumbelDARTS", "Strategy"},
+}
+"""``module: names`` imported with ``from module import name`` (``"*"``: ``import module`` itself; for
+``nni``, the names also used as ``nni.name``)."""
+
+COMPAT_MODULES = ("strategies/nni_compat.py", "ruas_nni/search/nni_compat.py")
+
+
+def nni_uses_outside_the_allow_list(path: str, source: str) -> list[str]:
+    """``path:line name`` of every NNI name that ``source`` imports or reaches as ``nni.name`` and that
+    :data:`PUBLIC_NNI` does not list."""
+    found = []
+    for node in ast.walk(ast.parse(source, path)):
+        if isinstance(node, ast.Import):
+            names = [(alias.name, "*") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [(node.module or "", alias.name) for alias in node.names]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "nni":
+            names = [("nni", node.attr)]
+        else:
+            continue
+        for module, name in names:
+            if module.split(".")[0] == "nni" and name not in PUBLIC_NNI.get(module, ()):
+                found.append(f"{path}:{node.lineno} {module if name == '*' else module + '.' + name}")
+    return found
+
+
+def test_nni_outside_the_compat_modules_is_public_api_only():
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for package in ("ruas_nni", "search_spaces", "strategies"):
+        for path in sorted((root / package).rglob("*.py")):
+            relative = str(path.relative_to(root))
+            if relative not in COMPAT_MODULES:
+                found += nni_uses_outside_the_allow_list(relative, path.read_text(encoding="utf-8"))
+    assert not found, ("NNI internals used outside the compat modules (move them into one, or add a public name "
+                       "to PUBLIC_NNI):\n" + "\n".join(found))
+
+
+def test_the_allow_list_scan_catches_internals():
+    source = ("import nni\nimport nni.runtime.log\nfrom nni.experiment import launcher, Experiment\n"
+              "from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer\n"
+              "def f():\n    from nni.tools.nnictl.config_utils import Experiments\n    return nni.trial._params\n")
+    assert nni_uses_outside_the_allow_list("probe.py", source) == [
+        "probe.py:2 nni.runtime.log", "probe.py:3 nni.experiment.launcher",
+        "probe.py:4 nni.nas.oneshot.pytorch.supermodule.differentiable.DifferentiableMixedLayer",
+        "probe.py:6 nni.tools.nnictl.config_utils.Experiments", "probe.py:7 nni.trial"]

@@ -26,7 +26,8 @@ from nni_utils import (
 )
 
 from ruas_nni.experiments.compare import CompareConfig, load_compare_config
-from ruas_nni.experiments.trial import STRATEGIES, build_parser
+from ruas_nni.experiments.trial import build_parser
+from ruas_nni.search.config import STRATEGIES
 
 EXAMPLES = ROOT / "examples"
 

@@ -1,15 +1,25 @@
 """One home for each piece of plumbing (scans of the source, so that a second copy fails here):
 
 * one factory of Lightning trainers (:func:`ruas_nni.training.plumbing.lightning_trainer`);
-* one place that says what the device ``auto`` means (:mod:`ruas_nni.base.devices`).
+* one place that says what the device ``auto`` means (:mod:`ruas_nni.base.devices`);
+* the comparison's trial: library code (:mod:`ruas_nni.experiments.trial_runner`) whose errors name
+  keys, never flags, and a thin command line (:mod:`ruas_nni.experiments.trial`) that spells them.
+
+(NNI internals only in the compat modules: ``tests/test_nni_compat.py``.)
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
+
+from ruas_nni.base.errors import UsageError
+from ruas_nni.experiments import trial
+from ruas_nni.experiments.settings import TrialSettings
+from ruas_nni.experiments.trial_runner import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ruas_nni", "search_spaces", "strategies")
@@ -80,19 +90,50 @@ def test_the_trainer_scan_catches_a_second_factory():
 
 
 def test_one_device_resolver():
-    places = [p for p in auto_device_resolutions(_sources()) if not p.startswith("ruas_nni/inference/")]
+    places = auto_device_resolutions(_sources())
     assert _files(places) == {DEVICE_RESOLVER}, (
         f"what the device `auto` means is decided only in {DEVICE_RESOLVER}; found: {places}")
-
-
-@pytest.mark.xfail(strict=True, reason="ruas_nni/inference/* is being refactored in another change: its "
-                   "enhance.resolve_device should call ruas_nni.base.devices.resolve_device (then drop this mark)")
-def test_inference_uses_the_one_device_resolver():
-    places = [p for p in auto_device_resolutions(_sources()) if p.startswith("ruas_nni/inference/")]
-    assert not places, f"inference resolves the device `auto` itself: {places}"
 
 
 def test_the_device_scan_catches_a_second_resolver():
     probe = {"ruas_nni/training/_probe.py": "def f(device, args):\n    if device == 'auto':\n        pass\n"
              "    return args.device not in ('auto', 'cpu')\n\nengine = 'auto' == 'auto'\n"}
     assert auto_device_resolutions(probe) == ["ruas_nni/training/_probe.py:2", "ruas_nni/training/_probe.py:4"]
+
+
+TRIAL_CLI = "ruas_nni/experiments/trial.py"
+TRIAL_LIBRARY = ("ruas_nni/experiments/trial_runner.py", "ruas_nni/experiments/settings.py")
+FLAG = re.compile(r"(^|[\s(`])--[a-z]")
+
+
+def _raised_strings(text: str) -> list[tuple[int, str]]:
+    return [(node.lineno, n.value) for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Raise) and node.exc
+            for n in ast.walk(node.exc) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def test_the_trial_library_raises_no_flag_names():
+    found = [f"{path}:{line}: {text!r}" for path in TRIAL_LIBRARY
+             for line, text in _raised_strings((ROOT / path).read_text(encoding="utf-8")) if FLAG.search(text)]
+    assert not found, "trial library errors that name command-line flags:\n" + "\n".join(found)
+
+
+def test_the_flag_scan_catches_a_flag():
+    assert [text for _, text in _raised_strings("raise UsageError(f'no pairs: pass --eval-data {x}')\n")
+            if FLAG.search(text)] == ["no pairs: pass --eval-data "]
+
+
+def test_the_trial_command_line_is_thin():
+    """Its module defines the parser, the choice between NNI's parameters and the flags, and ``main``;
+    everything else is library code."""
+    tree = ast.parse((ROOT / TRIAL_CLI).read_text(encoding="utf-8"))
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert defined <= {"build_parser", "_flag", "_parameters", "main"}, sorted(defined)
+    assert len((ROOT / TRIAL_CLI).read_text(encoding="utf-8").splitlines()) < 150
+
+
+def test_a_trial_without_evaluation_pairs_names_the_key_and_the_command_line_spells_it(tmp_path, capsys):
+    with pytest.raises(UsageError) as info:
+        run_trial(TrialSettings(data=[str(tmp_path)]), "darts", 0, tmp_path, reporter=None)  # type: ignore[arg-type]
+    assert str(info.value) == "`eval_data`: give a folder with low/ and high/" and info.value.keys == ("eval_data",)
+    assert trial.main(["--data", str(tmp_path), "--strategy", "darts", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "ruas-nni trial: error: --eval-data: give a folder with low/ and high/\n"

@@ -32,7 +32,7 @@ TRIAL = textwrap.dedent("""
     from pathlib import Path
     import nni
     import time
-    from ruas_nni.experiments.trial import adopt_manager_parameters
+    from ruas_nni.experiments.trial_runner import adopt_manager_parameters
     if os.environ["NNI_TRIAL_SEQ_ID"] == "0":
         time.sleep(4)  # the second trial asks first: NNI 3.0 hands it the first trial's parameters
     received = nni.get_next_parameter()

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ruas_nni.experiments.trial import Reporter, TrialSettings, run_trial, score_checkpoint
+from ruas_nni.experiments.settings import TrialSettings
+from ruas_nni.experiments.trial_runner import Reporter, run_trial, score_checkpoint
 from ruas_nni.inference.enhance import Enhancer, load_model
 from ruas_nni.inference.evaluation import evaluate, find_pairs
 

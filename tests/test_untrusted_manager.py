@@ -26,7 +26,8 @@ from nni_utils import (
 )
 
 from ruas_nni.experiments.settings import ParameterError, validate_parameters
-from ruas_nni.experiments.trial import REFUSED, _plain_json
+from ruas_nni.experiments.trial import REFUSED
+from ruas_nni.experiments.trial_runner import plain_json
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +58,9 @@ def test_validation_in_process():
         with pytest.raises(ParameterError):
             validate_parameters(bad, STRATEGIES)
     with pytest.raises(ParameterError):
-        _plain_json('{"parameters": {"strategy": "darts", "seed": NaN}}')
+        plain_json('{"parameters": {"strategy": "darts", "seed": NaN}}')
     # plain JSON: an nni.load object stays an inert mapping (validation then refuses it)
-    record = _plain_json(json.dumps({"parameters": {"strategy": {"__nni_obj__": "AAAA"}, "seed": 0}}))
+    record = plain_json(json.dumps({"parameters": {"strategy": {"__nni_obj__": "AAAA"}, "seed": 0}}))
     assert record["parameters"]["strategy"] == {"__nni_obj__": "AAAA"}
 
 

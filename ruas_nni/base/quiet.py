@@ -27,7 +27,7 @@ import sys
 import warnings
 from typing import IO
 
-__all__ = ["quiet_dependencies", "show_progress", "set_nni_log_level", "WARNING_MESSAGES"]
+__all__ = ["quiet_dependencies", "show_progress", "WARNING_MESSAGES"]
 
 WARNING_MESSAGES = (
     r".*your PyTorch version might not be supported.*",
@@ -126,11 +126,3 @@ def show_progress(quiet: bool = False, stream: IO[str] | None = None) -> bool:
     """Whether to draw a progress bar on ``stream`` (default: standard error): only on a terminal,
     and never with ``--quiet``."""
     return not quiet and _is_terminal(sys.stderr if stream is None else stream)
-
-
-def set_nni_log_level(level: int) -> None:
-    """Set the level of NNI's loggers. NNI sets its own level to INFO when first imported, so this
-    imports NNI's logging module first (call it only where NNI is used anyway)."""
-    import nni.runtime.log  # noqa: F401 - sets the "nni" logger to INFO on import
-
-    logging.getLogger("nni").setLevel(level)

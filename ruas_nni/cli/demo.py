@@ -95,12 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ruas_nni.base.errors import UsageError
     from ruas_nni.base.images import read_image, write_png
-    from ruas_nni.base.quiet import set_nni_log_level, show_progress
+    from ruas_nni.base.quiet import show_progress
     from ruas_nni.base.threads import set_torch_threads
     from ruas_nni.inference.enhance import Enhancer
     from ruas_nni.inference.evaluation import PANEL_LABELS, EvaluationResult, find_pairs, format_table, side_by_side
     from ruas_nni.inference.metrics import score_image
     from ruas_nni.model.genotype import Genotype
+    from ruas_nni.search.nni_compat import set_nni_log_level
     from ruas_nni.training.config import TrainConfig
     from ruas_nni.training.demo_data import make_demo_data
     from ruas_nni.training.run import prepare_training, train

@@ -55,8 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ruas_nni.base.quiet import set_nni_log_level, show_progress
+    from ruas_nni.base.quiet import show_progress
     from ruas_nni.search.config import load_search_config
+    from ruas_nni.search.nni_compat import set_nni_log_level
     from ruas_nni.search.runner import run_search
 
     set_nni_log_level(logging.CRITICAL)  # NNI's log lines would repeat a failure reported here in one line

@@ -4,7 +4,6 @@ the trials through NNI's REST API, and stopping cleanly."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -17,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from nni.experiment import RunMode, rest
+from nni.experiment import RunMode
 
 from ..base.errors import UsageError
 from ..inference.evaluation import find_pairs
+from ..search.nni_compat import forget_at_exit, manager_get, patient_manager_start
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -108,34 +108,9 @@ def _tools_on_path() -> None:
 
 MANAGER_START_SECONDS = 60.0
 """How long the NNI manager may take to answer its first REST request. NNI 3.0's launcher gives it
-about 3 seconds (``launcher._check_rest_server``: three tries a second apart), which a busy 2-core
-machine exceeds (Node.js loading the manager): the start then failed with a urllib3 traceback."""
-
-
-@contextlib.contextmanager
-def _patient_manager_check(seconds: float = MANAGER_START_SECONDS) -> Iterator[None]:
-    """While NNI starts the manager, its REST check waits up to ``seconds`` (NNI 3.0 is pinned; the
-    wrapped function keeps its signature and is restored afterwards)."""
-    from nni.experiment import launcher
-
-    original = launcher._check_rest_server
-
-    def check(port: int, retry: int = 3, url_prefix: str | None = None) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                rest.get(port, "/check-status", url_prefix)
-                return
-            except Exception:  # noqa: BLE001 - not up yet: connection refused, reset or timed out
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-
-    launcher._check_rest_server = check
-    try:
-        yield
-    finally:
-        launcher._check_rest_server = original
+about 3 seconds (three tries a second apart), which a busy 2-core machine exceeds (Node.js loading
+the manager): the start then failed with a urllib3 traceback
+(:func:`~ruas_nni.search.nni_compat.patient_manager_start`)."""
 
 
 def start_experiment(experiment: Any, port: int, *, detach: bool) -> None:
@@ -144,7 +119,7 @@ def start_experiment(experiment: Any, port: int, *, detach: bool) -> None:
     _tools_on_path()
     _quiet_nni_logging()
     try:
-        with _patient_manager_check():
+        with patient_manager_start(MANAGER_START_SECONDS):
             experiment.start(port, run_mode=RunMode.Detach if detach else RunMode.Background)
     except RuntimeError as exc:
         raise UsageError(f"cannot start the NNI experiment on port {port}: {exc}") from None
@@ -179,7 +154,7 @@ def _decode_metric(data: Any) -> Any:
 
 def trial_statuses(port: int) -> list[TrialStatus]:
     """Every trial of the experiment on ``port`` (REST API ``/api/v1/nni/trial-jobs``)."""
-    jobs = rest.get(port, "/trial-jobs") or []
+    jobs = manager_get(port, "/trial-jobs") or []
     result = []
     for job in jobs:
         parameters: dict[str, Any] = {}
@@ -247,12 +222,6 @@ def wait_for_trials(experiment: Any, port: int, print_line: Callable[[str], None
         time.sleep(poll_seconds)
 
 
-def _forget(experiment: Any) -> None:
-    """The manager was stopped from outside (``nnictl stop``): nothing is left for this process to stop
-    at exit (NNI would try, and log a traceback)."""
-    atexit.unregister(experiment.stop)
-
-
 def keep_web_ui_until_interrupted(experiment: Any, port: int, print_line: Callable[[str], None] = print) -> None:
     """Keep the manager (and web UI) up until Ctrl-C, SIGTERM or ``nnictl stop``; then stop it."""
     print_line(f"web UI stays up at {web_ui_url(port)}; press Ctrl-C (or run `nnictl stop --port {port}`) to stop")
@@ -260,10 +229,10 @@ def keep_web_ui_until_interrupted(experiment: Any, port: int, print_line: Callab
         with _signals_as_interrupt():
             while True:
                 try:
-                    rest.get(port, "/check-status")
+                    manager_get(port, "/check-status")
                 except Exception:
                     print_line("the NNI manager has stopped")
-                    _forget(experiment)
+                    forget_at_exit(experiment)  # stopped from outside (nnictl stop): nothing left to stop
                     return
                 time.sleep(2.0)
     except KeyboardInterrupt:
@@ -285,7 +254,7 @@ def run_attached(experiment: Any, port: int, print_line: Callable[[str], None] =
         raise
     except ConnectionError as exc:
         print_line(str(exc))
-        _forget(experiment)
+        forget_at_exit(experiment)
         return trials
     succeeded = sum(t.status == "SUCCEEDED" for t in trials)
     print_line(f"all trials finished: {succeeded} of {len(trials)} succeeded")

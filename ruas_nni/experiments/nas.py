@@ -44,7 +44,7 @@ from .launch import (
     check_port_free,
     trial_statuses,
 )
-from .trial import TENSORBOARD_DIR, _link_dir, adopt_manager_parameters, link_tensorboard_for_web_ui, score_checkpoint
+from .trial_runner import TENSORBOARD_DIR, adopt_manager_parameters, link_dir, link_tensorboard_for_web_ui, score_checkpoint
 
 __all__ = [
     "NAS_STRATEGIES",
@@ -130,7 +130,7 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     train_config = TrainConfig(arch=str(arch_path), data=list(data), steps=train_steps, crop=crop, seed=seed,
                                checkpoint_every=train_steps)
     training_run = prepare_training(train_config, out / "train")
-    _link_dir(out / "train" / TENSORBOARD_DIR, out / TENSORBOARD_DIR / "train")
+    link_dir(out / "train" / TENSORBOARD_DIR, out / TENSORBOARD_DIR / "train")
     trained = train(training_run, device=device, progress=False)
     measured = score_checkpoint(trained.checkpoint, find_pairs(val_data, "val_data"))
     metrics = {

@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from matplotlib.figure import Figure
-from nni.tools.nnictl.config_utils import Experiments
 
 from ..base.atomic import atomic_write
 from ..base.errors import UsageError
 from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
 from ..search.figures import alpha_heatmaps, psnr_vs_params, save_png
-from ..search.nni_compat import DATABASE, read_experiment_database
+from ..search.nni_compat import DATABASE, read_experiment_database, registered_experiment_dir
 
 __all__ = [
     "TrialRecord",
@@ -121,17 +120,6 @@ class ExperimentData:
     end_ms: int | None = None
 
 
-def _manifest_dirs(experiment_id: str) -> list[Path]:
-    """Folders where nnictl's experiment list says ``experiment_id`` lives."""
-    try:
-        entry = Experiments().get_all_experiments().get(experiment_id)
-    except Exception:  # no NNI, or an unreadable list
-        return []
-    if not entry or not entry.get("logDir"):
-        return []
-    return [Path(entry["logDir"]).expanduser() / experiment_id]
-
-
 def locate_experiment(id_or_dir: str, experiment_dir: str | os.PathLike[str] | None = None) -> Path:
     """The folder (holding ``db/nni.sqlite``) of an experiment given by id or by folder."""
     path = Path(id_or_dir).expanduser()
@@ -145,7 +133,9 @@ def locate_experiment(id_or_dir: str, experiment_dir: str | os.PathLike[str] | N
     candidates: list[Path] = []
     if experiment_dir is not None:
         candidates.append(Path(experiment_dir).expanduser() / id_or_dir)
-    candidates += _manifest_dirs(id_or_dir)
+    registered = registered_experiment_dir(id_or_dir)
+    if registered is not None:
+        candidates.append(registered)
     candidates.append(Path("~/nni-experiments").expanduser() / id_or_dir)
     for folder in candidates:
         if (folder / DATABASE).is_file():

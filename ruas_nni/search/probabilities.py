@@ -3,15 +3,13 @@ paper's Fig. 9 by :func:`ruas_nni.search.figures.alpha_heatmaps`)."""
 
 from __future__ import annotations
 
-# ``nni.nas.strategy`` must be imported before ``nni.nas.oneshot`` (see strategies/cooperative.py).
-import nni.nas.strategy  # noqa: F401, I001
 import torch
-from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
 
 from strategies.nni_compat import arch_alpha
 
 from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
+from .nni_compat import mixed_layers
 
 __all__ = ["MODULES", "architecture_probabilities"]
 
@@ -20,10 +18,10 @@ MODULES = ("iem", "nrm")
 
 def _mixed_layers(module: torch.nn.Module):
     seen: set[str] = set()
-    for sub in module.modules():
-        if isinstance(sub, DifferentiableMixedLayer) and sub.label not in seen:
-            seen.add(sub.label)
-            yield sub
+    for layer in mixed_layers(module):
+        if layer.label not in seen:
+            seen.add(layer.label)
+            yield layer
 
 
 def architecture_probabilities(supernet: torch.nn.Module) -> dict[str, list[list[float]] | None]:
