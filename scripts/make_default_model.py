@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from ruas_nni.inference.benchmark import count_flops, count_parameters  # noqa: E402
 from ruas_nni.inference.evaluation import evaluate, find_pairs  # noqa: E402
+from ruas_nni.inference.no_reference import evaluate_no_reference, find_low_light  # noqa: E402
 from ruas_nni.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from ruas_nni.model.genotype import PAPER_GENOTYPE  # noqa: E402
+from ruas_nni.model.tone import ToneOptions  # noqa: E402
 
 TARGET = ROOT / "ruas_nni" / "pretrained" / "default.pt"
 COMMANDS = ROOT / "scripts" / "reproduce_default_model.sh"
@@ -64,6 +67,12 @@ def _record(result) -> dict:
     return record | {"per_image": {k: v.to_dict() for k, v in result.per_image.items()}, "definition": DEFINITION}
 
 
+def _real(checkpoint: Checkpoint, folder: str) -> dict:
+    result = evaluate_no_reference(find_low_light(folder), checkpoint)
+    return {"photos": len(result.per_image), "mean": result.mean, "worst": result.worst,
+            "definition": "ruas-nni evaluate --no-reference (docs/no_reference.md)"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the trained model.pt to ship")
@@ -72,11 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search", default=None, help="arch.json of the search whose winner was trained, if any")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
                         help="other candidates' model.pt to score and record (repeatable)")
+    parser.add_argument("--tone", choices=("shoulder", "keep"), default="keep",
+                        help="ship the model with the shoulder exposure policy (ruas_nni.model.tone, default options) "
+                             "instead of the one it was trained with (keep, default)")
+    parser.add_argument("--real", action="append", default=[], metavar="DIR",
+                        help="a folder of real low-light photos to measure without references and record (repeatable)")
     parser.add_argument("--note", default="", help="a sentence on how and why this model was chosen")
     parser.add_argument("--out", default=str(TARGET), help=f"where to write (default {TARGET.relative_to(ROOT)})")
     args = parser.parse_args(argv)
 
     source = load_checkpoint(args.model)
+    if "training" in source.metadata:  # an already packaged model: its training record, not its package's
+        source = replace(source, metadata=source.metadata["training"])
+    if args.tone == "shoulder":
+        if source.options.exposure is None:
+            parser.error("--tone shoulder: the model has no exposure normalisation")
+        source = replace(source, options=replace(source.options, tone=ToneOptions()))
     pairs = find_pairs(args.val)
     result = evaluate(source, pairs)
     test_pairs = find_pairs(args.report)
@@ -106,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": count_parameters(network)["whole"],
         "flops_600x400": {"whole": flops["whole"]["flops"], "iem": flops["iem"]["flops"],
                           "counted_by": "torch.utils.flop_counter.FlopCounterMode (1 multiply-add = 2 FLOPs)"},
+        "real_photos": {Path(folder).name: _real(source, folder) for folder in args.real},
         "commands": _commands(),
         "note": args.note,
         "evaluation_set_use": "recipe, objective, exposure, training length and checkpoint were chosen on lol_val "

@@ -73,7 +73,7 @@ class ToneOptions:
 
     knee: float = 0.7
     toe: float = 0.0
-    hue: float = 0.5
+    hue: float = 0.3
     max_ratio: float = 20.0
     max_gain: float = 64.0
     white_quantile: float = 0.995
