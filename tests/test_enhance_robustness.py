@@ -242,7 +242,7 @@ def test_plan_jobs_never_targets_an_input(tmp_path):
 def test_a_failure_inside_the_network_fails_that_file_only(tmp_path, model_path, monkeypatch, capsys, workers):
     from ruas_nni.cli import main
     from ruas_nni.inference.enhance import Enhancer
-    from ruas_nni.inference.graph_cache import GraphEnhancer
+    from ruas_nni.inference.graph_enhancer import GraphEnhancer
 
     source = tmp_path / "in"
     source.mkdir()

@@ -78,7 +78,8 @@ def test_cached_graph_runs_without_torch_and_matches_the_torch_engine(reference_
 def test_graph_enhancer_equals_the_enhancer_bit_for_bit_tiled_or_not(reference_dir, photos, tmp_path):
     """The PyTorch-free enhancer is the ``Enhancer``'s ONNX Runtime engine exactly, on one tile or many."""
     from ruas_nni.inference.enhance import Enhancer, load_model
-    from ruas_nni.inference.graph_cache import GraphEnhancer, graph_for
+    from ruas_nni.inference.graph_cache import graph_for
+    from ruas_nni.inference.graph_enhancer import GraphEnhancer
     from ruas_nni.inference.tiling import plan_tiles
 
     checkpoint, path = load_model(reference_dir / "lol.pt")
@@ -164,7 +165,8 @@ def test_the_enhancer_runs_exposure_models_in_the_graph_engines(reference_dir, p
     does ``auto`` (the native engine where a C compiler is found): within one level of the torch engine;
     the PyTorch-free enhancer equals the ``Enhancer`` with the same engine."""
     from ruas_nni.inference.enhance import Enhancer, auto_engine, load_model
-    from ruas_nni.inference.graph_cache import GraphEnhancer, build_graph
+    from ruas_nni.inference.graph import build_graph
+    from ruas_nni.inference.graph_enhancer import GraphEnhancer
 
     checkpoint = load_model(reference_dir / "lol.pt")[0].with_exposure(0.45, 0.5)
     rgb = np.asarray(Image.open(photos / "lime_10.bmp").convert("RGB"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -39,8 +38,6 @@ PyTorch or compiling. See docs/speed.md.
 Exit status: 0 when every input was enhanced (or its output kept), 1 when some inputs failed (each
 named on stderr in one line), 2 for bad flags or an unusable checkpoint.
 """
-
-log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -112,58 +109,13 @@ def _collect_sources(arguments: list[str], recursive: bool) -> list[tuple[Path, 
     return sources
 
 
-def _graph_enhancer(args: argparse.Namespace):
-    """The PyTorch-free enhancer (:class:`ruas_nni.inference.graph_cache.GraphEnhancer`) when this run
-    can use it: the native or ONNX Runtime engine on CPU with the folded network. Its graph (and C
-    source) comes from the cache, or is written (PyTorch imported once) and cached. ``None``: use the
-    general :class:`~ruas_nni.inference.enhance.Enhancer`."""
-    import importlib.util
-
-    from ruas_nni.base.devices import may_use_cuda
-
-    if (args.no_fold or args.compile or args.half or args.layout != "nchw" or args.engine == "torch"
-            or may_use_cuda(args.device) or importlib.util.find_spec("onnxruntime") is None):
-        return None
-    from ruas_nni.base.errors import UsageError
-    from ruas_nni.inference.files import default_checkpoint_path
-    from ruas_nni.inference.graph_cache import GraphEnhancer, graph_for
-    from ruas_nni.inference.native import NativeUnavailable, auto_engine
-
-    path = Path(args.checkpoint) if args.checkpoint is not None else default_checkpoint_path()
-    if path is None or not path.is_file():
-        return None  # the general path says why
-    engine = auto_engine(use_cache=not args.no_cache) if args.engine == "auto" else args.engine
-    options = dict(workers=args.workers or None, max_tile_pixels=args.tile_pixels, memory_budget=args.memory_budget)
-
-    def open_graph(graph):
-        try:
-            return GraphEnhancer(graph, engine=engine, **options)
-        except NativeUnavailable as exc:
-            if args.engine == "native":
-                raise UsageError(f"--engine native: {exc}") from None
-            log.warning("the native engine is not available here (%s); using onnxruntime", exc)
-            return GraphEnhancer(graph, engine="onnxruntime", **options)
-
-    try:
-        graph, cached = graph_for(path, args.stage, args.exposure, args.exposure_gamma, use_cache=not args.no_cache)
-    except OSError:
-        return None  # an unreadable checkpoint: the general path says why
-    try:
-        return open_graph(graph)
-    except UsageError:
-        raise
-    except Exception:  # noqa: BLE001 - a cached graph that cannot be loaded: write it again
-        if not cached:
-            raise
-    graph, _ = graph_for(path, args.stage, args.exposure, args.exposure_gamma, refresh=True)
-    return open_graph(graph)
-
 def run(args: argparse.Namespace) -> int:
     import time
 
     from ruas_nni.base.errors import UsageError
     from ruas_nni.base.quiet import show_progress
     from ruas_nni.inference.files import enhance_files, plan_jobs, tune_allocator
+    from ruas_nni.inference.opener import open_enhancer
 
     sources = _collect_sources(args.inputs, args.recursive)
     if not sources:
@@ -173,18 +125,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {out_dir}: exists and is not a folder")
 
     tune_allocator()
-    enhancer = _graph_enhancer(args)
-    if enhancer is None:
-        from ruas_nni.inference.enhance import Enhancer, load_model, resolve_device
-
-        device = resolve_device(args.device)
-        checkpoint, _ = load_model(args.checkpoint)
-        if args.exposure is not None or args.exposure_gamma is not None:
-            checkpoint = checkpoint.with_exposure(args.exposure, args.exposure_gamma)
-        enhancer = Enhancer(checkpoint, stage=args.stage, device=device, fold=not args.no_fold, half=args.half,
-                            compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
-                            workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout,
-                            memory_budget=args.memory_budget, engine=args.engine)
+    enhancer = open_enhancer(args.checkpoint, args.engine, stage=args.stage, device=args.device, fold=not args.no_fold,
+                             half=args.half, compile=args.compile, cuda_graphs=not args.no_cuda_graphs,
+                             workers=args.workers or None, max_tile_pixels=args.tile_pixels, layout=args.layout,
+                             memory_budget=args.memory_budget, exposure=args.exposure,
+                             exposure_gamma=args.exposure_gamma, use_cache=not args.no_cache)
     plan = plan_jobs(sources, out_dir, overwrite=args.overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

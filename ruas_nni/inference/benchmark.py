@@ -13,10 +13,11 @@ authors' script runs it (``torch.no_grad``, PyTorch's default threads, glibc's d
 *eager-channels-last* is the same network, weights and input in PyTorch's channels-last memory
 format (otherwise as *eager*): the layout alone roughly halves the eager time on CPU, so the
 optimised engine's speed-up over it is the honest one; the *optimised* path is
-:class:`ruas_nni.inference.enhance.Enhancer` as ``ruas-nni enhance`` uses it (folded network, one worker per
-core on exact tiles, tuned allocator). Peak memory is the child's peak
-resident set size while it enhances images of that size (Linux ``VmHWM``, reset before each size),
-which includes PyTorch itself; on CUDA, ``torch.cuda.max_memory_allocated``.
+the enhancer of :func:`ruas_nni.inference.opener.open_enhancer` with ``engine`` ``auto``, as
+``ruas-nni enhance`` uses it (folded network, one worker per core on exact tiles, tuned allocator).
+Peak memory is the child's peak resident set size while it enhances images of that size (Linux
+``VmHWM``, reset before each size), which includes PyTorch itself; on CUDA,
+``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..model.checkpoint import Checkpoint, load_checkpoint
 from ..model.export import NetworkOptions, export
 from ..model.genotype import PAPER_GENOTYPE
-from .enhance import Enhancer, default_checkpoint_path, tune_allocator
+from .files import default_checkpoint_path, tune_allocator
+from .opener import open_enhancer
 
 __all__ = [
     "PAPER_TABLE2",
@@ -183,8 +185,7 @@ def _child(kind: str, source: ModelSource, sizes: Sequence[tuple[int, int]], run
     else:
         if not cuda:
             tune_allocator()
-        enhancer = Enhancer(checkpoint, stage=stage, device=device, half=cuda, engine="auto")
-        enhance = enhancer
+        enhance = open_enhancer(checkpoint, "auto", stage=stage, device=device, half=cuda)
     baseline = _rss_mb("VmRSS")
     measured = {}
     generator = torch.Generator().manual_seed(0)

@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..base.devices import resolve_device as _resolve_device_name
 from ..base.errors import UsageError
 from ..model.checkpoint import Checkpoint, load_checkpoint
-from ..model.network import exposure_gain
+from .engine import ENGINES, GRAPH_ENGINES, auto_engine, choose_engine  # noqa: F401 - ENGINES, auto_engine re-exported
+from .engine_torch import StageOutput, TorchEngine
 from .files import (  # noqa: F401 - the file side, re-exported: it lives in a torch-free module
     DEFAULT_CHECKPOINT,
     DEFAULT_PNG_COMPRESSION,
@@ -56,7 +55,9 @@ from .files import (  # noqa: F401 - the file side, re-exported: it lives in a t
     write_enhanced,
 )
 from .fold import FoldedRUAS
-from .native import auto_engine
+from .graph import build_graph, max_channels
+from .graph_enhancer import GraphEnhancer
+from .tiled import STAGES, TiledEnhancer, check_stage
 from .tiling import (  # noqa: F401 - the tile budget, re-exported
     _PAPER_MAX_CHANNELS,
     DEFAULT_MEMORY_BUDGET_MB_PER_WORKER,
@@ -83,29 +84,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STAGES = ("final", "iem")
-"""Which output to keep: the whole network's (IEM + NRM) or the IEM's alone."""
-
-ENGINES = ("auto", "torch", "onnxruntime", "native")
-"""CPU engines: ``torch`` runs the folded network in PyTorch; ``onnxruntime`` runs the same folded
-graph (:func:`ruas_nni.onnx_export.folded_onnx_bytes`) in ONNX Runtime, measured about 20 % less CPU
-time and 40 % less memory per pixel on 2 cores; ``native`` runs it as C generated for the
-architecture and compiled once with the system's C compiler (:mod:`ruas_nni.inference.native`),
-about a third of ONNX Runtime's time (``docs/speed.md``); ``auto`` picks ``native`` on CPU when a C
-compiler is found and the cache folder is on, else ``onnxruntime`` when it is installed, else
-``torch`` (``native`` and ``onnxruntime`` need the folded network)."""
-
 CUDA_MAX_TILE_PIXELS = 9_000_000
 """On a GPU a 3840x2160 frame runs as one tile (about 2 GB of activations in float32)."""
 
+
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a usage error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("`device` cuda: no CUDA GPU is available here; use `device` cpu or auto", keys=("device",))
+    """``auto`` -> CUDA when available, else CPU (:func:`ruas_nni.base.devices.resolve_device`); ``cuda``
+    without a GPU is a usage error."""
+    name = _resolve_device_name(device)
     try:
-        return torch.device(device)
+        return torch.device(name)
     except RuntimeError:
         raise UsageError(f"`device`: unknown device {device!r}; expected auto, cpu or cuda", keys=("device",)) from None
 
@@ -123,116 +111,7 @@ def load_model(path: str | os.PathLike[str] | None) -> tuple[Checkpoint, Path]:
     return load_checkpoint(path), Path(path)
 
 
-def _max_channels(network: nn.Module) -> int:
-    channels = [int(m.out_channels) for m in network.modules() if isinstance(m, nn.Conv2d)]
-    return max(channels, default=_PAPER_MAX_CHANNELS)
-
-
-class _StageOutput(nn.Module):
-    """The unfolded network returning one stage's output (for ``fold=False``)."""
-
-    def __init__(self, network: nn.Module, stage: str) -> None:
-        super().__init__()
-        self.network = network
-        self.stage = stage
-
-    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
-        result = self.network.enhance(y, gain)
-        return result.final if self.stage == "final" else result.iem
-
-    def receptive_radius(self) -> int:
-        if self.stage == "iem":
-            return self.network.iem.receptive_radius()
-        return self.network.receptive_radius()
-
-
-class _GraphSession:
-    """The folded network in ONNX Runtime or as native code: one session, run concurrently by the
-    worker threads, each call on its caller's thread (one intra-op thread; both release the GIL)."""
-
-    def __init__(self, session, engine: str) -> None:
-        self.session = session
-        self.engine = engine
-
-    @classmethod
-    def open(cls, model: nn.Module, engine: str, *, fall_back: bool = False, raw: bool = False) -> _GraphSession:
-        """``engine`` ``native`` or ``onnxruntime``. ``fall_back``: when the native code cannot be built
-        here, say why once and use ONNX Runtime (else that is a usage error). With exposure
-        normalisation the graph takes the gain as a second input, unless ``raw`` (the unscaled output:
-        what the gain is measured on)."""
-        gain_input = getattr(model, "exposure", None) is not None and not raw
-        if engine == "native":
-            from .native import NativeSession, NativeUnavailable, library_folder, native_source
-
-            try:
-                return cls(NativeSession(*native_source(model, gain_input=gain_input), library_folder()), "native")
-            except NativeUnavailable as exc:
-                if not fall_back:
-                    raise UsageError(f"`engine` native: {exc}", keys=("engine",)) from None
-                log.warning("the native engine is not available here (%s); using ONNX Runtime", exc)
-        from .graph_cache import ort_session
-        from .onnx_export import folded_onnx_bytes  # onnx_export imports this module (cycle)
-
-        return cls(ort_session(folded_onnx_bytes(model, gain_input=gain_input)), "onnxruntime")
-
-    def __call__(self, x: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
-        feeds = {"image": x.detach().to(torch.float32).contiguous().numpy()}
-        if gain is not None:  # the whole image's exposure gain, one per image of the batch
-            feeds["gain"] = gain.detach().to("cpu", torch.float32).reshape(-1, 1, 1, 1).numpy()
-        output = self.session.run(["enhanced"], feeds)[0]
-        return torch.from_numpy(output)
-
-
-def _onnxruntime_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-class _CudaGraphs:
-    """Replays one captured CUDA graph per input shape (at most ``capacity`` shapes)."""
-
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], capacity: int = 8) -> None:
-        self.model = model
-        self.capacity = capacity
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-        self.failed = False
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.failed:
-            return self.model(x)
-        key = (tuple(x.shape), x.dtype, x.device)
-        entry = self.graphs.get(key)
-        if entry is None:
-            if len(self.graphs) >= self.capacity:
-                return self.model(x)
-            try:
-                entry = self._capture(x)
-            except Exception as exc:  # noqa: BLE001 - graphs are an optimisation: fall back to eager
-                log.warning("CUDA graph capture failed (%s); running without CUDA graphs", exc)
-                self.failed = True
-                return self.model(x)
-            self.graphs[key] = entry
-        graph, static_in, static_out = entry
-        static_in.copy_(x)
-        graph.replay()
-        return static_out.clone()
-
-    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        static_in = x.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm up (cuDNN algorithm choice, allocator) outside the graph
-                self.model(static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.model(static_in)
-        return graph, static_in, static_out
-
-
-class Enhancer:
+class Enhancer(TiledEnhancer):
     """Runs one checkpoint's network on single images (``3 x H x W`` in ``[0, 1]``).
 
     ``fold`` (default) runs the folded network (:mod:`ruas_nni.inference.fold`), identical up to float32
@@ -245,14 +124,19 @@ class Enhancer:
     ``max_tile_pixels`` is given (0: never tile). Use as a context manager, or call :meth:`close`, to
     stop the worker threads. With exposure normalisation on (the checkpoint's ``exposure``), the gain
     is computed once per image (:meth:`exposure_gain`) and every tile uses it: tiled equals untiled.
+
+    ``engine`` (:data:`~ruas_nni.inference.engine.ENGINES`, chosen by
+    :func:`~ruas_nni.inference.engine.choose_engine`): ``torch`` runs here; the graph engines
+    (``onnxruntime``, ``native``) run the checkpoint's folded graph through a
+    :class:`~ruas_nni.inference.graph_enhancer.GraphEnhancer`, the enhancer ``ruas-nni enhance`` uses
+    without PyTorch, so both give the same outputs bit for bit.
     """
 
     def __init__(self, checkpoint: Checkpoint, stage: str = "final", device: torch.device | str = "cpu", *,
                  fold: bool = True, half: bool = False, compile: bool = False, cuda_graphs: bool = True,
                  workers: int | None = None, max_tile_pixels: int | None = None, layout: str = "nchw",
                  memory_budget: float | None = None, engine: str = "torch") -> None:
-        if stage not in STAGES:
-            raise UsageError(f"`stage` must be one of {', '.join(STAGES)}, got {stage!r}", keys=("stage",))
+        check_stage(stage)
         self.checkpoint = checkpoint
         self.stage = stage
         self.device = torch.device(device)
@@ -262,106 +146,68 @@ class Enhancer:
                              keys=("half", "device"))
         self.dtype = torch.float16 if half else torch.float32
         self.network = checkpoint.build()
-        cuda_graphs = cuda_graphs and self.network.exposure is None  # graphs replay one input; the gain is a second
         if fold:
             model: nn.Module = FoldedRUAS(self.network, stage, functional=compile,
                                           layout=layout if self.device.type == "cpu" else "nchw")
         else:
-            model = _StageOutput(self.network, stage)
+            model = StageOutput(self.network, stage)
         self.halo = int(model.receptive_radius())
         self.model = model.to(self.device, self.dtype).eval()
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
-        if engine not in ENGINES:
-            raise UsageError(f"`engine` must be one of {', '.join(ENGINES)}, got {engine!r}", keys=("engine",))
-        self._gain_iem: _GraphSession | None = None
-        chosen = engine == "auto"
-        if chosen:
-            engine = auto_engine() if not on_cuda and fold and not compile and layout == "nchw" else "torch"
-        if engine in ("onnxruntime", "native"):
+        requested = engine
+        engine = choose_engine(engine, graph=not on_cuda and fold and not compile and layout == "nchw")
+        self._graph: GraphEnhancer | None = None
+        if engine in GRAPH_ENGINES:
             if on_cuda or not fold or compile:
                 raise UsageError(f"`engine` {engine} runs the folded network on CPU only "
                                  "(not with `device` cuda, `no_fold` or `compile`)",
                                  keys=("engine", "device", "no_fold", "compile"))
-            if not _onnxruntime_available():
-                raise UsageError(f"`engine` {engine}: onnxruntime is not installed (pip install onnxruntime)",
-                                 keys=("engine",))
-            self._forward = _GraphSession.open(self.model, engine, fall_back=chosen)
-            engine = self._forward.engine
-            if self.network.exposure is not None:  # the gain's IEM on the small copy, in the same engine
-                self._gain_iem = _GraphSession.open(FoldedRUAS(self.network, "iem").eval(), engine, raw=True)
+            self._graph = GraphEnhancer(build_graph(checkpoint, stage, self.network), engine=engine,
+                                        workers=workers, max_tile_pixels=max_tile_pixels,
+                                        memory_budget=memory_budget, fall_back=requested == "auto")
+            self.engine = self._graph.engine
+            self.workers, self.max_tile_pixels = self._graph.workers, self._graph.max_tile_pixels
+            self._pool, self._lock = None, threading.Lock()  # the GraphEnhancer's threads run the tiles
+            return
+        # graphs replay one input; the gain is a second
+        self._torch = TorchEngine(self.model, compile=compile,
+                                  cuda_graphs=on_cuda and cuda_graphs and self.network.exposure is None)
+        self._forward = self._torch.forward
         self.engine = engine
-        if compile:
-            self._forward = self._compiled(self.model)
-        if on_cuda and cuda_graphs:
-            self._forward = _CudaGraphs(self._forward)
-        if workers is None:
-            workers = available_cores() if not on_cuda else 1
-        if workers < 1:
-            raise UsageError(f"`workers` must be at least 1, got {workers}", keys=("workers",))
-        self.workers = 1 if on_cuda else int(workers)
-        if memory_budget is not None and memory_budget <= 0:
-            raise UsageError(f"`memory_budget` must be positive, got {memory_budget}", keys=("memory_budget",))
-        if max_tile_pixels is None:
-            if on_cuda:
-                max_tile_pixels = CUDA_MAX_TILE_PIXELS
-            else:
-                budget = memory_budget or DEFAULT_MEMORY_BUDGET_MB_PER_WORKER * self.workers
-                if engine == "native":
-                    max_tile_pixels = tile_pixels_for_budget(budget, self.workers, 1,
-                                                             self._forward.session.bytes_per_pixel())
-                else:
-                    per_pixel = ORT_TILE_BYTES_PER_PIXEL if engine == "onnxruntime" else TILE_BYTES_PER_PIXEL
-                    max_tile_pixels = tile_pixels_for_budget(budget, self.workers, _max_channels(self.network),
-                                                             per_pixel)
-        self.max_tile_pixels = int(max_tile_pixels) if max_tile_pixels > 0 else sys.maxsize
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._inline = self.device.type != "cpu"  # a GPU queues its own work: tiles run in the caller's thread
+        channels = max_channels(self.network)
+        self._size_tiles(workers, max_tile_pixels, memory_budget,
+                         lambda budget, count: (CUDA_MAX_TILE_PIXELS if on_cuda
+                                                else self._torch.tile_pixels(budget, count, channels)),
+                         single=on_cuda)
 
     @staticmethod
-    def _compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        try:
-            return torch.compile(model, dynamic=None)
-        except Exception as exc:  # noqa: BLE001 - compiling is optional: say why and run eagerly
-            log.warning("torch.compile is not available here (%s); running eagerly", exc)
-            return model
+    def _worker_started() -> None:
+        # Even one CPU worker is a thread of its own with one intra-op thread: PyTorch's default
+        # intra-op threads made one worker ~8x more CPU time under load.
+        torch.set_num_threads(1)
 
     # -- running ----------------------------------------------------------------------------
-
-    def _pool_or_none(self) -> ThreadPoolExecutor | None:
-        # On CPU even one worker is a thread of its own with one intra-op thread: run in the caller's
-        # thread, PyTorch's default intra-op threads made one worker ~8x more CPU time under load.
-        if self.device.type != "cpu":
-            return None
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ruas-enhance",
-                                                initializer=torch.set_num_threads, initargs=(1,))
-            return self._pool
 
     def run_window(self, window: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
         """The network on one ``3 x h x w`` window (``gain``: the whole image's exposure gain): the
         output clipped to ``[0, 1]``, float32, CPU."""
+        if self._graph is not None:
+            batch = window.detach().to("cpu", torch.float32).unsqueeze(0).contiguous().numpy()
+            if gain is not None:
+                gain = gain.detach().to("cpu", torch.float32).reshape(-1, 1, 1, 1).numpy()
+            return torch.from_numpy(self._graph._window(batch, gain))
         with torch.inference_mode():
             batch = window.unsqueeze(0).to(self.device, self.dtype, non_blocking=True).contiguous()
-            output = (self._forward(batch) if gain is None else self._forward(batch, gain.to(self.device)))[0]
+            output = self._torch.run_batch(batch, None if gain is None else gain.to(self.device))[0]
             return output.to("cpu", torch.float32).clamp_(0.0, 1.0)
-
-    def plan(self, height: int, width: int, min_tiles: int = 1) -> list[Tile]:
-        """The tiles an image of this size is cut into."""
-        return plan_tiles(height, width, self.halo, self.max_tile_pixels, min_tiles)
-
-    def _start(self, height: int, width: int, min_tiles: int, run: Callable[[Tile], None]) -> tuple[list[Tile], list[Future]]:
-        tiles = self.plan(height, width, min_tiles)
-        pool = self._pool_or_none()
-        if pool is None:
-            return tiles, [_run_now(run, tile) for tile in tiles]
-        return tiles, [pool.submit(run, tile) for tile in tiles]
 
     def submit(self, rgb: torch.Tensor, min_tiles: int = 1) -> PendingImage:
         """Start enhancing ``rgb`` (``3 x H x W`` float in ``[0, 1]``) on the worker threads; FIFO
         across calls. Each tile's core is written into one preallocated output as it finishes."""
         if rgb.dim() != 3 or rgb.shape[0] != 3:
             raise ValueError(f"expected a 3 x H x W image, got shape {tuple(rgb.shape)}")
+        if self._graph is not None:
+            return self._graph.submit(rgb, min_tiles)
         height, width = int(rgb.shape[1]), int(rgb.shape[2])
         output = torch.empty(3, height, width)
         gain = self.exposure_gain(rgb)
@@ -383,6 +229,8 @@ class Enhancer:
         tiles in flight."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.dtype} {tuple(rgb.shape)}")
+        if self._graph is not None:
+            return self._graph.submit_uint8(rgb, min_tiles)
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
         if rgb.flags.writeable:
             source = torch.from_numpy(rgb)
@@ -405,35 +253,21 @@ class Enhancer:
         return PendingImage(output, tiles, futures)
 
     def exposure_gain(self, rgb: torch.Tensor) -> torch.Tensor | None:
-        """The exposure gain of the whole image ``rgb`` (``3 x H x W``), ``None`` when exposure is off."""
+        """The exposure gain of the whole image ``rgb`` (``3 x H x W``), one per image (shape ``1``);
+        ``None`` when exposure is off. The torch engine measures it as the network does
+        (:meth:`ruas_nni.model.network.RUASForward.exposure_gain`), the graph engines as
+        :meth:`GraphEnhancer.exposure_gain`."""
         if self.network.exposure is None:
             return None
+        if self._graph is not None:
+            image = rgb.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy()
+            return torch.from_numpy(self._graph.exposure_gain(image, 1.0).reshape(1))
         with torch.inference_mode():
-            if self._gain_iem is not None:
-                return exposure_gain(self._gain_iem, rgb.unsqueeze(0).to(torch.float32), self.network.exposure,
-                                     self.network.exposure_gamma, self.network.tone)
             weight = next(self.network.parameters())  # on the device, in the dtype, the network runs in
             return self.network.exposure_gain(rgb.unsqueeze(0).to(weight.device, weight.dtype))
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The enhanced image, clipped to ``[0, 1]``, on the CPU (tiles of one image in parallel)."""
-        return self.submit(rgb, min_tiles=self.workers).result()
-
-    def close(self) -> None:
-        """Stop the worker threads (waits for running tiles)."""
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
-
-    def __enter__(self) -> Enhancer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
+    def _close_engines(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+        else:
+            self._torch.close()

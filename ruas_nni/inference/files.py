@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,8 +29,6 @@ from .tiling import Tile
 
 if TYPE_CHECKING:
     import torch
-
-    from .enhance import Enhancer
 
 DEFAULT_CHECKPOINT = "default.pt"
 
@@ -217,7 +215,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def enhance_files(enhancer: Enhancer, jobs: Sequence[EnhanceJob], *,
+class ImageEnhancer(Protocol):
+    """What :func:`enhance_files` needs of an enhancer (:class:`ruas_nni.inference.enhance.Enhancer`,
+    :class:`ruas_nni.inference.graph_enhancer.GraphEnhancer`)."""
+
+    workers: int
+
+    def submit(self, rgb: torch.Tensor, min_tiles: int = 1) -> PendingImage: ...
+
+    def submit_uint8(self, rgb: np.ndarray, min_tiles: int = 1) -> PendingImage: ...
+
+
+def enhance_files(enhancer: ImageEnhancer, jobs: Sequence[EnhanceJob], *,
                   png_compression: int | None = DEFAULT_PNG_COMPRESSION,
                   on_error: Callable[[Path, str], None] | None = None,
                   on_done: Callable[[EnhanceJob], None] | None = None,

@@ -48,12 +48,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base.atomic import atomic_write
+from ..model.tone import BLUR_TAPS
 from .cache_folder import cache_dir, cache_disabled
+from .tiling import tile_pixels_for_budget
 
 if TYPE_CHECKING:
     from .fold import FoldedRUAS, _Act, _Conv
 
-__all__ = ["NativeSession", "NativeUnavailable", "auto_engine", "compiler", "library_folder", "library_for", "native_source"]
+__all__ = ["NativeSession", "NativeUnavailable", "compiler", "library_folder", "library_for", "native_source"]
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +154,15 @@ class _CProgram:
         self.writer.add("iem_out" if clamp else "iem_ratio", [z, y], [out], t_min=self.t_min)
         return out
 
-    def gain(self, u: str) -> str:
+    def gain(self, u: str, blurred: str | None = None) -> str:
         out = self._new("u_gain", 3)
         tone = self.model.tone
         if tone is not None:  # the shoulder policy: its options are parameters, as the exponent is
             gamma = float(self.model.exposure_gamma)
             at = self.writer.add_params(np.array([gamma, tone.toe, tone.toe ** gamma if tone.toe else 0.0, tone.knee,
-                                                  1.0 / (1.0 - tone.knee), tone.hue]))
-            self.writer.add("tone", [u], [out], at=at)
+                                                  1.0 / (1.0 - tone.knee), tone.hue,
+                                                  -1.0 / tone.dequantise if blurred is not None else 0.0]))
+            self.writer.add("tone", [u] if blurred is None else [u, blurred], [out], at=at)
             return out
         # the tone curve's exponent is a parameter: an override needs no new code
         at = self.writer.add_params(np.array([self.model.exposure_gamma]))
@@ -277,6 +280,13 @@ static inline vf vshoulder(vf v, float gain, const float *q) {
     vf soft = q[3] + (1.0f - q[3]) * (1.0f - vexp((q[3] - z) * q[4]));
     return q[3] <= 0.0f ? soft : vsel(z <= q[3], z, soft);
 }
+/* the weight of the dequantisation blur's taps inside 0 .. n - 1 around i (ruas_nni.model.tone.blur_norm) */
+static float blur_norm(long i, long n) {
+    static const float taps[BLUR_TAPS] = {BLUR_WEIGHTS};
+    float s = 0.0f;
+    for (long k = 0; k < BLUR_TAPS; ++k) { long j = i + k - BLUR_TAPS / 2; if (j >= 0 && j < n) s += taps[k]; }
+    return s;
+}
 """
 
 
@@ -317,7 +327,8 @@ def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: floa
             for plane in plane_list:
                 ring_of[plane] = rings[name]
     first_row = np.concatenate([[0], np.cumsum(ring_of)]).astype(int).tolist()
-    lines = [f"#define SLOPE {_c_float(slope)}", _PRELUDE, f"#define R {radius}",
+    lines = [f"#define SLOPE {_c_float(slope)}", f"#define BLUR_TAPS {len(BLUR_TAPS)}",
+             f"#define BLUR_WEIGHTS {', '.join(_c_float(w) for w in BLUR_TAPS)}", _PRELUDE, f"#define R {radius}",
              f"static const int RING_FIRST[{count + 1}] = {{{', '.join(map(str, first_row))}}};",
              f"static const int RING_MASK[{count}] = {{{', '.join(str(r - 1) for r in ring_of)}}};",
              "#define ROW(i, r) (work + ((long)RING_FIRST[i] + (((long)(r) + R) & RING_MASK[i])) * S + R)",
@@ -399,8 +410,16 @@ def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
                   "        const float *a0 = ROW({}, r), *a1 = ROW({}, r), *a2 = ROW({}, r);".format(*src),
                   "        float *d0 = ROW({}, r), *d1 = ROW({}, r), *d2 = ROW({}, r);".format(*dst),
                   f"        for (long x = 0; x < Wv; x += {LANES}) {{",
-                  "            vf v0 = vmax(ld(a0 + x), splat(0.0f)), v1 = vmax(ld(a1 + x), splat(0.0f)), "
-                  "v2 = vmax(ld(a2 + x), splat(0.0f));",
+                  "            vf v0 = ld(a0 + x), v1 = ld(a1 + x), v2 = ld(a2 + x);"]
+        if len(reads) > 1:  # dequantise: the blur normalised inside the window, weighted by its darkness
+            lines += ["            {{ const float *b0 = ROW({}, r), *b1 = ROW({}, r), *b2 = ROW({}, r);".format(*reads[1]),
+                      "              vf norm = splat(blur_norm(r, H));",
+                      f"              if (x < BLUR_TAPS / 2 || x + {LANES} > W - BLUR_TAPS / 2)",
+                      f"                  for (int l = 0; l < {LANES}; ++l) norm[l] *= blur_norm(x + l, W);",
+                      "              vf c0 = ld(b0 + x) / norm, c1 = ld(b1 + x) / norm, c2 = ld(b2 + x) / norm;",
+                      "              vf w = vexp(vmax(vmax(c0, c1), c2) * q[6]);",
+                      "              v0 = v0 + w * (c0 - v0); v1 = v1 + w * (c1 - v1); v2 = v2 + w * (c2 - v2); }"]
+        lines += ["            v0 = vmax(v0, splat(0.0f)); v1 = vmax(v1, splat(0.0f)); v2 = vmax(v2, splat(0.0f));",
                   "            vf f0 = vshoulder(v0, gain, q), f1 = vshoulder(v1, gain, q), f2 = vshoulder(v2, gain, q);",
                   "            if (hue > 0.0f) {",
                   "                vf m = vmax(vmax(v0, v1), v2);",
@@ -530,17 +549,6 @@ def compiler() -> str | None:
     return None
 
 
-def auto_engine(use_cache: bool = True) -> str:
-    """The CPU engine ``auto`` picks for the folded network: ``native`` when a C compiler is found and
-    the cache folder is on (``use_cache`` and no ``RUAS_NNI_NO_CACHE``: the compiled code is kept
-    there), else ``onnxruntime`` when it is installed, else ``torch``."""
-    import importlib.util
-
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "torch"
-    return "native" if compiler() is not None and use_cache and not cache_disabled() else "onnxruntime"
-
-
 def _cpu_fingerprint() -> str:
     """What ``-march=native`` depends on: the machine and its CPU's model and feature flags."""
     text = platform.machine()
@@ -629,9 +637,12 @@ def _load(path: Path) -> ctypes.CDLL:
 
 
 class NativeSession:
-    """The compiled network with the part of ONNX Runtime's ``InferenceSession`` interface that the
-    enhancers use: ``run(["enhanced"], {"image": 1x3xHxW float32[, "gain": 1x1x1x1]})``. Safe to call
-    from several threads at once (each has its own working memory; ``ctypes`` releases the GIL)."""
+    """The ``native`` engine (:class:`~ruas_nni.inference.engine.Engine`): the compiled network, run by
+    :meth:`run_batch`, or as ONNX Runtime's ``InferenceSession`` is, ``run(["enhanced"], {"image": 1x3xHxW
+    float32[, "gain": 1x1x1x1]})``. Safe to call from several threads at once (each has its own working
+    memory; ``ctypes`` releases the GIL)."""
+
+    name = "native"
 
     def __init__(self, source: str, params: np.ndarray, folder: Path | None = None) -> None:
         path = library_for(source, folder)  # a damaged cache entry is caught (checksum) and rebuilt there
@@ -649,6 +660,17 @@ class NativeSession:
                               ctypes.c_long, ctypes.c_float]
         self._library = library
         self._local = threading.local()
+
+    def run_batch(self, image: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
+        return self.run(None, {"image": image} if gain is None else {"image": image, "gain": gain})[0]
+
+    def tile_pixels(self, budget_mb: float, workers: int, max_channels: int) -> int:
+        """The working rings depend on the width only, not on the channels: only the input and the
+        output count per pixel."""
+        return tile_pixels_for_budget(budget_mb, workers, 1, self.bytes_per_pixel())
+
+    def close(self) -> None:
+        self._local = threading.local()  # the threads' working memory goes with their last reference
 
     def bytes_per_pixel(self) -> int:
         """Memory of one call per image pixel, for sizing tiles: the input and output (the working

@@ -21,7 +21,7 @@ from ..base.atomic import atomic_write
 from ..base.errors import UsageError
 from ..model.checkpoint import Checkpoint
 from ..model.network import LEAKY_SLOPE, T_MIN
-from .enhance import _StageOutput
+from .engine_torch import StageOutput
 from .fold import FoldedRUAS, _Act, _Conv, walk_program
 
 __all__ = ["export_onnx", "DEFAULT_OPSET"]
@@ -33,7 +33,7 @@ def _inference_module(checkpoint: Checkpoint, stage: str, fold: bool) -> nn.Modu
     network = checkpoint.build()
     if fold:
         return FoldedRUAS(network, stage, functional=True).eval()
-    return _StageOutput(network, stage).eval()
+    return StageOutput(network, stage).eval()
 
 
 def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike[str], *, stage: str = "final", fold: bool = True,
@@ -231,9 +231,22 @@ class _OnnxProgram:
         below = graph.node("LessOrEqual", [z, graph.scalar(knee)])[0]
         return graph.node("Where", [below, z, soft])[0]
 
-    def _shoulder(self, x: str) -> str:  # shoulder_curve of ruas_nni.model.tone
+    def _dequantise(self, x: str, blurred: str) -> str:  # dequantise of ruas_nni.model.tone
+        graph, model = self.graph, self.model
+        ones = graph.node("Add", [graph.node("Mul", [x, graph.scalar(0.0)])[0], graph.scalar(1.0)])[0]
+        kernel = int(model.tone_blur_weight.shape[-1])
+        norm = graph.node("Conv", [ones, graph.constant(model.tone_blur_weight, "weight")], kernel_shape=[kernel, kernel],
+                          pads=[model.tone_blur.padding] * 4, dilations=[1, 1], strides=[1, 1])[0]
+        blurred = graph.node("Div", [blurred, norm])[0]
+        darkest = graph.node("ReduceMax", [blurred], axes=[1], keepdims=1)[0]
+        weight = graph.node("Exp", [graph.node("Mul", [darkest, graph.scalar(-1.0 / model.tone.dequantise)])[0]])[0]
+        return graph.node("Add", [x, graph.node("Mul", [weight, graph.node("Sub", [blurred, x])[0]])[0]])[0]
+
+    def _shoulder(self, x: str, blurred: str | None) -> str:  # shoulder_curve of ruas_nni.model.tone
         graph, tone = self.graph, self.model.tone
         gamma = float(self.model.exposure_gamma)
+        if blurred is not None:
+            x = self._dequantise(x, blurred)
         x = graph.node("Max", [x, graph.scalar(0.0)])[0]
         out = self._shoulder_curve(x, gamma)
         if tone.hue <= 0.0:
@@ -244,9 +257,9 @@ class _OnnxProgram:
         hue = graph.node("Mul", [graph.node("Mul", [x, ratio])[0], graph.scalar(tone.hue)])[0]
         return graph.node("Add", [graph.node("Mul", [out, graph.scalar(1.0 - tone.hue)])[0], hue])[0]
 
-    def gain(self, u: str) -> str:  # apply_tone: clamp(k * max(u, 0) ** p, 0, 1), or the shoulder policy
+    def gain(self, u: str, blurred: str | None = None) -> str:  # apply_tone: clamp(k max(u, 0) ** p, 0, 1) or shoulder
         if self.model.tone is not None:
-            return self._shoulder(u)
+            return self._shoulder(u, blurred)
         gamma = float(self.model.exposure_gamma)
         if gamma != 1.0:
             positive = self.graph.node("Max", [u, self.graph.scalar(0.0)])[0]

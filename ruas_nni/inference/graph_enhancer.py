@@ -1,0 +1,121 @@
+"""The enhancer of the graph engines (``native``, ``onnxruntime``) on a folded graph alone: NumPy, no
+PyTorch, so that ``ruas-nni enhance`` with a cached graph (:mod:`ruas_nni.inference.graph_cache`) starts
+without importing it. :class:`ruas_nni.inference.enhance.Enhancer` runs these engines through it too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .engine import open_graph_engines
+from .files import PendingImage
+from .tiled import TiledEnhancer
+from .tiling import Tile
+
+if TYPE_CHECKING:
+    import torch
+
+    from .graph import CachedGraph
+
+__all__ = ["GraphEnhancer"]
+
+
+class GraphEnhancer(TiledEnhancer):
+    """The CPU enhancer with the ONNX Runtime or the native engine, on a folded graph alone (NumPy, no
+    PyTorch): exact tiles on worker threads, 8-bit images converted tile by tile with float32
+    arithmetic (``/ 255``, clip, ``* 255``, round half to even), as
+    :func:`ruas_nni.inference.files.enhance_files` needs.
+
+    ``engine``: ``onnxruntime`` or ``native`` (:func:`ruas_nni.inference.engine.open_graph_engines`:
+    a native engine that cannot be built here is a usage error, or with ``fall_back`` a warning and
+    ONNX Runtime). The exposure gain's small IEM runs in the same engine."""
+
+    def __init__(self, graph: CachedGraph, *, engine: str = "onnxruntime", workers: int | None = None,
+                 max_tile_pixels: int | None = None, memory_budget: float | None = None,
+                 fall_back: bool = False) -> None:
+        self._engine, self._gain_engine = open_graph_engines(graph, engine, fall_back=fall_back)
+        self.engine = self._engine.name
+        self.graph = graph
+        self.halo = graph.halo
+        self.stage = graph.stage
+        self._size_tiles(workers, max_tile_pixels, memory_budget,
+                         lambda budget, count: self._engine.tile_pixels(budget, count, graph.max_channels))
+
+    def _window(self, batch: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
+        """The network on ``1 x 3 x h x w`` float32, clipped to ``[0, 1]``: ``3 x h x w``."""
+        output = self._engine.run_batch(batch, gain)[0]
+        return np.clip(output, 0.0, 1.0, out=output)
+
+    def exposure_gain(self, rgb: np.ndarray, scale: float) -> np.ndarray | None:
+        """The exposure gain of a whole ``H x W x 3`` image whose values divided by ``scale`` are in
+        ``[0, 1]`` (as :func:`ruas_nni.model.network.exposure_gain`: the IEM on the ``f x f`` block
+        means), float32 ``1 x 1 x 1 x 1``; ``None`` when exposure normalisation is off."""
+        if self._gain_engine is None:
+            return None
+        height, width = int(rgb.shape[0]), int(rgb.shape[1])
+        graph = self.graph
+        factor = max(1, min(math.ceil(max(height, width) / graph.exposure_side), height, width))
+        rows, columns = height // factor, width // factor
+        blocks = rgb[:rows * factor, :columns * factor].reshape(rows, factor, columns, factor, 3)
+        sums = blocks.sum(axis=(1, 3), dtype=np.float64)  # exact for 8- and 16-bit values
+        small = (sums / (scale * factor * factor)).astype(np.float32).transpose(2, 0, 1)[None]
+        u = self._gain_engine.run_batch(np.ascontiguousarray(small)).astype(np.float64)
+        if graph.tone is not None:  # the shoulder policy: u is the ratio y / t_K
+            from ..model.tone import ToneOptions, solve_shoulder_gain
+
+            gain = solve_shoulder_gain(u[0], float(small.astype(np.float64).mean()), float(graph.exposure),
+                                       graph.exposure_gamma, ToneOptions.from_dict(graph.tone))
+            return np.full((1, 1, 1, 1), gain, np.float32)
+        if graph.exposure_gamma != 1.0:
+            u = np.maximum(u, 0.0) ** graph.exposure_gamma
+        mean = max(float(u.mean()), graph.gain_floor)
+        return np.full((1, 1, 1, 1), np.float32(graph.exposure) / np.float32(mean), np.float32)
+
+    def submit_uint8(self, rgb: np.ndarray, min_tiles: int = 1) -> PendingImage:
+        """As :meth:`ruas_nni.inference.enhance.Enhancer.submit_uint8`: ``H x W x 3`` uint8 in and out."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.dtype} {tuple(rgb.shape)}")
+        height, width = int(rgb.shape[0]), int(rgb.shape[1])
+        output = np.empty((height, width, 3), np.uint8)
+        scale = np.float32(255.0)
+        gain = self.exposure_gain(rgb, 255.0)  # one per image: every tile uses it, so tiled == untiled
+
+        def run(tile: Tile) -> None:
+            window = rgb[tile.top:tile.bottom, tile.left:tile.right]
+            batch = np.ascontiguousarray(window.transpose(2, 0, 1), dtype=np.float32)[None]
+            batch /= scale  # float32 division, as the torch path's div_(255.0)
+            core = tile.crop(self._window(batch, gain))
+            core *= scale
+            output[tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = \
+                np.rint(core).astype(np.uint8).transpose(1, 2, 0)
+
+        tiles, futures = self._start(height, width, min_tiles, run)
+        return PendingImage(output, tiles, futures)
+
+    def submit(self, rgb: torch.Tensor, min_tiles: int = 1) -> PendingImage:
+        """As :meth:`ruas_nni.inference.enhance.Enhancer.submit`: ``3 x H x W`` float in ``[0, 1]`` (a
+        16-bit or float input; reading one has imported PyTorch already)."""
+        import torch
+
+        if rgb.dim() != 3 or rgb.shape[0] != 3:
+            raise ValueError(f"expected a 3 x H x W image, got shape {tuple(rgb.shape)}")
+        source = rgb.detach().to("cpu", torch.float32).contiguous().numpy()
+        height, width = int(source.shape[1]), int(source.shape[2])
+        output = np.empty((3, height, width), np.float32)
+        gain = self.exposure_gain(source.transpose(1, 2, 0), 1.0)
+
+        def run(tile: Tile) -> None:
+            batch = np.ascontiguousarray(source[:, tile.top:tile.bottom, tile.left:tile.right])[None]
+            output[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = \
+                tile.crop(self._window(batch, gain))
+
+        tiles, futures = self._start(height, width, min_tiles, run)
+        return PendingImage(torch.from_numpy(output), tiles, futures)
+
+    def _close_engines(self) -> None:
+        self._engine.close()
+        if self._gain_engine is not None:
+            self._gain_engine.close()
