@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,13 @@ from ruas_nni.training.demo_data import _photo, synthesize_low_light
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL_TILES = 9000
+
+
+def _clip_default() -> Checkpoint:
+    """The shipped default's weights with the clip policy ``clamp(k u ** p, 0, 1)`` these tests are about
+    (the shipped default uses the shoulder policy: tests/test_tone.py)."""
+    checkpoint = load_model(None)[0]
+    return replace(checkpoint, options=replace(checkpoint.options, tone=None))
 
 
 def _photo_low(height: int = 160, width: int = 200) -> torch.Tensor:
@@ -96,7 +104,7 @@ def test_gain_is_defined_on_the_downsampled_whole_image() -> None:
 @pytest.mark.parametrize("fold_network", [True, False])
 @pytest.mark.parametrize("stage", ["final", "iem"])
 def test_enhancer_tiled_equals_untiled_with_exposure(fold_network, stage) -> None:
-    checkpoint = load_model(None)[0].with_exposure(0.45)
+    checkpoint = _clip_default().with_exposure(0.45)
     image = _photo_low()
     with Enhancer(checkpoint, stage=stage, fold=fold_network, max_tile_pixels=0, workers=1) as whole:
         expected = whole(image)
@@ -121,7 +129,7 @@ def test_enhancer_tiled_equals_untiled_with_exposure(fold_network, stage) -> Non
 
 
 def test_folded_network_computes_its_own_gain() -> None:
-    checkpoint = load_model(None)[0].with_exposure(0.4)
+    checkpoint = _clip_default().with_exposure(0.4)
     net = checkpoint.build()
     y = _photo_low(96, 120)[None]
     with torch.inference_mode():
@@ -187,7 +195,7 @@ def test_exposure_gamma_tone_curve() -> None:
     assert NetworkOptions(exposure=0.4, exposure_gamma=0.6).to_dict()["exposure_gamma"] == 0.6
     with pytest.raises(ValueError, match="'exposure_gamma'"):
         NetworkOptions(exposure_gamma=0)
-    checkpoint = load_model(None)[0].with_exposure(0.45, 0.6)
+    checkpoint = _clip_default().with_exposure(0.45, 0.6)
     net = checkpoint.build()
     y = _photo_low(120, 160)[None]
     with torch.no_grad():
