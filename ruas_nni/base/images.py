@@ -31,6 +31,7 @@ __all__ = [
     "write_png",
     "find_images",
     "to_uint",
+    "natural_key",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"})
@@ -221,3 +222,10 @@ def find_images(inputs: Iterable[str | os.PathLike[str]], recursive: bool = Fals
         else:
             raise FileNotFoundError(str(path))
     return found
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key for image file names: numeric stems in numeric order (``2.png`` before ``10.png``),
+    then the others by name."""
+    stem = Path(name).stem
+    return (0, int(stem), name) if stem.isdigit() else (1, 0, name)

@@ -23,7 +23,7 @@ import torch
 
 from ..base.atomic import write_json_atomic
 from ..base.errors import UsageError
-from ..base.images import ImageReadError, find_images, read_image, write_png
+from ..base.images import ImageReadError, find_images, natural_key, read_image, write_png
 from ..model.checkpoint import Checkpoint
 from .enhance import Enhancer
 from .metrics import ImageScores, exposure_matched, score_image
@@ -101,10 +101,6 @@ class EvaluationResult:
         return write_json_atomic(path, {**self.to_dict(), **(extra or {})})
 
 
-def _natural_key(name: str) -> tuple:
-    stem = Path(name).stem
-    return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
-
 
 def find_pairs(folder: str | os.PathLike[str], key: str = "data") -> list[ImagePair]:
     """The pairs of a paired folder (``low/`` and ``high/``, same names), in natural name order.
@@ -134,7 +130,7 @@ def find_pairs(folder: str | os.PathLike[str], key: str = "data") -> list[ImageP
             details.append(f"no input for {', '.join(only_high[:5])}{' ...' if len(only_high) > 5 else ''}")
         raise UsageError(f"`{key}` {root}: low/ and high/ must hold the same file names: {'; '.join(details)}",
                          keys=(key,))
-    names = sorted(sides["low"], key=_natural_key)
+    names = sorted(sides["low"], key=natural_key)
     return [ImagePair(name, sides["low"][name], sides["high"][name]) for name in names]
 
 

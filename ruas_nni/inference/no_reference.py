@@ -39,7 +39,7 @@ import numpy as np
 
 from ..base.atomic import atomic_write, write_json_atomic
 from ..base.errors import UsageError
-from ..base.images import ImageReadError, find_images, read_image, to_uint
+from ..base.images import ImageReadError, find_images, natural_key, read_image, to_uint
 
 if TYPE_CHECKING:
     import torch
@@ -280,10 +280,6 @@ class NoReferencePhoto:
     output: Path | None = None
 
 
-def _natural_key(name: str) -> tuple:
-    stem = Path(name).stem
-    return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
-
 
 def _images(folder: str | os.PathLike[str], key: str) -> list[Path]:
     root = Path(folder)
@@ -308,7 +304,7 @@ def _by_stem(paths: list[Path], key: str, folder: str | os.PathLike[str]) -> dic
 def find_low_light(folder: str | os.PathLike[str], key: str = "no_reference") -> list[NoReferencePhoto]:
     """The images of ``folder`` (not its sub-folders), in natural name order, to be enhanced."""
     paths = _images(folder, key)
-    return [NoReferencePhoto(p.name, p) for p in sorted(paths, key=lambda p: _natural_key(p.name))]
+    return [NoReferencePhoto(p.name, p) for p in sorted(paths, key=lambda p: natural_key(p.name))]
 
 
 def _listing(names: list[str]) -> str:
@@ -332,7 +328,7 @@ def match_outputs(outputs: str | os.PathLike[str], inputs: str | os.PathLike[str
         raise UsageError(f"`{outputs_key}` {outputs} and `{inputs_key}` {inputs} must hold the same file stems: "
                          f"{'; '.join(details)}", keys=(outputs_key, inputs_key))
     photos = [NoReferencePhoto(low[s].name, low[s], out[s]) for s in low]
-    return sorted(photos, key=lambda p: _natural_key(p.name))
+    return sorted(photos, key=lambda p: natural_key(p.name))
 
 
 def _read_levels(path: Path, what: str) -> tuple[np.ndarray, torch.Tensor]:
