@@ -62,6 +62,12 @@ def trials_finished(port: int, count: int) -> list[dict] | None:
     return jobs if len(jobs) >= count and len(done) == len(jobs) else None
 
 
+def trial_folder(job: dict) -> Path:
+    """A local trial's folder (its NNI_OUTPUT_DIR) from the REST API's logPath (``file://host:/path``)."""
+    path = job["logPath"].split("://", 1)[-1]
+    return Path(path.split(":", 1)[1] if ":" in path else path)
+
+
 def home_env(home: Path) -> dict[str, str]:
     """The environment for a CLI run with a private home folder (nnictl's experiment list)."""
     env = dict(os.environ)

@@ -1,6 +1,7 @@
 """NNI experiments for real: `ruas-nni compare` starts an NNI manager on localhost whose trials search,
-train and evaluate; the REST API, the web UI, the TensorBoard button, `nnictl stop`, waiting and
-Ctrl-C, multi-trial NAS on RUASSpace. (NNI 3.0's parameter hand-out is tested in test_report.py.)"""
+train and evaluate; the REST API, the web UI, the TensorBoard button, crafted trials and search space
+posted to the unauthenticated manager (refused), `nnictl stop`, waiting and Ctrl-C, multi-trial NAS on
+RUASSpace. (NNI 3.0's parameter hand-out is tested in test_report.py.)"""
 
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ from nni_utils import (
     rest,
     ruas_cli,
     small_pairs,
+    trial_folder,
     trials_finished,
     wait_until,
 )
+from test_untrusted_manager import crafted_parameters
 
 from ruas_nni.cli import main
 from ruas_nni.experiments.compare import CompareConfig, compare_experiment, compare_search_space, trial_command
-from ruas_nni.experiments.trial import build_parser
+from ruas_nni.experiments.trial import REFUSED, build_parser
 from ruas_nni.experiments.trial_runner import link_tensorboard_for_web_ui
 
 FINAL_KEYS = {"default", "psnr", "ssim", "params", "flops", "search_seconds", "strategy", "genotype"}
@@ -107,7 +110,8 @@ def test_tensorboard_link_for_the_local_training_service(tmp_path):
 @pytest.fixture(scope="module")
 def compare_run(demo_data, tmp_path_factory):
     """`ruas-nni compare --detach` with cooperative and darts on tiny crops; the manager is stopped
-    (and checked for leftovers) after the module's tests."""
+    (and checked for leftovers) by the module's last test on it, test_nnictl_stop_leaves_nothing_behind,
+    or after the module's tests."""
     root = tmp_path_factory.mktemp("compare")
     home = root / "home"
     home.mkdir()
@@ -115,14 +119,17 @@ def compare_run(demo_data, tmp_path_factory):
     port = free_port()
     result = ruas_cli(["compare", "--strategies", "cooperative,darts", "--data", str(demo_data.train),
                        "--eval-data", str(pairs), "--epochs", "1", "--steps", "1", "--crop", "16",
-                       "--train-steps", "1", "--port", str(port), "--concurrency", "2",
+                       "--train-steps", "1", "--port", str(port), "--concurrency", "3",
                        "--experiment-dir", str(root / "experiments"), "--detach"], home)
+    # concurrency 3 > the 2 grid points: NNI's GridSearch is asked for a third, finds its grid explored
+    # and starts afresh on the search space test_crafted_trials_... puts (with exactly 2 asked, it
+    # would index the new, smaller grid with its old position and crash: NNI 3.0's gridsearch_tuner)
     assert result.returncode == 0, result.stderr
     experiment_id = next(line.split(": ", 1)[1] for line in result.stdout.splitlines()
                          if line.startswith("experiment id: "))
     assert f"web UI: http://localhost:{port}" in result.stdout
     processes = process_tree(manager_pid(home, experiment_id))
-    state = {"root": root, "home": home, "port": port, "id": experiment_id, "stopped": False}
+    state = {"root": root, "home": home, "port": port, "id": experiment_id, "stopped": False, "stdout": result.stdout}
     try:
         state["jobs"] = wait_until(lambda: trials_finished(port, 2), 240, 2.0, "both trials to finish")
         state["processes"] = processes + [p for p in process_tree(processes[0].pid) if p not in processes]
@@ -131,6 +138,7 @@ def compare_run(demo_data, tmp_path_factory):
         if not state["stopped"]:
             nnictl(["stop", "--port", str(port)], home)
         assert_all_gone(processes)
+        assert not (root / "pwned").exists(), "a crafted parameter ran a command"  # see test_crafted_trials_...
 
 
 def test_both_trials_report_their_results_through_nni(compare_run):
@@ -201,6 +209,61 @@ def test_report_of_the_comparison(compare_run):
         assert f"| {strategy} | 1/1 |" in text
         assert (out / f"alphas_{strategy}.png").is_file()
     assert (out / "psnr_vs_params.png").is_file() and (out / "alphas.png").is_file()
+
+
+def test_crafted_trials_and_search_space_are_refused(compare_run):
+    """The manager is unauthenticated (test_untrusted_manager.py): trials with crafted parameters (the
+    web UI's "customized trial") and a crafted search space, posted through its REST API once the
+    comparison's own trials have finished, each fail with one line and run nothing. Changes the
+    experiment (more trials, another search space): the tests that read it come before this one."""
+    port, root = compare_run["port"], compare_run["root"]
+    notes = [line for line in compare_run["stdout"].splitlines() if "without authentication" in line]
+    assert len(notes) == 1 and f"port {port}" in notes[0] and "SSH tunnel" in notes[0]
+    marker = root / "pwned"
+    loaded = root / "decoded-by"
+    crafted = crafted_parameters(marker, loaded)
+    own = compare_run["jobs"]
+    api = f"http://127.0.0.1:{port}/api/v1/nni"
+    # a crafted search space (GridSearch makes one trial of it), and room for every extra trial
+    profile = rest(port, "/experiment")
+    profile["params"]["searchSpace"] = {
+        "strategy": {"_type": "choice", "_value": [f"darts && touch {marker}"]},
+        "seed": {"_type": "choice", "_value": [-5]},
+    }
+    requests.put(f"{api}/experiment?update_type=SEARCH_SPACE", json=profile, timeout=10).raise_for_status()
+    profile["params"]["maxTrialNumber"] = len(own) + 1 + len(crafted)
+    requests.put(f"{api}/experiment?update_type=MAX_TRIAL_NUM", json=profile, timeout=10).raise_for_status()
+    for parameters in crafted:  # the web UI's "customized trial"
+        requests.post(f"{api}/trial-jobs", json=parameters, timeout=10).raise_for_status()
+    total = len(own) + 1 + len(crafted)
+    jobs = wait_until(lambda: trials_finished(port, total), 300, 2.0, f"{total} trials to finish")
+
+    by_parameters = {}
+    for job in jobs:
+        record = json.loads(job["hyperParameters"][-1])
+        by_parameters[json.dumps(record["parameters"], sort_keys=True)] = job
+    for strategy in ("cooperative", "darts"):
+        mine = by_parameters.pop(json.dumps({"seed": 0, "strategy": strategy}, sort_keys=True))
+        assert mine["status"] == "SUCCEEDED", mine
+    assert len(by_parameters) == 1 + len(crafted), list(by_parameters)
+    for key, job in by_parameters.items():
+        assert job["status"] == "FAILED", (key, job["status"])
+        folder = trial_folder(job)
+        log = (folder / "trial.stderr").read_text(errors="replace")  # NNI 3.0: trial.stdout / trial.stderr
+        ours = [line for line in log.splitlines() if line.startswith("ruas-nni trial")]
+        assert len(ours) == 1 and ours[0].startswith(REFUSED), (key, log[-2000:])
+        log += (folder / "trial.stdout").read_text(errors="replace")
+        assert "Traceback" not in log and "trial: strategy" not in log, (key, log[-2000:])
+        print(f"{key}: {ours[0]}")
+        assert not (folder / "search").exists() and not (folder / "tensorboard").exists(), key
+    assert not marker.exists(), "a crafted parameter ran a command"
+    # No trial decoded the nni.load object (they read plain JSON) -- but NNI's own dispatcher (the
+    # tuner process on the manager's machine) does, when the trial ends (msg_dispatcher.py
+    # handle_trial_end: load(hyper_params)): a hazard of NNI 3.0 itself, documented in
+    # docs/experiments.md. If NNI stops decoding them, this tells us.
+    decoders = loaded.read_text().splitlines() if loaded.exists() else []
+    assert not any("ruas_nni.experiments.trial" in line for line in decoders), decoders
+    print(f"nni.load payload decoded by: {decoders}")
 
 
 def test_nnictl_stop_leaves_nothing_behind(compare_run):
