@@ -30,9 +30,7 @@ class StageOutput(nn.Module):
         return result.final if self.stage == "final" else result.iem
 
     def receptive_radius(self) -> int:
-        if self.stage == "iem":
-            return self.network.iem.receptive_radius()
-        return self.network.receptive_radius()
+        return self.network.receptive_radius(self.stage)
 
 
 class _CudaGraphs:

@@ -414,8 +414,7 @@ class FoldedRUAS(nn.Module):
                 self.nrm_cells.append(program)
                 before, source = (pending, f"nrm{index}.buffer") if pending is not None else (None, f"nrm{index}.out")
             self.nrm_head = builder.add(Affine.from_conv(nrm.head), source, [(0, 3, "noise")], activate=False)
-        self.receptive_radius_value = network.receptive_radius() if self.has_nrm else \
-            network.iem.receptive_radius() + (tone_radius(network.tone) if network.exposure is not None else 0)
+        self.receptive_radius_value = network.receptive_radius("final" if self.has_nrm else "iem")
         self.exposure_iem = copy.deepcopy(network.iem) if network.exposure is not None else None  # the gain's IEM
         self.exposure, self.exposure_gamma = network.exposure, network.exposure_gamma
         self.tone = network.tone if network.exposure is not None else None

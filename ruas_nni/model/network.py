@@ -320,12 +320,13 @@ class RUASForward:
         """The enhanced image ``x`` (not clipped); see :meth:`enhance` for the IEM output."""
         return self.enhance(y, gain).final
 
-    def receptive_radius(self) -> int:
-        """Pixels one output pixel can see in each direction: the halo that makes tiling exact."""
+    def receptive_radius(self, stage: str = "final") -> int:
+        """Pixels one output pixel of ``stage`` (``final`` or ``iem``: the NRM's input) can see in each
+        direction: the halo that makes tiling exact."""
         radius = self.iem.receptive_radius()
         if self.exposure is not None:
             radius += tone_radius(self.tone)
-        if self.nrm is not None:
+        if stage == "final" and self.nrm is not None:
             radius += self.nrm.receptive_radius()
         return radius
 
