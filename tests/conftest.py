@@ -57,6 +57,56 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory):
     return make_demo_data(tmp_path_factory.mktemp("demo") / "data")
 
 
+@pytest.fixture(scope="session")
+def killed_search(demo_data, tmp_path_factory) -> dict:
+    """One search run straight through, and the same search (``--epochs 3 --steps 3 --crop 24 --seed
+    3``, a checkpoint every epoch) in a child process killed with SIGKILL once its first checkpoint is
+    written, then resumed with ``--resume``. Run once per session for the two tests that compare the
+    results: test_search_cli.py (the architecture, arch.json) and test_search_resume_weights.py (every
+    supernet weight and optimiser state in checkpoints/last.ckpt). ``interrupted`` is a copy of the
+    checkpoint as the kill left it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    import yaml
+
+    from ruas_nni.cli import main
+
+    root = tmp_path_factory.mktemp("killed-search")
+    config = root / "search.yaml"
+    config.write_text(yaml.safe_dump({"threads": 1, "checkpoint_every": 1, "nrm_period": 2}))
+    flags = ["--data", str(demo_data.train), "--quiet", "--epochs", "3", "--steps", "3", "--crop", "24", "--seed", "3",
+             "--config", str(config)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["search", "--out", str(root / "straight"), *flags]) == 0
+
+        out = root / "killed"
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+        child = subprocess.Popen([sys.executable, "-m", "ruas_nni", "search", "--out", str(out), *flags], cwd=ROOT,
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        checkpoint = out / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        _, stderr = child.communicate()
+        assert checkpoint.exists(), stderr.decode()[-2000:]
+        finished_before_the_kill = (out / "arch.json").exists()
+        assert not finished_before_the_kill, "the search finished before it could be killed"
+        interrupted = root / "interrupted.ckpt"
+        shutil.copy(checkpoint, interrupted)
+        resumed = main(["search", "--out", str(out), *flags, "--resume"])
+    finally:
+        torch.set_num_threads(threads)
+    return {"straight": root / "straight", "killed": out, "returncode": child.returncode, "interrupted": interrupted,
+            "resume_exit": resumed}
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one torch thread: the tensors of search and strategy tests are tiny, and one

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -107,32 +104,17 @@ def test_same_seed_same_architecture_and_tensorboard(demo_data, tmp_path):
     assert "prob/iem/e1/skip_connect" in tags["scalars"]
 
 
-def test_killed_search_resumes_to_the_uninterrupted_result(demo_data, tmp_path):
-    settings = dict(checkpoint_every=1, nrm_period=2)
-    flags = ["--epochs", "3", "--steps", "3", "--crop", "24", "--seed", "3"]
-    assert _search(demo_data.train, tmp_path / "straight", *flags, "--config", _config(tmp_path, **settings)) == 0
-    expected = json.loads((tmp_path / "straight" / "arch.json").read_text())
-
-    out = tmp_path / "killed"
-    config = _config(tmp_path, **settings)
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    child = subprocess.Popen([sys.executable, "-m", "ruas_nni", "search", "--data", str(demo_data.train), "--out", str(out),
-                              "--quiet", *flags, "--config", config], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = out / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    _, stderr = child.communicate()
-    assert checkpoint.exists(), stderr.decode()[-2000:]
-    assert child.returncode == -signal.SIGKILL
-    assert not (out / "arch.json").exists(), "the search finished before it could be killed"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+def test_killed_search_resumes_to_the_uninterrupted_result(killed_search):
+    """The search killed after its first checkpoint and resumed (the ``killed_search`` fixture in
+    conftest.py, shared with test_search_resume_weights.py) ends with the uninterrupted search's
+    architecture."""
+    expected = json.loads((killed_search["straight"] / "arch.json").read_text())
+    assert killed_search["returncode"] == -signal.SIGKILL
+    state = torch.load(killed_search["interrupted"], map_location="cpu", weights_only=False)
     assert state["global_step"] > 0
 
-    assert _search(demo_data.train, out, *flags, "--config", config, "--resume") == 0
-    resumed = json.loads((out / "arch.json").read_text())
+    assert killed_search["resume_exit"] == 0
+    resumed = json.loads((killed_search["killed"] / "arch.json").read_text())
     assert resumed["resumed"] is True
     assert resumed["iem"] == expected["iem"] and resumed["nrm"] == expected["nrm"]
     for module in ("iem", "nrm"):

@@ -8,20 +8,8 @@ momentum buffers and the alphas' Adam moments.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
-
-from ruas_nni.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
@@ -40,29 +28,15 @@ def _tensors(value, prefix: str = "") -> dict[str, torch.Tensor]:
     return found
 
 
-def test_killed_search_resumes_to_the_same_supernet_weights(demo_data, tmp_path):
-    config = tmp_path / "search.yaml"
-    config.write_text(yaml.safe_dump({"threads": 1, "checkpoint_every": 1, "nrm_period": 2}))
-    flags = ["--data", str(demo_data.train), "--quiet", "--epochs", "3", "--steps", "3", "--crop", "24", "--seed", "3",
-             "--config", str(config)]
-    assert main(["search", "--out", str(tmp_path / "straight"), *flags]) == 0
+def test_killed_search_resumes_to_the_same_supernet_weights(killed_search):
+    """The search killed after its first checkpoint and resumed: the ``killed_search`` fixture in
+    conftest.py, shared with test_search_cli.py."""
+    checkpoint = killed_search["killed"] / "checkpoints" / "last.ckpt"
+    interrupted = torch.load(killed_search["interrupted"], map_location="cpu", weights_only=False)
+    assert killed_search["resume_exit"] == 0
 
-    out = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    child = subprocess.Popen([sys.executable, "-m", "ruas_nni", "search", "--out", str(out), *flags], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = out / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    _, stderr = child.communicate()
-    assert checkpoint.exists(), stderr.decode()[-2000:]
-    assert not (out / "arch.json").exists(), "the search finished before it could be killed"
-    interrupted = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    assert main(["search", "--out", str(out), *flags, "--resume"]) == 0
-
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    straight = torch.load(killed_search["straight"] / "checkpoints" / "last.ckpt", map_location="cpu",
+                          weights_only=False)
     resumed = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert resumed["global_step"] == straight["global_step"] > interrupted["global_step"]
 
