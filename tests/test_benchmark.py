@@ -40,8 +40,9 @@ def test_parse_size():
 
 def test_benchmark_command_reports_both_paths(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "ruas_nni", "benchmark", "--latency-size", "64x48", "--rounds", "1",
-                             "--runs", "1", "--json", str(out)], capture_output=True, text=True)
+    # FLOPs at 64 x 48 too (the default 600 x 400 is test_paper_genotype_flops_match_table2_as_multiply_adds's)
+    result = subprocess.run([sys.executable, "-m", "ruas_nni", "benchmark", "--size", "64x48", "--latency-size", "64x48",
+                             "--rounds", "1", "--runs", "1", "--json", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     from ruas_nni.inference.enhance import default_checkpoint_path
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nni_utils import small_pairs
 from PIL import Image
 
 from ruas_nni.base.quiet import show_progress
@@ -128,7 +129,8 @@ def test_evaluate_quiet_keeps_the_table_and_ends_with_what_it_wrote(demo_data, t
 
 def test_redirected_output_has_no_bars_carriage_returns_or_colours(demo_data, tmp_path):
     """A short command without --quiet, its output going to a pipe: no tqdm bar, no \\r, no ANSI."""
-    result = subprocess.run([sys.executable, "-m", "ruas_nni", "evaluate", "--data", str(demo_data.eval),
+    pairs = small_pairs(demo_data.eval, tmp_path / "pairs")  # the demo's 3 pairs, 48 x 48: quick to score
+    result = subprocess.run([sys.executable, "-m", "ruas_nni", "evaluate", "--data", str(pairs),
                              "--side-by-side", str(tmp_path / "sbs")],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr

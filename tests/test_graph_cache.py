@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,14 @@ _PROBE = (
 
 
 def _enhance(cache, *args):
+    # The compiled native libraries (the cache's native/ folder) are not what these tests look at:
+    # every test's cache shares the session's (conftest's RUAS_NNI_CACHE_DIR), so each C source is
+    # compiled once per session instead of once per test. The ONNX graphs stay in each test's own.
+    shared = Path(os.environ["RUAS_NNI_CACHE_DIR"]) / "native"
+    shared.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (cache / "native").is_symlink():
+        (cache / "native").symlink_to(shared, target_is_directory=True)
     env = dict(os.environ, RUAS_NNI_CACHE_DIR=str(cache))
     result = subprocess.run([sys.executable, "-c", _PROBE, "enhance", *map(str, args), "--quiet"],
                             capture_output=True, text=True, env=env, timeout=600)
