@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ruas-nni-installed
 
-.PHONY: all install test demo lint clean
+.PHONY: all install test test-slow test-all demo lint clean
 
 all: test
 
@@ -19,8 +19,15 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# `make test`: every test but those marked `slow` (NNI experiments, kill-and-resume runs, the quick
+# demo: tests/conftest.py lists them); `make test-slow` runs those; `make test-all` (and .ci/run) both.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: test test-slow
 
 demo: $(STAMP)
 	$(BIN)/ruas-nni demo
