@@ -17,6 +17,7 @@ from torch import nn
 from ruas_nni.model.genotype import Genotype
 from ruas_nni.model.network import EDGE_NAMES, WARM_STARTS, IlluminationEstimation, NoiseRemoval, RUASForward
 from ruas_nni.model.ops import OPERATION_NAMES, make_operation
+from ruas_nni.model.tone import ToneOptions
 
 __all__ = ["RUASSpace"]
 
@@ -52,6 +53,9 @@ class RUASSpace(RUASForward, ModelSpace):
         Exposure normalisation between IEM and NRM (:func:`ruas_nni.model.network.exposure_gain`,
         not in the paper; ``None`` = off): the NRM is searched on the normalised ``u'`` that it will
         see in the trained network.
+    tone
+        With exposure on: the shoulder policy's options (:mod:`ruas_nni.model.tone`), or ``None`` for
+        ``clamp(k * u ** exposure_gamma, 0, 1)``.
 
     ``forward(y)`` returns the enhanced image; ``enhance(y)`` also the IEM output and illuminations.
     A sample freezes to a network whose ``state_dict`` keys equal those of the exported
@@ -69,10 +73,12 @@ class RUASSpace(RUASForward, ModelSpace):
         candidates: Sequence[str] = OPERATION_NAMES,
         exposure: float | None = None,
         exposure_gamma: float = 1.0,
+        tone: ToneOptions | None = None,
     ) -> None:
         super().__init__()
         self.exposure = None if exposure is None else float(exposure)
         self.exposure_gamma = float(exposure_gamma)
+        self.tone = tone if self.exposure is not None else None
         candidates = list(candidates)
         unknown = [c for c in candidates if c not in OPERATION_NAMES]
         if unknown or not candidates or len(set(candidates)) != len(candidates):

@@ -70,6 +70,7 @@ CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "objective": ("reference", ("evaluator.objective",)),
     "exposure": (0.3, ("space.exposure",)),
     "exposure_gamma": (0.7, ("space.exposure_gamma",)),
+    "tone": ("clip", ("space.tone",)),
     "exposure_level": (0.4, ("evaluator.exposure_level",)),
     "exposure_weight": (0.5, ("evaluator.exposure_weight",)),
     "exposure_patch": (8, ("evaluator.exposure_patch",)),
@@ -184,6 +185,7 @@ def _observe(config: SearchConfig) -> dict[str, Any]:
         seen[f"data.{name}"] = getattr(data, name)
     # the model space the search starts from
     seen.update({"space.exposure": space.exposure, "space.exposure_gamma": space.exposure_gamma,
+                 "space.tone": "shoulder" if space.tone is not None else "clip",
                  "space.iem_stages": len(space.iem.stages), "space.nrm_cells": len(space.nrm.cells),
                  "space.nrm_channels": space.nrm.stem.out_channels, "space.gamma": space.iem.gamma,
                  "space.warm_start": space.iem.warm_start})

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 from ..base.config import load_config
 from ..model.network import WARM_STARTS
-from ..training.config import OBJECTIVES, TrainConfig
+from ..model.tone import ToneOptions
+from ..training.config import OBJECTIVES, TONES, TrainConfig
 from ..training.losses import DENOISERS, EXPOSURE_MODES
 
 __all__ = ["STRATEGIES", "OBJECTIVES", "RECIPE", "SEARCH_SCHEDULE", "SearchConfig", "load_search_config"]
@@ -19,7 +20,7 @@ STRATEGIES = ("cooperative", "separate", "joint", "darts", "gumbel-darts", "rand
 ``random`` (a uniform draw of a genotype within ``param_budget``, no training: the baseline)."""
 
 RECIPE: dict[str, Any] = {key: getattr(TrainConfig(), key) for key in (
-    "objective", "exposure", "exposure_gamma", "exposure_weight", "denoiser", "denoise_consistency",
+    "objective", "exposure", "exposure_gamma", "tone", "exposure_weight", "denoiser", "denoise_consistency",
     "denoise_tv_weight", "bound_weight")}
 """The recommended objective, the search's default: ``ruas-nni train``'s defaults (the recipe of the
 default model, ``examples/default_model.yaml``, chosen on ``lol_val``, docs/objectives.md), read from
@@ -97,6 +98,9 @@ class SearchConfig:
         "(as in training; null = off, the paper's network)")})
     exposure_gamma: float = field(default=RECIPE["exposure_gamma"], metadata={"min": 0.05, "max": 2.0, "help": (
         "with exposure on: the tone curve u ** exposure_gamma before the gain (1 = plain scaling)")})
+    tone: str = field(default=RECIPE["tone"], metadata={"choices": TONES, "help": (
+        "with exposure on: the supernet's exposure policy, as in training (shoulder: docs/tone.md; clip: "
+        "clamp(k * u ** exposure_gamma, 0, 1))")})
     exposure_level: float = field(default=0.5, metadata={
         "min": 0.0, "max": 1.0, "help": "exposure_denoise: grey level of the exposure term"})
     exposure_weight: float = field(default=RECIPE["exposure_weight"], metadata={
@@ -146,11 +150,17 @@ class SearchConfig:
         """The warm-up epochs in effect: ``warmup_epochs``, or a fifth of ``epochs`` (rounded down) when null."""
         return self.warmup_epochs if self.warmup_epochs is not None else self.epochs // 5
 
+    def tone_options(self) -> ToneOptions | None:
+        """The shoulder policy's options when exposure is on and ``tone`` is ``shoulder``, else ``None``."""
+        return ToneOptions() if self.tone == "shoulder" and self.exposure is not None else None
+
     def network_options(self) -> dict[str, Any]:
         """The :class:`ruas_nni.model.export.NetworkOptions` of the searched network."""
+        tone = self.tone_options()
         return {"iem_stages": self.iem_stages, "nrm_cells": self.nrm_cells, "iem_channels": 3,
                 "nrm_channels": self.nrm_channels, "gamma": self.gamma, "warm_start": self.warm_start,
-                **({"exposure": self.exposure, "exposure_gamma": self.exposure_gamma} if self.exposure is not None else {})}
+                **({"exposure": self.exposure, "exposure_gamma": self.exposure_gamma} if self.exposure is not None else {}),
+                **({"tone": tone.to_dict()} if tone is not None else {})}
 
     def loss_options(self) -> dict[str, Any]:
         """The objective's keyword arguments of :class:`search_spaces.evaluator.ReferenceFreeLosses`."""

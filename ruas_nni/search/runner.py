@@ -133,7 +133,7 @@ def prepare_search(config: SearchConfig) -> tuple[torch.nn.Module, Strategy]:
     _seed_everything(config.seed)
     space = RUASSpace(iem_stages=config.iem_stages, nrm_cells=config.nrm_cells, nrm_channels=config.nrm_channels,
                       gamma=config.gamma, warm_start=config.warm_start, exposure=config.exposure,
-                      exposure_gamma=config.exposure_gamma)
+                      exposure_gamma=config.exposure_gamma, tone=config.tone_options())
     return space, build_strategy(config)
 
 
