@@ -35,7 +35,7 @@ from ruas_nni.experiments.compare import CompareConfig, compare_experiment, comp
 from ruas_nni.experiments.trial import REFUSED, build_parser
 from ruas_nni.experiments.trial_runner import link_tensorboard_for_web_ui
 
-FINAL_KEYS = {"default", "psnr", "ssim", "params", "flops", "search_seconds", "strategy", "genotype"}
+FINAL_KEYS = {"default", "psnr", "ssim", "params", "flops", "ms", "search_seconds", "strategy", "genotype"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +149,7 @@ def test_both_trials_report_their_results_through_nni(compare_run):
         final = decode_metric(job["finalMetricData"][-1]["data"])
         assert FINAL_KEYS <= set(final) and final["default"] == final["psnr"]
         assert 0 < final["psnr"] < 60 and 0 < final["ssim"] <= 1 and final["params"] > 0 and final["flops"] > 0
+        assert 0 < final["ms"] < 10_000  # the optimised engine's ms per 600x400, measured in the trial
         listed = json.loads(job["hyperParameters"][-1])["parameters"]
         assert final["strategy"] == listed["strategy"] and final["seed"] == listed["seed"]  # web UI agrees
         genotype = json.loads(final["genotype"])

@@ -19,13 +19,14 @@ from ruas_nni.experiments.report import (
     alpha_heatmaps_figure,
     load_experiment,
     locate_experiment,
+    psnr_vs_ms_figure,
     psnr_vs_params_figure,
     summarize,
     write_report,
 )
 from ruas_nni.model.network import EDGE_NAMES
 from ruas_nni.model.ops import OPERATION_NAMES
-from ruas_nni.search.figures import HEATMAP_COLOURS
+from ruas_nni.search.figures import HEATMAP_COLOURS, pareto_front
 
 TRIAL = textwrap.dedent("""
     import json, os, sys
@@ -52,7 +53,8 @@ TRIAL = textwrap.dedent("""
     psnr = 10.0 + seed + (5.0 if strategy == "darts" else 0.0)
     nni.report_intermediate_result({"default": 1.0 / (seed + 1), "val_loss": 1.0 / (seed + 1), "epoch": 1})
     nni.report_final_result({"default": psnr, "psnr": psnr, "ssim": 0.5 + 0.1 * seed, "params": 1000 * (seed + 1),
-                             "flops": 1e9 * (seed + 1), "search_seconds": 2.0 * (seed + 1), "strategy": strategy,
+                             "flops": 1e9 * (seed + 1), "ms": 20.0 * (seed + 1) + (5.0 if strategy == "darts" else 0.0),
+                             "search_seconds": 2.0 * (seed + 1), "strategy": strategy,
                              "seed": seed, "genotype": json.dumps(genotype), "received": received,
                              "adopted": adopted})
 """)
@@ -159,7 +161,13 @@ def test_report_files_from_an_experiment_id(recorded):
     failed = next(t for t in load_experiment(recorded["dir"]).trials if t.status == "FAILED")
     assert "## Failed trials" in text and f"`{failed.trial_id}`" in text
     assert "Best trial:" in text and "(darts, seed 0): PSNR 15.000 dB" in text
-    for name in ("psnr_vs_params.png", "alphas_cooperative.png", "alphas_darts.png", "alphas.png"):
+    # the Pareto front of (ms, PSNR): cooperative seed 0 (20 ms, 10 dB) and darts seed 0 (25 ms, 15 dB);
+    # cooperative seed 1 (40 ms, 11 dB) is slower and worse than darts seed 0
+    front = text.split("On the front", 1)[1].split("##", 1)[0]
+    rows = [line for line in front.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[1:5] for row in rows] == [["cooperative", "0", "20.0", "10.000"], ["darts", "0", "25.0", "15.000"]]
+    assert "| 30.0 ± 14.1 (20.0..40.0) |" in text  # cooperative's ms over its two seeds
+    for name in ("psnr_vs_params.png", "psnr_vs_ms.png", "alphas_cooperative.png", "alphas_darts.png", "alphas.png"):
         assert f"({name})" in text or name == "alphas.png"
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 400 and image.height > 300
@@ -220,6 +228,21 @@ def test_psnr_scatter_drawn_from_the_experiment(recorded):
     assert high - low >= 1.0 and low <= 10.0 and high >= 15.0
     single = psnr_vs_params_figure(summaries[1:])  # one trial: the PSNR axis still spans at least 1 dB
     assert single.axes[0].get_ylim()[1] - single.axes[0].get_ylim()[0] >= 1.0
+
+
+def test_pareto_front_drawn_from_the_experiment(recorded):
+    figure = psnr_vs_ms_figure(summarize(load_experiment(recorded["dir"])))
+    (ax,) = figure.axes
+    assert ax.get_xlabel().startswith("ms per 600x400") and ax.get_ylabel() == "PSNR (dB)"
+    (staircase,) = [line for line in ax.lines if line.get_label().startswith("Pareto front")]
+    assert staircase.get_label() == "Pareto front (2)"
+    assert staircase.get_xydata().tolist() == [[20.0, 10.0], [25.0, 15.0]]
+
+
+def test_pareto_front_keeps_what_nothing_beats_on_both():
+    points = [(30.0, 19.0), (10.0, 18.0), (20.0, 18.0), (20.0, 19.5), (40.0, 19.5), (50.0, 20.0), (10.0, 17.0)]
+    assert pareto_front(points) == [(10.0, 18.0), (20.0, 19.5), (50.0, 20.0)]
+    assert pareto_front([]) == []
 
 
 def test_experiment_is_found_by_folder_or_id(recorded, tmp_path):

@@ -12,8 +12,10 @@ Read an NNI experiment's stored data (EXPERIMENT_DIR/db/nni.sqlite, and the tria
 where their output folders are on this machine) and write, into --out (default report-<id>):
 
   report.md            per strategy: mean, sample std and range over seeds of PSNR, SSIM,
-                       parameters, FLOPs and search time; every trial; failed trials and their logs
+                       parameters, FLOPs, ms per 600x400 image and search time; every trial; the
+                       trials on the Pareto front of PSNR and ms; failed trials and their logs
   psnr_vs_params.png   PSNR against parameters, one dot per trial (the paper's Fig. 1)
+  psnr_vs_ms.png       PSNR against ms per 600x400 (optimised engine), with the Pareto front
   alphas_<s>.png       IEM and NRM architecture probabilities as 7x7 heatmaps (the paper's Fig. 9)
   alphas.png           all strategies' heatmaps, stacked
 

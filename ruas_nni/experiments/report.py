@@ -6,9 +6,12 @@ metrics), which the NNI manager keeps while it runs and after it stopped, and ea
 folder (``search/arch.json`` with the architecture probabilities) where it is on this machine. It writes
 
 * ``report.md``: per strategy the mean and spread (sample standard deviation, min..max) over seeds of
-  PSNR, SSIM, parameters, FLOPs and search time; every trial; failed trials with their logs;
+  PSNR, SSIM, parameters, FLOPs, milliseconds per 600x400 image and search time; every trial; failed
+  trials with their logs;
 * ``psnr_vs_params.png``: PSNR against parameters per trial, strategy means and their spread over seeds
   marked (the paper's Fig. 1);
+* ``psnr_vs_ms.png``: PSNR against the optimised engine's milliseconds per 600x400 image (the
+  trials' metric ``ms``), with the Pareto front over all trials;
 * ``alphas_<strategy>.png`` and ``alphas.png``: per strategy the IEM and NRM architecture
   probabilities as 7 x 7 heatmaps, rows edges e1..e7, columns operations, averaged over seeds (the
   paper's Fig. 9).
@@ -35,7 +38,7 @@ from ..base.atomic import atomic_write
 from ..base.errors import UsageError
 from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
-from ..search.figures import alpha_heatmaps, psnr_vs_params, save_png
+from ..search.figures import alpha_heatmaps, pareto_front, psnr_vs_ms, psnr_vs_params, save_png
 from ..search.nni_compat import DATABASE, read_experiment_database, registered_experiment_dir
 
 __all__ = [
@@ -47,14 +50,16 @@ __all__ = [
     "summarize",
     "write_report",
     "plot_psnr_vs_params",
+    "plot_psnr_vs_ms",
     "psnr_vs_params_figure",
+    "psnr_vs_ms_figure",
     "alpha_heatmaps_figure",
     "plot_psnr_vs_params",
     "plot_alpha_heatmaps",
 ]
 
 MODULES = ("iem", "nrm")
-METRICS = ("psnr", "ssim", "params", "flops", "search_seconds")
+METRICS = ("psnr", "ssim", "params", "flops", "ms", "search_seconds")
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,14 +319,30 @@ def summarize(data: ExperimentData) -> list[StrategySummary]:
 # plots (drawn by :mod:`ruas_nni.search.figures`)
 
 
+def _series(summaries: Sequence[StrategySummary], x_metric: str) -> list[tuple[str, list[tuple[float, float]]]]:
+    series = []
+    for summary in summaries:
+        points = [(t.metric(x_metric), t.metric("psnr")) for t in summary.succeeded]
+        series.append((summary.strategy, [(x, y) for x, y in points if x is not None and y is not None]))
+    return series
+
+
 def psnr_vs_params_figure(summaries: Sequence[StrategySummary], title: str = "PSNR against model size") -> Figure:
     """PSNR (dB) against parameters: one dot per finished trial, per strategy its mean as a ring with
     the spread over seeds, a legend (the paper's Fig. 1)."""
-    series = []
-    for summary in summaries:
-        points = [(t.metric("params"), t.metric("psnr")) for t in summary.succeeded]
-        series.append((summary.strategy, [(x, y) for x, y in points if x is not None and y is not None]))
-    return psnr_vs_params(series, title)
+    return psnr_vs_params(_series(summaries, "params"), title)
+
+
+def psnr_vs_ms_figure(summaries: Sequence[StrategySummary],
+                      title: str = "PSNR against latency (Pareto front)") -> Figure:
+    """PSNR (dB) against ms per 600x400 image, as :func:`psnr_vs_params_figure`, with the Pareto front."""
+    return psnr_vs_ms(_series(summaries, "ms"), title)
+
+
+def plot_psnr_vs_ms(summaries: Sequence[StrategySummary], path: str | os.PathLike[str],
+                    title: str = "PSNR against latency (Pareto front)") -> Path:
+    """:func:`psnr_vs_ms_figure` as a PNG file."""
+    return save_png(psnr_vs_ms_figure(summaries, title), path)
 
 
 def _heatmap_title(summary: StrategySummary) -> str:
@@ -408,18 +429,18 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
     multi_trial = bool(summaries) and all(summary.strategy == "nas" for summary in summaries)
     if multi_trial:  # a `ruas-nni nas` experiment: every trial is one sampled architecture, no seeds
         lines += ["", "## All sampled architectures (mean ± sample std (min..max) over the trials)", "",
-                  "| experiment | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| experiment | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | ms (600x400) | search (s) |",
+                  "|---|---|---|---|---|---|---|---|"]
     else:
         lines += ["", "## Per strategy (mean ± sample std (min..max) over seeds)", "",
-                  "| strategy | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | search (s) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| strategy | finished | PSNR (dB) | SSIM | parameters | GFLOPs (600x400) | ms (600x400) | search (s) |",
+                  "|---|---|---|---|---|---|---|---|"]
     for summary in summaries:
         m = summary.metrics
         label = "multi-trial NAS" if multi_trial else summary.strategy
         lines.append(f"| {label} | {len(summary.succeeded)}/{len(summary.trials)} | {_cell(m['psnr'], 3)} | "
                      f"{_cell(m['ssim'], 4)} | {_cell(m['params'], 0)} | {_cell(m['flops'], 3, 1e-9)} | "
-                     f"{_cell(m['search_seconds'], 1)} |")
+                     f"{_cell(m['ms'], 1)} | {_cell(m['search_seconds'], 1)} |")
     finished = [t for t in data.trials if t.final is not None]
     if finished:
         best = max(finished, key=lambda t: t.metric("psnr") if t.metric("psnr") is not None else -math.inf)
@@ -428,13 +449,14 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
                       f"PSNR {_fmt(best.metric('psnr'), 3)} dB, SSIM {_fmt(best.metric('ssim'), 4)}; "
                       f"{_genotype_text(best)}"]
     lines += ["", "## Trials", "",
-              "| trial | strategy | seed | status | PSNR (dB) | SSIM | parameters | GFLOPs | search (s) | genotype |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| trial | strategy | seed | status | PSNR (dB) | SSIM | parameters | GFLOPs | ms | search (s) | genotype |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for trial in data.trials:
         lines.append(f"| `{trial.trial_id}` | {trial.strategy} | {trial.seed if trial.seed is not None else '–'} | "
                      f"{trial.status} | {_fmt(trial.metric('psnr'), 3)} | {_fmt(trial.metric('ssim'), 4)} | "
                      f"{_fmt(trial.metric('params'), 0)} | {_fmt(trial.metric('flops'), 3, 1e-9)} | "
-                     f"{_fmt(trial.metric('search_seconds'), 1)} | {_genotype_text(trial) if trial.final else '–'} |")
+                     f"{_fmt(trial.metric('ms'), 1)} | {_fmt(trial.metric('search_seconds'), 1)} | "
+                     f"{_genotype_text(trial) if trial.final else '–'} |")
     failed = [t for t in data.trials if t.status in ("FAILED", "SYS_CANCELED")]
     if failed:
         lines += ["", "## Failed trials", ""]
@@ -444,6 +466,21 @@ def render_markdown(data: ExperimentData, summaries: Sequence[StrategySummary], 
     lines += ["", "## PSNR against parameters (paper Fig. 1)", ""]
     if "psnr_vs_params" in figures:
         lines.append(f"![PSNR against parameters]({figures['psnr_vs_params'].name})")
+    lines += ["", "## PSNR against latency: the Pareto front", ""]
+    if "psnr_vs_ms" in figures:
+        lines.append(f"![PSNR against ms per 600x400]({figures['psnr_vs_ms'].name})")
+    timed = [(t.metric("ms"), t.metric("psnr"), t) for t in data.trials if t.final is not None
+             and t.metric("ms") is not None and t.metric("psnr") is not None]
+    front = pareto_front([(ms, psnr) for ms, psnr, _ in timed])
+    if front:
+        lines += ["", "On the front (no other trial is both faster and better), fastest first:", "",
+                  "| trial | strategy | seed | ms (600x400) | PSNR (dB) | parameters |", "|---|---|---|---|---|---|"]
+        for ms, psnr in front:
+            trial = next(t for m, p, t in timed if (m, p) == (ms, psnr))
+            lines.append(f"| `{trial.trial_id}` | {trial.strategy} | {trial.seed if trial.seed is not None else '–'} | "
+                         f"{_fmt(ms, 1)} | {_fmt(psnr, 3)} | {_fmt(trial.metric('params'), 0)} |")
+    else:
+        lines.append("No finished trial reports `ms` (trials of ruas-nni before this metric).")
     lines += ["", "## Architecture probabilities (paper Fig. 9)", "",
               "Per edge (rows e1..e7) the softmax of the architecture weights over the operations (columns), "
               "averaged over seeds; the ringed cell of each row is the most probable operation (the one a "
@@ -471,7 +508,8 @@ def write_report(id_or_dir: str, out: str | os.PathLike[str] | None = None,
         raise UsageError(f"`out` {out_dir}: exists and is not a folder", keys=("out",))
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = summarize(data)
-    figures: dict[str, Path] = {"psnr_vs_params": plot_psnr_vs_params(summaries, out_dir / "psnr_vs_params.png")}
+    figures: dict[str, Path] = {"psnr_vs_params": plot_psnr_vs_params(summaries, out_dir / "psnr_vs_params.png"),
+                                "psnr_vs_ms": plot_psnr_vs_ms(summaries, out_dir / "psnr_vs_ms.png")}
     heatmaps = []
     for summary in summaries:
         name = f"alphas_{_safe_name(summary.strategy)}"

@@ -18,8 +18,9 @@ an integer}``; anything else makes the trial print one line and fail before it d
    (genotype plus the architecture probabilities);
 2. **trains** the exported network for ``--train-steps`` steps with the reference recipe;
 3. **evaluates** it on the paired images (PSNR / SSIM as ``ruas-nni evaluate`` computes them), counts
-   its parameters and FLOPs (600 x 400 input, paper Table 2), and reports the final metric
-   ``{"default": psnr, "psnr", "ssim", "params", "flops", "search_seconds", "train_seconds",
+   its parameters and FLOPs (600 x 400 input, paper Table 2) and times it (``ms``: the optimised
+   engine's milliseconds per 600 x 400 image), and reports the final metric
+   ``{"default": psnr, "psnr", "ssim", "params", "flops", "ms", "search_seconds", "train_seconds",
    "strategy", "seed", "genotype"}`` (the genotype as a JSON string, which the web UI shows as text).
 
 Everything goes to the trial's output folder (``$NNI_OUTPUT_DIR``): ``search/arch.json``,

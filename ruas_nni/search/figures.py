@@ -27,7 +27,7 @@ from ..base.atomic import atomic_write
 from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
 
-__all__ = ["MODULE_TITLES", "HEATMAP_COLOURS", "alpha_heatmaps", "psnr_vs_params", "save_png"]
+__all__ = ["MODULE_TITLES", "HEATMAP_COLOURS", "alpha_heatmaps", "pareto_front", "psnr_vs_ms", "psnr_vs_params", "save_png"]
 
 Matrix = Sequence[Sequence[float]]
 
@@ -119,18 +119,46 @@ def _scale(largest: float) -> tuple[float, str]:
     return 1.0, "parameters"
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points of ``(cost, quality)`` that no other point beats on both (lower or equal cost and
+    higher or equal quality, one of them strictly), sorted by cost."""
+    front: list[tuple[float, float]] = []
+    for cost, quality in sorted(set(points), key=lambda p: (p[0], -p[1])):
+        if not front or quality > front[-1][1]:
+            front.append((cost, quality))
+    return front
+
+
 def psnr_vs_params(series: Sequence[tuple[str, Sequence[tuple[float, float]]]],
                    title: str = "PSNR against model size", dpi: int = 100) -> Figure:
     """PSNR (dB) against parameters: per ``(strategy, [(parameters, psnr), ...])`` one dot per trial
     in the strategy's colour, and its mean as a ring with error bars of one sample standard deviation
     over the trials (both axes; none for a single trial). The legend counts each strategy's trials.
     The PSNR axis spans at least 1 dB, so seed noise is not blown up into a trend."""
+    every = [(x, y) for _, points in series for x, y in points]
+    factor, x_label = _scale(max((abs(x) for x, _ in every), default=0.0))
+    return _psnr_scatter(series, factor, x_label, title, dpi, front=False, missing="params")
+
+
+def psnr_vs_ms(series: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+               title: str = "PSNR against latency (Pareto front)", dpi: int = 100) -> Figure:
+    """PSNR (dB) against milliseconds per 600x400 image, drawn as :func:`psnr_vs_params`, with the
+    Pareto front over all trials (:func:`pareto_front`: faster or better than every other) as a
+    black staircase."""
+    return _psnr_scatter(series, 1.0, "ms per 600x400 image (optimised engine)", title, dpi, front=True, missing="ms")
+
+
+def _psnr_scatter(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], factor: float, x_label: str,
+                  title: str, dpi: int, *, front: bool, missing: str) -> Figure:
     figure = Figure(figsize=(9, 6), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     colours = [f"C{i % 10}" for i in range(len(series))]
     every = [(x, y) for _, points in series for x, y in points]
-    factor, x_label = _scale(max((abs(x) for x, _ in every), default=0.0))
+    if front and every:
+        steps = pareto_front(every)
+        ax.step([x * factor for x, _ in steps], [y for _, y in steps], where="post", color="black",
+                linewidth=1.3, zorder=2, label=f"Pareto front ({len(steps)})")
     for colour, (name, points) in zip(colours, series):
         xs, ys = [x * factor for x, _ in points], [y for _, y in points]
         ax.scatter(xs, ys, s=36, color=colour, label=f"{name} ({len(points)})", zorder=3)
@@ -154,7 +182,7 @@ def psnr_vs_params(series: Sequence[tuple[str, Sequence[tuple[float, float]]]],
             centre = (left + right) / 2
             ax.set_xlim(centre - 0.05 * widest, centre + 0.05 * widest)
     else:
-        ax.text(0.5, 0.5, "no finished trial with psnr and params", transform=ax.transAxes, ha="center",
+        ax.text(0.5, 0.5, f"no finished trial with psnr and {missing}", transform=ax.transAxes, ha="center",
                 va="center")
         ax.set_xticks([])
         ax.set_yticks([])
