@@ -76,6 +76,9 @@ __all__ = [
     "differentiable_probs",
     "ParameterCountProfiler",
     "parameter_budget_penalty",
+    "expected_cost_penalty",
+    "PenaltySum",
+    "TableProfiler",
 ]
 
 _log = logging.getLogger(__name__)
@@ -248,13 +251,81 @@ class ParameterCountProfiler(ExpressionProfiler):
         return total
 
 
+class TableProfiler(ExpressionProfiler):
+    """A measured cost of a model space as an NNI expression over its ``LayerChoice`` labels:
+    ``fixed + sum over labels of table[label][op]`` (the latency lookup table of ProxylessNAS and
+    FBNet: what the network costs with every choice at its cheapest, plus each choice's extra cost).
+    Under :class:`~nni.nas.oneshot.pytorch.profiler.ExpectationProfilerPenalty` its expectation is
+    linear in the probabilities, so the penalty's gradient reaches the alphas.
+
+    ``table`` must give a cost for every candidate of every label of the space, and name no other label.
+    """
+
+    def __init__(self, model_space: nn.Module, table: Mapping[str, Mapping[str, float]], fixed: float = 0.0) -> None:
+        choices: dict[str, LayerChoice] = {}
+        for module in model_space.modules():
+            if isinstance(module, LayerChoice):
+                choices.setdefault(str(module.label), module)
+        unknown = sorted(set(table) - set(choices))
+        if unknown:
+            raise ValueError(f"cost table: no choice labelled {', '.join(unknown)} in the model space")
+        per_label: dict[str, dict[str, float]] = {}
+        for label, module in sorted(choices.items()):
+            costs = table.get(label)
+            missing = [name for name in module.names if costs is None or name not in costs]
+            if missing:
+                raise ValueError(f"cost table: no cost for {label} = {', '.join(map(str, missing))}")
+            per_label[label] = {name: float(costs[name]) for name in module.names}
+        self.fixed = float(fixed)
+        self.per_label = per_label
+        expression: Any = self.fixed
+        for label, costs in per_label.items():
+            expression = expression + MutableExpression(costs.__getitem__, "cost({})", [choices[label].choice])
+        self.expression = expression
+
+    def expected(self, probs: Mapping[str, Mapping[str, Any]]) -> Any:
+        """``fixed + sum_label sum_op p(label = op) * cost(label = op)``."""
+        total: Any = self.fixed
+        for label, costs in self.per_label.items():
+            total = total + sum(probs[label][op] * cost for op, cost in costs.items())
+        return total
+
+
+def expected_cost_penalty(profiler: ExpressionProfiler, budget: float, scale: float = 1.0) -> ExpectationProfilerPenalty:
+    """NNI's ``ExpectationProfilerPenalty`` on ``profiler``'s expectation:
+    ``loss + scale * max(E[cost] / budget - 1, 0)`` (nothing below the budget)."""
+    if budget <= 0:
+        raise ValueError(f"a budget must be positive, got {budget}")
+    return ExpectationProfilerPenalty(profiler, baseline=float(budget), scale=float(scale), nonlinear="positive",
+                                      aggregate="add")
+
+
+class PenaltySum(ExpectationProfilerPenalty):
+    """Several penalties added to one loss (a parameter budget and a latency budget, say), as one
+    ``ExpectationProfilerPenalty``, which is what NNI's one-shot modules take. The details of part
+    ``name`` are logged as ``name_<key>``."""
+
+    def __init__(self, parts: Mapping[str, ExpectationProfilerPenalty]) -> None:
+        if not parts:
+            raise ValueError("PenaltySum needs at least one penalty")
+        first = next(iter(parts.values()))
+        super().__init__(first.profiler, first.baseline, first.scale, nonlinear=first.nonlinear, aggregate=first.aggregate)
+        self.parts = nn.ModuleDict(dict(parts))
+
+    def forward(self, loss: Tensor, sample: Mapping[str, Any]) -> tuple[Tensor, dict]:
+        details: dict[str, Any] = {}
+        for name, part in self.parts.items():
+            loss, own = part(loss, sample)
+            details.update({f"{name}_{key}": value for key, value in own.items()})
+        return loss, details
+
+
 def parameter_budget_penalty(model_space: nn.Module, budget: float, scale: float = 1.0) -> ExpectationProfilerPenalty:
     """NNI's ``ExpectationProfilerPenalty`` on the expected parameter count of ``model_space``:
     ``loss + scale * max(E[params] / budget - 1, 0)`` (nothing below the budget)."""
     if budget <= 0:
         raise ValueError(f"the parameter budget must be positive, got {budget}")
-    return ExpectationProfilerPenalty(ParameterCountProfiler(model_space), baseline=float(budget), scale=float(scale),
-                                      nonlinear="positive", aggregate="add")
+    return expected_cost_penalty(ParameterCountProfiler(model_space), budget, scale)
 
 
 class CooperativeBilevelLightningModule(DartsLightningModule):

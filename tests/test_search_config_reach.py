@@ -21,17 +21,24 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
 
+from ruas_nni.base.atomic import atomic_write
+from ruas_nni.inference.latency import LatencyTable, latency_table_path, machine_description
+from ruas_nni.model.export import NetworkOptions
+from ruas_nni.model.network import EDGE_NAMES
+from ruas_nni.model.ops import OPERATION_NAMES
 from ruas_nni.search import runner
 from ruas_nni.search.callbacks import PeriodicCheckpoint
 from ruas_nni.search.config import SearchConfig
 from search_spaces.evaluator import ReferenceFreeLosses, UnpairedSearchData
+from strategies.cooperative import PenaltySum
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,6 +56,8 @@ CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "seed": (3, ("evaluator.seed", "data.seed")),
     "warmup_epochs": (1, ("oneshot.warmup_epochs",)),
     "param_budget": (4000, ("penalty.baseline",)),
+    "latency_budget": (30.0, ("penalty.ms.baseline",)),
+    "latency_weight": (0.5, ("penalty.ms.scale",)),
     "budget_weight": (0.5, ("penalty.scale",)),
     "beta": (0.5, ("oneshot.beta",)),
     "unrolled": (False, ("oneshot.unrolled",)),
@@ -96,6 +105,7 @@ CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
 # Settings a key needs beside it to matter (the baseline of that case has them too).
 CONTEXT: dict[str, dict[str, Any]] = {
     "gumbel_temperature": {"strategy": "gumbel-darts"},  # only NNI's GumbelDARTS anneals a temperature
+    "latency_weight": {"latency_budget": 25.0},  # the weight of a latency budget
 }
 
 NOT_OBSERVED: dict[str, str] = {
@@ -162,6 +172,9 @@ def _observe(config: SearchConfig) -> dict[str, Any]:
         seen[f"groups.{group.name}.period"], seen[f"groups.{group.name}.inner_steps"] = group.period, group.inner_steps
     seen["penalty.baseline"] = getattr(oneshot.penalty, "baseline", None)
     seen["penalty.scale"] = getattr(oneshot.penalty, "scale", None)
+    latency = oneshot.penalty.parts["ms"] if isinstance(oneshot.penalty, PenaltySum) else None
+    seen["penalty.ms.baseline"] = getattr(latency, "baseline", None)
+    seen["penalty.ms.scale"] = getattr(latency, "scale", None)
     oneshot.set_model(built["mutated"].model_space)
     arch = oneshot.configure_architecture_optimizers().param_groups[0]
     seen.update({"arch.lr": arch["lr"], "arch.betas": arch["betas"], "arch.weight_decay": arch["weight_decay"]})
@@ -193,10 +206,20 @@ def _observe(config: SearchConfig) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def where(demo_data, tmp_path_factory) -> Path:
+def where(demo_data, tmp_path_factory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("reach")
+    # A latency table for the default network in a cache of the test's own, so that a latency budget
+    # reads it instead of measuring this machine for minutes (its numbers only need to be costs).
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RUAS_NNI_CACHE_DIR", str(folder / "cache"))
+    options = NetworkOptions.from_dict(SearchConfig().network_options())
+    edges = {m: {e: {op: 0.5 * i for i, op in enumerate(OPERATION_NAMES)} for e in EDGE_NAMES} for m in ("iem", "nrm")}
+    table = LatencyTable((600, 400), 20.0, edges, {**options.to_dict(), "with_nrm": True}, machine_description())
+    with atomic_write(latency_table_path(options)) as handle:
+        handle.write(json.dumps(table.to_dict()).encode())
     shutil.copytree(demo_data.train, folder / "other_data")
-    return folder
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import platform
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,7 +36,8 @@ from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
 from .cache_folder import cache_dir, cache_disabled
 
-__all__ = ["LatencyTable", "measure_ms", "build_table", "table_for", "check_table", "kendall_tau", "spearman_rho"]
+__all__ = ["LatencyTable", "measure_ms", "build_table", "latency_table_path", "table_for", "check_table",
+           "kendall_tau", "spearman_rho"]
 
 FORMAT = 1
 SKIP = "skip_connect"
@@ -176,13 +177,18 @@ def _cache_path(options: NetworkOptions, size: tuple[int, int], with_nrm: bool) 
     return cache_dir() / "latency" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
+def latency_table_path(options: NetworkOptions, size: tuple[int, int] = (600, 400), with_nrm: bool = True) -> Path | None:
+    """Where :func:`table_for` keeps the table of ``options`` at ``size`` on this machine (``None``
+    with the cache turned off)."""
+    return None if cache_disabled() else _cache_path(options, size, with_nrm)
+
+
 def table_for(options: NetworkOptions, size: tuple[int, int] = (600, 400), *, with_nrm: bool = True,
               refresh: bool = False, runs: int = 5,
               progress: Callable[[int, int], None] | None = None) -> tuple[LatencyTable, Path | None]:
     """The cached table of ``options`` at ``size`` on this machine (measured and written on a miss, or
     with ``refresh``); returns it and its file (``None`` with the cache turned off)."""
-    options = replace(options)
-    path = None if cache_disabled() else _cache_path(options, size, with_nrm)
+    path = latency_table_path(options, size, with_nrm)
     if path is not None and path.is_file() and not refresh:
         try:
             return LatencyTable.from_dict(json.loads(path.read_text())), path

@@ -66,6 +66,12 @@ class SearchConfig:
         "min": 1, "help": "expected parameters above this are penalised (NNI ExpectationProfilerPenalty); null = off"})
     budget_weight: float = field(default=SEARCH_SCHEDULE["budget_weight"], metadata={
         "min": 0.0, "help": "scale of the budget penalty: loss + w * max(E[params] / budget - 1, 0)"})
+    # latency
+    latency_budget: float | None = field(default=None, metadata={
+        "min": 0.0, "help": ("expected ms per 600x400 image above this are penalised, predicted by this machine's "
+                             "latency table (ruas-nni latency; measured once, a few minutes, then cached); null = off")})
+    latency_weight: float = field(default=0.1, metadata={
+        "min": 0.0, "help": "scale of the latency penalty: loss + w * max(E[ms] / latency_budget - 1, 0)"})
     # cooperative search (Algorithm 1)
     beta: float = field(default=1.0, metadata={"help": "weight of L_val^n in the IEM's architecture loss"})
     unrolled: bool = field(default=True, metadata={"help": "second-order (unrolled) hypergradient"})

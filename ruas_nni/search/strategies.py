@@ -14,15 +14,16 @@ from nni.nas.strategy import DARTS, GumbelDARTS, Strategy
 
 from search_spaces import RUASSpace
 from strategies import CooperativeBilevel, JointDARTS, SeparateSearch, ruas_groups
-from strategies.cooperative import parameter_budget_penalty
+from strategies.cooperative import PenaltySum, TableProfiler, expected_cost_penalty, parameter_budget_penalty
 
 from ..base.errors import UsageError
-from ..model.export import export
+from ..inference.latency import LatencyTable, latency_table_path, table_for
+from ..model.export import NetworkOptions, export
 from ..model.genotype import Genotype
 from ..model.ops import OPERATION_NAMES
 from .config import SearchConfig
 
-__all__ = ["build_strategy", "budget_penalty", "count_parameters", "edge_costs", "genotype_within_budget",
+__all__ = ["build_strategy", "budget_penalty", "count_parameters", "edge_costs", "genotype_within_budget", "latency_table",
            "random_genotype", "RANDOM_MAX_DRAWS"]
 
 RANDOM_MAX_DRAWS = 10_000
@@ -32,14 +33,34 @@ _log = logging.getLogger(__name__)
 
 
 def budget_penalty(config: SearchConfig):
-    """The parameter-budget penalty of ``config`` (``None`` when ``param_budget`` is null or its
-    weight 0): NNI's ``ExpectationProfilerPenalty`` on the expected parameter count of the space."""
-    if config.param_budget is None or config.budget_weight == 0:
-        return None
+    """The budget penalties of ``config``, as one NNI ``ExpectationProfilerPenalty`` (``None`` when
+    neither applies): on the expected parameter count of the space (``param_budget``, unless null or
+    its weight 0) and on the expected milliseconds per 600x400 image that this machine's latency table
+    predicts (``latency_budget``, unless null or its weight 0)."""
+    parts = {}
     with torch.random.fork_rng():  # a second space to count on; the search's random draws stay as they were
         space = RUASSpace(iem_stages=config.iem_stages, nrm_cells=config.nrm_cells, nrm_channels=config.nrm_channels,
                           gamma=config.gamma, warm_start=config.warm_start)
-    return parameter_budget_penalty(space, config.param_budget, config.budget_weight)
+    if config.param_budget is not None and config.budget_weight != 0:
+        parts["params"] = parameter_budget_penalty(space, config.param_budget, config.budget_weight)
+    if config.latency_budget is not None and config.latency_weight != 0:
+        table = latency_table(config)
+        labels = {f"{module}/{edge}": costs for module, edges in table.edges.items() for edge, costs in edges.items()}
+        parts["ms"] = expected_cost_penalty(TableProfiler(space, labels, table.base), config.latency_budget,
+                                            config.latency_weight)
+    if not parts:
+        return None
+    return next(iter(parts.values())) if len(parts) == 1 else PenaltySum(parts)
+
+
+def latency_table(config: SearchConfig) -> LatencyTable:
+    """This machine's latency table for the searched network's shape (cached; measured on a miss)."""
+    options = NetworkOptions.from_dict(config.network_options())
+    cached = latency_table_path(options)
+    if cached is None or not cached.is_file():
+        _log.warning("measuring this machine's latency table (about 85 networks, a few minutes; cached afterwards, "
+                     "and built ahead of time by `ruas-nni latency`)")
+    return table_for(options)[0]
 
 
 def build_strategy(config: SearchConfig) -> Strategy:
@@ -47,10 +68,11 @@ def build_strategy(config: SearchConfig) -> Strategy:
     common = {"arc_learning_rate": config.arch_lr, "gradient_clip_val": config.grad_clip,
               "warmup_epochs": config.warmup}
     if config.strategy in ("darts", "gumbel-darts"):
-        if config.param_budget is not None and config.budget_weight:
-            # NNI's DARTS feeds the penalty export_probs(), plain floats: it would shift the loss, never the alphas
-            _log.warning("param_budget is not applied by %s (NNI's penalty has no gradient there); "
-                         "cooperative, separate and joint apply it", config.strategy)
+        for key, weight in (("param_budget", "budget_weight"), ("latency_budget", "latency_weight")):
+            if getattr(config, key) is not None and getattr(config, weight):
+                # NNI's DARTS feeds the penalty export_probs(), plain floats: it would shift the loss, never the alphas
+                _log.warning("%s is not applied by %s (NNI's penalty has no gradient there); "
+                             "cooperative, separate and joint apply it", key, config.strategy)
         if config.strategy == "darts":
             return DARTS(**common)
         return GumbelDARTS(temperature=(float(config.gumbel_temperature[0]), float(config.gumbel_temperature[1])), **common)
