@@ -339,7 +339,7 @@ def _count_flops(network: Any) -> float:
 
 def score_checkpoint(checkpoint: Any, pairs: Sequence[Any]) -> dict[str, Any]:
     """``{"psnr", "ssim", "params", "flops", "ms"}`` of a trained checkpoint on paired images: the
-    measurements every trial reports. ``ms``: the median milliseconds per 600x400 image of
+    measurements every trial reports. ``ms``: the fastest milliseconds per 600x400 image of
     ``ruas-nni enhance``'s optimised engine (:func:`ruas_nni.inference.latency.measure_ms`), measured
     here, beside whatever else runs on the machine."""
     with torch.no_grad():

@@ -3,8 +3,8 @@
 As ProxylessNAS and FBNet do, the latency of a genotype is predicted as a sum: the measured time of
 the network with every edge a ``skip_connect`` (``base``: stems, fuses, warm starts, the exposure
 policy, tiling and threads), plus, for each edge, the measured extra time of its operation on that
-edge alone (``edges[module][edge][op]``; 0 for ``skip_connect``). Every number is the median time
-of :func:`ruas_nni.inference.opener.open_enhancer`'s engine (``auto``: the native engine where it
+edge alone (``edges[module][edge][op]``; 0 for ``skip_connect``). Every number is the fastest of a
+few timed images on :func:`ruas_nni.inference.opener.open_enhancer`'s engine (``auto``: the native engine where it
 compiles, as ``ruas-nni enhance`` and ``ruas-nni benchmark``'s *optimised* path run it) on one
 image of ``size``, with random weights: the time does not depend on them.
 
@@ -104,11 +104,14 @@ def _checkpoint(genotype: Genotype, options: NetworkOptions):
 
 def measure_ms(genotypes: Sequence[Genotype], options: NetworkOptions, size: tuple[int, int] = (600, 400),
                runs: int = 5, rounds: int = 1) -> list[float]:
-    """Median ms per image of ``size`` of each genotype (with ``options``) on the optimised engine.
+    """Ms per image of ``size`` of each genotype (with ``options``) on the optimised engine: the
+    fastest of ``runs`` timed images.
 
-    The networks are opened together and timed alternately, ``runs`` images each per round, so that a
-    busy machine slows them alike; each one is warmed up first (the native engine compiles on its
-    first image)."""
+    The networks are opened together and timed alternately, so that a busy machine slows them alike;
+    each one is warmed up first (the native engine compiles on its first image). The fastest run, not
+    the median: on a shared machine other work only ever adds time, and a median of a few runs moved
+    by 10-20 ms between neighbouring measurements of the same network (a table measured with medians
+    beside another job had negative costs for convolutions)."""
     import torch
 
     from .files import tune_allocator
@@ -133,7 +136,7 @@ def measure_ms(genotypes: Sequence[Genotype], options: NetworkOptions, size: tup
     finally:
         for enhancer in enhancers:
             enhancer.close()
-    return [statistics.median(t) for t in times]
+    return [min(t) for t in times]
 
 
 def _single_edge(module: str, edge: str, op: str, with_nrm: bool) -> Genotype:
@@ -149,7 +152,7 @@ def build_table(options: NetworkOptions, size: tuple[int, int] = (600, 400), *, 
                 progress: Callable[[int, int], None] | None = None) -> LatencyTable:
     """Measure the table of ``options`` at ``size``: the all-skip network, then each operation on each
     edge alone, each timed beside the all-skip network (its extra time is the difference of the two
-    medians, so that a machine getting busier shifts both)."""
+    times, so that a machine getting busier shifts both)."""
     modules = ("iem", "nrm") if with_nrm else ("iem",)
     base_genotype = _single_edge("iem", EDGE_NAMES[0], SKIP, with_nrm)
     cases = [(m, e, op) for m in modules for e in EDGE_NAMES for op in operations if op != SKIP]
