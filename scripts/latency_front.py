@@ -3,7 +3,8 @@ latency table against them.
 
 For each genotype of a landscape CSV (``docs/landscape/defaults/landscape.csv``: 60 genotypes
 trained with the default recipe and scored on ``lol_val``), measure the optimised engine's ms per
-600x400 image with the default model's network options (:func:`ruas_nni.inference.latency.measure_ms`,
+600x400 image in the default search's network shape and exposure policy (3 IEM stages, 3 NRM cells,
+the shoulder policy: the shape the landscape was trained in; :func:`ruas_nni.inference.latency.measure_ms`,
 two networks at a time, alternated), predict it from this machine's latency table
 (:func:`ruas_nni.inference.latency.table_for`: read from the cache, or measured first), and write:
 
@@ -25,8 +26,9 @@ from pathlib import Path
 
 from ruas_nni.base.atomic import atomic_write
 from ruas_nni.inference.latency import kendall_tau, measure_ms, spearman_rho, table_for
-from ruas_nni.model.checkpoint import load_checkpoint
+from ruas_nni.model.export import NetworkOptions
 from ruas_nni.model.genotype import Genotype
+from ruas_nni.search.config import SearchConfig
 from ruas_nni.search.figures import pareto_front, psnr_vs_ms, save_png
 
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed images per network (the fastest counts)")
     args = parser.parse_args(argv)
 
-    options = load_checkpoint(Path(__file__).resolve().parents[1] / "ruas_nni" / "pretrained" / "default.pt").options
+    options = NetworkOptions.from_dict(SearchConfig().network_options())
     with open(args.csv, newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["status"] == "ok"]
     if not rows:

@@ -45,11 +45,14 @@ def test_benchmark_command_reports_both_paths(tmp_path):
                              "--rounds", "1", "--runs", "1", "--json", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     from ruas_nni.inference.enhance import default_checkpoint_path
+    from ruas_nni.model.checkpoint import load_checkpoint
 
     expected_model = "default model" if default_checkpoint_path() is not None else "random weights"
     assert expected_model in result.stdout and "GMACs" in result.stdout
     report = json.loads(out.read_text())
-    assert report["parameters"]["whole"] == 3438
+    shipped = default_checkpoint_path()
+    expected_params = (load_checkpoint(shipped).metadata["parameters"] if shipped is not None else 3438)
+    assert report["parameters"]["whole"] == expected_params  # the shipped model's, or the paper genotype's
     latency = report["latency"]
     assert {"eager", "eager-channels-last", "optimised"} <= set(latency)
     assert "eager-channels-last" in result.stdout and "vs eager-cl" in result.stdout

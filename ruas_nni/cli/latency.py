@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--nrm-cells", type=whole_number(1), default=3, help="NRM cells (default 3)")
     parser.add_argument("--nrm-channels", type=whole_number(1), default=6, help="NRM width (default 6)")
     parser.add_argument("--exposure", type=float, default=0.45,
-                        help="exposure normalisation E with the shoulder policy, as the default model (0: off)")
+                        help="exposure normalisation E with the search's exposure policy (shoulder), as the default "
+                             "search (0: off)")
     parser.add_argument("--runs", type=whole_number(1), default=5, help="timed images per network (default 5)")
     parser.add_argument("--refresh", action="store_true", help="measure again even when the table is cached")
     parser.add_argument("--check", type=whole_number(0), default=0, metavar="N",
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ruas_nni.inference.benchmark import parse_size
     from ruas_nni.inference.latency import check_table, table_for
     from ruas_nni.model.export import NetworkOptions
-    from ruas_nni.model.tone import ToneOptions
+    from ruas_nni.search.config import SearchConfig
 
     try:
         size = parse_size(args.size)
@@ -62,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.exposure <= 1:
         raise UsageError(f"--exposure must be in [0, 1] (0: off), got {args.exposure}")
     exposure = args.exposure or None
-    options = NetworkOptions(iem_stages=args.iem_stages, nrm_cells=args.nrm_cells, nrm_channels=args.nrm_channels,
-                             exposure=exposure, exposure_gamma=0.5 if exposure else 1.0,
-                             tone=ToneOptions() if exposure else None)
+    # the shape and exposure policy of a search with these settings: the table `ruas-nni search` reads
+    search = SearchConfig(iem_stages=args.iem_stages, nrm_cells=args.nrm_cells, nrm_channels=args.nrm_channels,
+                          exposure=exposure)
+    options = NetworkOptions.from_dict(search.network_options())
     bar = tqdm(desc="latency table", unit="net", disable=not show_progress(args.quiet))
 
     def progress(done: int, total: int) -> None:
