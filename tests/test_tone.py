@@ -68,7 +68,7 @@ def test_the_shoulder_is_smooth_at_the_knee() -> None:
 
 def test_nothing_is_clipped_where_the_older_policy_clips() -> None:
     x = torch.tensor([0.05, 0.5, 1.0, 2.0], dtype=torch.float64).view(1, 1, 2, 2).expand(1, 3, 2, 2)
-    new = shoulder_curve(x, torch.tensor([1.5]), 0.5, ToneOptions())[0, 0].flatten()
+    new = shoulder_curve(x, torch.tensor([1.5]), 0.5, ToneOptions(knee=0.7))[0, 0].flatten()
     assert float(new.max()) < 1.0 and bool((new.diff() > 0).all())  # monotone, below white
     old = apply_gain(x.clamp(0, 1), torch.tensor([1.5]), 0.5)[0, 0].flatten()
     assert old.tolist()[1:] == [1.0, 1.0, 1.0]  # the older policy: x = 0.5 is already white
