@@ -20,6 +20,7 @@ import ruas_nni.training.module as training
 from ruas_nni.base.errors import UsageError
 from ruas_nni.cli import main
 from ruas_nni.model.checkpoint import load_checkpoint
+from ruas_nni.model.genotype import Genotype
 from ruas_nni.training.config import REFERENCE_RECIPE, TrainConfig
 from ruas_nni.training.losses import illumination_loss, smoothness
 from ruas_nni.training.module import TrainingDiverged
@@ -399,11 +400,17 @@ def test_fidelity_denoiser_is_tikhonov(demo_data, tmp_path: Path) -> None:
 def test_default_model_recipe_is_the_default_recipe() -> None:
     """examples/default_model.yaml (the shipped model's recipe) only spells out train's defaults, but for
     ``tone``: the shipped model's NRM is trained under the older policy (``clip``) and the model is
-    packaged with the shoulder policy (scripts/reproduce_default_model.sh, docs/tone.md)."""
+    packaged with the shoulder policy (scripts/reproduce_default_model.sh, docs/tone.md); and for its
+    architecture: the default search's winner with one IEM stage and one NRM cell (docs/search.md)."""
     import yaml
 
     keys = yaml.safe_load((ROOT / "examples" / "default_model.yaml").read_text())
     defaults = TrainConfig()
     differing = {k: v for k, v in keys.items() if k != "data" and getattr(defaults, k) != v}
-    assert differing == {"tone": "clip"}
+    winner = "docs/search_winners/default_cooperative_s0.json"
+    assert differing == {"tone": "clip", "arch": winner, "iem_stages": 1, "nrm_cells": 1}
+    assert (ROOT / winner).is_file()
+    shipped = load_checkpoint(ROOT / "ruas_nni" / "pretrained" / "default.pt")
+    assert (shipped.options.iem_stages, shipped.options.nrm_cells) == (1, 1)
+    assert shipped.genotype == Genotype.from_any(json.loads((ROOT / winner).read_text()))
     assert "--tone shoulder" in (ROOT / "scripts" / "reproduce_default_model.sh").read_text()

@@ -13,7 +13,8 @@ bright pixel keeps its detail above 1), one gain ``b`` per image, and static opt
 * dequantisation (:func:`dequantise`): ``x <- x + w (B(x) - x)`` with ``B`` a 7 x 7 binomial blur
   normalised inside the image and ``w = exp(-max_c B(x) / d)``. In the darkest parts of a photo one
   8-bit level (or a JPEG block edge) becomes a visible step once the gain lifts it; there the pixel
-  takes its neighbourhood's mean. Bright pixels keep their own value (``w`` is 6 % at ``B(x) = 0.85``);
+  takes its neighbourhood's mean. Bright pixels keep their own value (``w`` is 1.4 % at ``B(x) = 0.85``
+  with the default ``d = 0.2``);
 * ``g(x) = (x + e) ** p - e ** p``: the tone curve of the older policy, with an optional toe that
   bounds its slope at black;
 * ``S(z) = z`` for ``z <= c``, else ``c + (1 - c) (1 - exp(-(z - c) / (1 - c)))``: a shoulder that
@@ -73,14 +74,14 @@ _TINY = 1e-6
 class ToneOptions:
     """Static options of the shoulder policy (see the module docstring); a network option ``tone``."""
 
-    knee: float = 0.7
+    knee: float = 0.85
     toe: float = 0.0
     hue: float = 0.3
     max_ratio: float = 20.0
     max_gain: float = 64.0
     white_quantile: float = 0.995
     white_level: float = 0.96
-    dequantise: float = 0.3
+    dequantise: float = 0.2
 
     def __post_init__(self) -> None:
         bounds = {"knee": (0.0, 0.99), "toe": (0.0, 1.0), "hue": (0.0, 1.0), "max_ratio": (1.0, 1e3),
