@@ -75,6 +75,17 @@ def test_nothing_is_clipped_where_the_older_policy_clips() -> None:
     assert float(new[1]) < 240 / 255 and float(new[2]) < 250 / 255
 
 
+def test_a_diverged_network_gets_a_nan_gain_not_an_error() -> None:
+    # a search whose weights went non-finite must see a non-finite loss (and skip the step), as with
+    # the older policy, not a crash inside the gain's histogram
+    x = np.full((3, 8, 8), 0.5)
+    x[1, 2, 3] = np.nan
+    assert math.isnan(solve_shoulder_gain(x, 0.1, 0.45, 0.5, ToneOptions()))
+    x[1, 2, 3] = np.inf
+    assert math.isnan(solve_shoulder_gain(x, 0.1, 0.45, 0.5, ToneOptions()))
+    assert math.isfinite(solve_shoulder_gain(np.full((3, 8, 8), 0.5), 0.1, 0.45, 0.5, ToneOptions()))
+
+
 def test_the_gain_reaches_e_or_stops_at_the_photos_own_bound() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, (3, 40, 50))

@@ -205,9 +205,13 @@ def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gam
     """The gain ``b`` of one image from its small copy: ``x_small`` (``3 x h x w``, the IEM ratio) and
     ``y_mean`` (the small input's mean). The largest ``b <= max_gain`` whose mean output is at most
     ``min(E, max_ratio * y_mean)`` and that keeps the white point at most ``white_level`` (module
-    docstring), by Newton's method in float64. The small copy is not dequantised: its pixels are already
+    docstring), by Newton's method in float64 (NaN when ``x_small`` holds a non-finite value). The
+    small copy is not dequantised: its pixels are already
     means of ``f x f`` blocks."""
-    x = np.maximum(np.asarray(x_small, np.float64), 0.0)
+    x = np.asarray(x_small, np.float64)
+    if not np.isfinite(x).all() or not math.isfinite(y_mean):
+        return math.nan  # a diverged network: the gain says so, as the older policy's mean does
+    x = np.maximum(x, 0.0)
     target = min(float(exposure), tone.max_ratio * float(y_mean))
 
     # the mean of _combine over the pixels, as sums over bins of g (only the gain varies between tries)
