@@ -134,6 +134,8 @@ SLOW_TESTS = {
                          "test_training_lowers_the_illumination_loss_and_writes_model_and_logs",
                          "test_same_seed_same_weights_other_seed_other_weights"},
     "test_tiling.py": {"test_4k_image_enhances_in_under_1_gb"},
+    "test_benchmark.py": {"test_benchmark_command_reports_both_paths"},  # the whole command, child processes
+    "test_graph_cache.py": {"test_a_damaged_cache_entry_is_rebuilt"},  # three cold starts of enhance
 }
 
 
