@@ -49,6 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ruas_nni.base.rank_correlation import kendall_tau
+
 PAPER = "paper"
 COLUMNS = ["setup", "genotype", "source", "iem", "nrm", "status", "psnr", "ssim", "psnr_half", "ssim_half",
            "psnr_matched", "ssim_matched",
@@ -287,25 +289,8 @@ def _paper_genotype(python: str, pythonpath: str) -> dict:
 # the report
 
 
-def kendall_tau_b(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b (ties in either variable are neither concordant nor discordant)."""
-    n = len(x)
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator else float("nan")
+kendall_tau_b = kendall_tau
+"""Kendall's tau-b: :func:`ruas_nni.base.rank_correlation.kendall_tau` (NaN when one side is constant)."""
 
 
 def _float(row: dict, key: str) -> float | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..base.atomic import atomic_write
+from ..base.rank_correlation import kendall_tau, spearman_rho
 from ..model.export import NetworkOptions, export
 from ..model.genotype import MODULES, Genotype
 from ..model.network import EDGE_NAMES
@@ -213,49 +214,6 @@ def random_genotypes(count: int, seed: int = 0, with_nrm: bool = True) -> list[G
         nrm = tuple(rng.choice(OPERATION_NAMES) for _ in EDGE_NAMES) if with_nrm else None
         seen.setdefault((iem, nrm), Genotype(iem, nrm))
     return list(seen.values())
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
-
-
-def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (ties get their mean rank)."""
-    ra, rb = _ranks(a), _ranks(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    num = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    den = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return num / den if den else 0.0
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    den = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
-    return (concordant - discordant) / den if den else 0.0
 
 
 def check_table(table: LatencyTable, options: NetworkOptions, count: int = 30, seed: int = 0, runs: int = 5,
