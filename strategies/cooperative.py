@@ -49,7 +49,7 @@ from typing import Any, Iterator, Mapping, Sequence
 # one-shot strategies) with a placeholder for the rest of the process.
 import nni.nas.strategy  # noqa: F401, I001  (import order matters, see above)
 import torch
-from nni.mutable import Categorical, MutableExpression
+from nni.mutable import MutableExpression
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.nn.pytorch import LayerChoice
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
@@ -209,48 +209,6 @@ def differentiable_probs(model: nn.Module) -> dict[str, dict[str, Tensor]]:
     return probs
 
 
-class ParameterCountProfiler(ExpressionProfiler):
-    """The parameter count of a model space as an NNI expression over its ``LayerChoice`` labels.
-
-    ``expression = fixed + sum over labels of params(label = op)``, where ``params(label = op)`` adds
-    the parameters of candidate ``op`` over every ``LayerChoice`` with that label (RUAS's three IEM
-    stages and three NRM cells share labels) and ``fixed`` counts everything outside the choices.
-    Evaluated on a sample (``{label: op}``) it is that network's size; under
-    :class:`~nni.nas.oneshot.pytorch.profiler.ExpectationProfilerPenalty` (``{label: {op: p}}``) its
-    expectation, linear in the probabilities. NNI's own ``NumParamsProfiler`` needs shape inference
-    for every module and fails on ``nn.Identity`` (the skip connection).
-    """
-
-    def __init__(self, model_space: nn.Module) -> None:
-        per_label: dict[str, dict[str, int]] = {}
-        choices: dict[str, Categorical] = {}
-        in_choices: set[int] = set()
-        seen: set[int] = set()
-        for module in model_space.modules():
-            if not isinstance(module, LayerChoice) or id(module) in seen:
-                continue
-            seen.add(id(module))
-            counts = per_label.setdefault(str(module.label), {})
-            choices.setdefault(str(module.label), module.choice)  # the space's own Categorical (label, names)
-            for name in module.names:
-                params = [p for p in module[name].parameters() if id(p) not in in_choices]
-                in_choices.update(id(p) for p in params)
-                counts[name] = counts.get(name, 0) + sum(p.numel() for p in params)
-        self.fixed = sum(p.numel() for p in model_space.parameters() if id(p) not in in_choices)
-        self.per_label = per_label
-        expression: Any = self.fixed
-        for label, counts in sorted(per_label.items()):
-            expression = expression + MutableExpression(counts.__getitem__, "params({})", [choices[label]])
-        self.expression = expression
-
-    def expected(self, probs: Mapping[str, Mapping[str, Any]]) -> Any:
-        """``fixed + sum_label sum_op p(label = op) * params(label = op)`` (a tensor when ``probs`` holds tensors)."""
-        total: Any = self.fixed
-        for label, counts in self.per_label.items():
-            total = total + sum(probs[label][op] * count for op, count in counts.items())
-        return total
-
-
 class TableProfiler(ExpressionProfiler):
     """A measured cost of a model space as an NNI expression over its ``LayerChoice`` labels:
     ``fixed + sum over labels of table[label][op]`` (the latency lookup table of ProxylessNAS and
@@ -289,6 +247,35 @@ class TableProfiler(ExpressionProfiler):
         for label, costs in self.per_label.items():
             total = total + sum(probs[label][op] * cost for op, cost in costs.items())
         return total
+
+
+class ParameterCountProfiler(TableProfiler):
+    """The parameter count of a model space as an NNI expression over its ``LayerChoice`` labels.
+
+    ``expression = fixed + sum over labels of params(label = op)``, where ``params(label = op)`` adds
+    the parameters of candidate ``op`` over every ``LayerChoice`` with that label (RUAS's three IEM
+    stages and three NRM cells share labels) and ``fixed`` counts everything outside the choices.
+    Evaluated on a sample (``{label: op}``) it is that network's size; under
+    :class:`~nni.nas.oneshot.pytorch.profiler.ExpectationProfilerPenalty` (``{label: {op: p}}``) its
+    expectation, linear in the probabilities. NNI's own ``NumParamsProfiler`` needs shape inference
+    for every module and fails on ``nn.Identity`` (the skip connection).
+    """
+
+    def __init__(self, model_space: nn.Module) -> None:
+        per_label: dict[str, dict[str, int]] = {}
+        in_choices: set[int] = set()
+        seen: set[int] = set()
+        for module in model_space.modules():
+            if not isinstance(module, LayerChoice) or id(module) in seen:
+                continue
+            seen.add(id(module))
+            counts = per_label.setdefault(str(module.label), {})
+            for name in module.names:
+                params = [p for p in module[name].parameters() if id(p) not in in_choices]
+                in_choices.update(id(p) for p in params)
+                counts[name] = counts.get(name, 0) + sum(p.numel() for p in params)
+        fixed = sum(p.numel() for p in model_space.parameters() if id(p) not in in_choices)
+        super().__init__(model_space, per_label, fixed)
 
 
 def expected_cost_penalty(profiler: ExpressionProfiler, budget: float, scale: float = 1.0) -> ExpectationProfilerPenalty:
