@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exposure", type=float, default=0.45,
                         help="exposure normalisation E with the search's exposure policy (shoulder), as the default "
                              "search (0: off)")
-    parser.add_argument("--runs", type=whole_number(1), default=5, help="timed images per network; the fastest counts (default 5)")
+    parser.add_argument("--runs", type=whole_number(1), default=5,
+                        help="timed images per network; the fastest counts (default 5)")
     parser.add_argument("--refresh", action="store_true", help="measure again even when the table is cached")
     parser.add_argument("--check", type=whole_number(0), default=0, metavar="N",
                         help="also measure N random whole networks against the prediction (0: no check)")
