@@ -60,3 +60,24 @@ def test_benchmark_command_reports_both_paths(tmp_path):
         entry = latency[kind]["sizes"]["64x48"]
         assert entry["median_ms"] > 0
         assert entry["peak_mb"] is None or entry["peak_mb"] > 0
+
+
+def test_side_by_side_script_times_checkpoints_alternately(reference_dir, tmp_path, capsys):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import side_by_side
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    lol = str(reference_dir / "lol.pt")
+    default = str(root / "ruas_nni" / "pretrained" / "default.pt")
+    out = tmp_path / "times.json"
+    assert side_by_side.main([lol, default, "--size", "48x32", "--rounds", "3", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(1.00x)" in printed and "48x32" in printed
+    times = json.loads(out.read_text())
+    assert times["size"] == [48, 32] and set(times["ms"]) == {lol, default}
+    assert all(len(v) == 3 and min(v) > 0 for v in times["ms"].values())
+    assert side_by_side.main([lol, "--size", "big"]) == 2
