@@ -17,15 +17,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 from ruas_nni.base.atomic import atomic_write
 from ruas_nni.inference.benchmark import parse_size
-from ruas_nni.inference.files import tune_allocator
-from ruas_nni.inference.opener import open_enhancer
+from ruas_nni.inference.latency import time_alternately
 from ruas_nni.model.checkpoint import load_checkpoint
 
 
@@ -44,22 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         print("side_by_side.py: --rounds must be at least 1", file=sys.stderr)
         return 2
-    tune_allocator()
     names = [str(Path(p)) for p in args.checkpoints]
-    enhancers = [open_enhancer(load_checkpoint(p), "auto") for p in names]
-    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)) * 0.3
-    times: list[list[float]] = [[] for _ in names]
-    try:
-        for enhancer in enhancers:
-            enhancer(image)  # warm-up: the native engine compiles, the allocator grows
-        for _ in range(args.rounds):
-            for index, enhancer in enumerate(enhancers):
-                start = time.perf_counter()
-                enhancer(image)
-                times[index].append((time.perf_counter() - start) * 1000.0)
-    finally:
-        for enhancer in enhancers:
-            enhancer.close()
+    times = time_alternately([load_checkpoint(p) for p in names], (width, height), args.rounds)
     fastest = [min(t) for t in times]
     medians = [statistics.median(t) for t in times]
     print(f"ms per {width}x{height} image, {args.rounds} alternated runs each (engine auto)")

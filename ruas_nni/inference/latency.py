@@ -37,7 +37,7 @@ from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
 from .cache_folder import cache_dir, cache_disabled
 
-__all__ = ["LatencyTable", "measure_ms", "build_table", "latency_table_path", "table_for", "check_table",
+__all__ = ["LatencyTable", "time_alternately", "measure_ms", "build_table", "latency_table_path", "table_for", "check_table",
            "kendall_tau", "spearman_rho"]
 
 FORMAT = 1
@@ -103,16 +103,13 @@ def _checkpoint(genotype: Genotype, options: NetworkOptions):
     return Checkpoint.from_network(export(genotype, options), genotype, options)
 
 
-def measure_ms(genotypes: Sequence[Genotype], options: NetworkOptions, size: tuple[int, int] = (600, 400),
-               runs: int = 5, rounds: int = 1) -> list[float]:
-    """Ms per image of ``size`` of each genotype (with ``options``) on the optimised engine: the
-    fastest of ``runs`` timed images.
+def time_alternately(checkpoints: Sequence[Any], size: tuple[int, int] = (600, 400), runs: int = 5) -> list[list[float]]:
+    """Ms per image of ``size`` of each checkpoint (a file or a loaded checkpoint) on the optimised
+    engine (:func:`~ruas_nni.inference.opener.open_enhancer`, ``auto``), ``runs`` timed images each.
 
-    The networks are opened together and timed alternately, so that a busy machine slows them alike;
-    each one is warmed up first (the native engine compiles on its first image). The fastest run, not
-    the median: on a shared machine other work only ever adds time, and a median of a few runs moved
-    by 10-20 ms between neighbouring measurements of the same network (a table measured with medians
-    beside another job had negative costs for convolutions)."""
+    The enhancers are opened together and timed alternately on one random image, so that a busy
+    machine slows them alike; each one is warmed up first (the native engine compiles on its first
+    image)."""
     import torch
 
     from .files import tune_allocator
@@ -121,23 +118,32 @@ def measure_ms(genotypes: Sequence[Genotype], options: NetworkOptions, size: tup
     tune_allocator()
     width, height = size
     image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)) * 0.3
-    times: list[list[float]] = [[] for _ in genotypes]
+    times: list[list[float]] = [[] for _ in checkpoints]
     enhancers = []
     try:
-        for genotype in genotypes:
-            enhancer = open_enhancer(_checkpoint(genotype, options), "auto")
+        for checkpoint in checkpoints:
+            enhancer = open_enhancer(checkpoint, "auto")
             enhancers.append(enhancer)
             enhancer(image)
-        for _ in range(rounds):
-            for _ in range(runs):
-                for index, enhancer in enumerate(enhancers):
-                    start = time.perf_counter()
-                    enhancer(image)
-                    times[index].append((time.perf_counter() - start) * 1000.0)
+        for _ in range(runs):
+            for index, enhancer in enumerate(enhancers):
+                start = time.perf_counter()
+                enhancer(image)
+                times[index].append((time.perf_counter() - start) * 1000.0)
     finally:
         for enhancer in enhancers:
             enhancer.close()
-    return [min(t) for t in times]
+    return times
+
+
+def measure_ms(genotypes: Sequence[Genotype], options: NetworkOptions, size: tuple[int, int] = (600, 400),
+               runs: int = 5) -> list[float]:
+    """Ms per image of ``size`` of each genotype (with ``options``, random weights) on the optimised
+    engine: the fastest of ``runs`` images timed alternately (:func:`time_alternately`). The fastest
+    run, not the median: on a shared machine other work only ever adds time, and a median of a few
+    runs moved by 10-20 ms between neighbouring measurements of the same network (a table measured
+    with medians beside another job had negative costs for convolutions)."""
+    return [min(t) for t in time_alternately([_checkpoint(g, options) for g in genotypes], size, runs)]
 
 
 def _single_edge(module: str, edge: str, op: str, with_nrm: bool) -> Genotype:
