@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from ruas_nni.base.atomic import atomic_write
-from ruas_nni.inference.latency import kendall_tau, measure_ms, spearman_rho, table_for
+from ruas_nni.inference.latency import compare_with_measurement, table_for
 from ruas_nni.model.export import NetworkOptions
 from ruas_nni.model.genotype import Genotype
 from ruas_nni.search.config import SearchConfig
@@ -47,11 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     genotypes = [Genotype(tuple(r["iem"].split()), tuple(r["nrm"].split())) for r in rows]
     table, table_path = table_for(options, (600, 400))
-    measured: list[float] = []
-    for index in range(0, len(genotypes), 2):
-        measured += measure_ms(genotypes[index:index + 2], options, (600, 400), args.runs)
-        print(f"measured {len(measured)}/{len(genotypes)}", file=sys.stderr)
-    predicted = [table.predict(g) for g in genotypes]
+    compared = compare_with_measurement(table, genotypes, options, args.runs,
+                                        lambda done, total: print(f"measured {done}/{total}", file=sys.stderr))
+    measured, predicted = compared["measured"], compared["predicted"]
     points = [(ms, float(r["psnr"])) for ms, r in zip(measured, rows)]
     front = pareto_front(points)
     out = Path(args.out)
@@ -64,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         handle.write(("\n".join(lines) + "\n").encode())
     summary = {
         "genotypes": len(rows), "csv": args.csv, "table": str(table_path), "table_base_ms": table.base,
-        "machine": table.machine, "kendall_tau": kendall_tau(predicted, measured),
-        "spearman_rho": spearman_rho(predicted, measured),
-        "mean_abs_relative_error": statistics.fmean(abs(p - m) / m for p, m in zip(predicted, measured)),
+        "machine": table.machine, "kendall_tau": compared["kendall_tau"], "spearman_rho": compared["spearman_rho"],
+        "mean_abs_relative_error": compared["mean_abs_relative_error"],
         "front": [{"genotype": r["genotype"], "ms": ms, "psnr": p} for r, (ms, p) in zip(rows, points) if (ms, p) in front],
     }
     with atomic_write(out / "front.json") as handle:

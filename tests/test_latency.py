@@ -9,9 +9,10 @@ import pytest
 import torch
 from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
 
+from ruas_nni.base.rank_correlation import kendall_tau, spearman_rho
 from ruas_nni.cli import main
 from ruas_nni.inference import latency
-from ruas_nni.inference.latency import LatencyTable, kendall_tau, spearman_rho, table_for
+from ruas_nni.inference.latency import LatencyTable, table_for
 from ruas_nni.model.export import NetworkOptions
 from ruas_nni.model.genotype import Genotype
 from ruas_nni.model.network import EDGE_NAMES
@@ -55,7 +56,7 @@ def test_prediction_is_the_all_skip_time_plus_each_edges_extra():
 def test_table_profiler_agrees_with_the_table_and_its_gradient_prefers_cheap_operations():
     space = RUASSpace(iem_stages=1, nrm_cells=1)
     table = _table()
-    labels = {f"{m}/{e}": costs for m, edges in table.edges.items() for e, costs in edges.items()}
+    labels = table.by_label()
     profiler = TableProfiler(space, labels, table.base)
     genotype = Genotype(("conv_3x3", "skip_connect", "dilconv_3x3", "conv_1x1", "resconv_3x3", "skip_connect",
                          "resdilconv_3x3"), ("resconv_1x1",) * 7)
@@ -80,7 +81,7 @@ def test_table_profiler_agrees_with_the_table_and_its_gradient_prefers_cheap_ope
 def test_penalty_sum_adds_a_parameter_and_a_latency_budget():
     space = RUASSpace(iem_stages=1, nrm_cells=1)
     table = _table()
-    labels = {f"{m}/{e}": costs for m, edges in table.edges.items() for e, costs in edges.items()}
+    labels = table.by_label()
     params = parameter_budget_penalty(space, 100.0, 0.5)
     ms = expected_cost_penalty(TableProfiler(space, labels, table.base), 10.0, 2.0)
     both = PenaltySum({"params": params, "ms": ms})
@@ -103,6 +104,11 @@ def test_table_is_measured_on_the_native_engine():
     assert table.base > 0 and all(costs["skip_connect"] == 0.0 for costs in table.edges["iem"].values())
     assert table.predict(Genotype(("skip_connect",) * 7, None)) == table.base
     assert table.machine["cores"] >= 1 and table.options["with_nrm"] is False and table.size == (48, 32)
+    checked = latency.check_table(table, SMALL, count=2, runs=1)  # two random whole networks, measured
+    assert checked["count"] == 2 and checked["size"] == [48, 32] and len(checked["genotypes"]) == 2
+    assert all(g["nrm"] is None and g["measured_ms"] > 0 for g in checked["genotypes"])
+    assert [g["predicted_ms"] for g in checked["genotypes"]] == [
+        table.predict(Genotype(tuple(g["iem"]), None)) for g in checked["genotypes"]]
 
 
 def test_table_is_cached_per_machine_and_shape(tmp_path, monkeypatch):

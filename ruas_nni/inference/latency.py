@@ -10,10 +10,11 @@ image of ``size``, with random weights: the time does not depend on them.
 
 The table belongs to a machine and a network shape (:class:`~ruas_nni.model.export.NetworkOptions`:
 stages, cells, widths, exposure policy): :func:`table_for` keeps it in the cache folder
-(``latency/``, keyed by both) and measures it on a miss (``ruas-nni latency``; about 90 networks).
+(``latency/``, keyed by both) and measures it on a miss (``ruas-nni latency``; about 85 networks).
 :func:`check_table` measures whole networks and reports the rank correlation of prediction and
 measurement. The search uses the table as a differentiable cost (the expected milliseconds under the
-architecture's probabilities, ``strategies.cooperative.latency_penalty``).
+architecture's probabilities: ``strategies.cooperative.TableProfiler`` over :meth:`LatencyTable.by_label`,
+in :func:`ruas_nni.search.strategies.budget_penalty`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from ..model.network import EDGE_NAMES
 from ..model.ops import OPERATION_NAMES
 from .cache_folder import cache_dir, cache_disabled
 
-__all__ = ["LatencyTable", "time_alternately", "measure_ms", "build_table", "latency_table_path", "table_for", "check_table",
-           "kendall_tau", "spearman_rho"]
+__all__ = ["LatencyTable", "time_alternately", "measure_ms", "build_table", "latency_table_path", "table_for",
+           "compare_with_measurement", "check_table"]
 
 FORMAT = 1
 SKIP = "skip_connect"
@@ -66,6 +67,11 @@ class LatencyTable:
             for edge, op in zip(EDGE_NAMES, ops):
                 total += self.edges[module][edge].get(op, 0.0)
         return total
+
+    def by_label(self) -> dict[str, dict[str, float]]:
+        """The edge costs keyed by the search space's choice labels (``iem/e1`` .. ``nrm/e7``, as in
+        :meth:`~ruas_nni.model.genotype.Genotype.to_sample`)."""
+        return {f"{module}/{edge}": costs for module, edges in self.edges.items() for edge, costs in edges.items()}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -222,21 +228,30 @@ def random_genotypes(count: int, seed: int = 0, with_nrm: bool = True) -> list[G
     return list(seen.values())
 
 
-def check_table(table: LatencyTable, options: NetworkOptions, count: int = 30, seed: int = 0, runs: int = 5,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Predicted against measured ms of ``count`` random whole networks: both lists, the rank
-    correlations (Kendall's tau-b and Spearman's rho) and the mean absolute relative error."""
-    genotypes = random_genotypes(count, seed, with_nrm=bool(table.options.get("with_nrm", True)))
-    measured = []
-    for index in range(0, len(genotypes), 2):  # two at a time, alternated
+def compare_with_measurement(table: LatencyTable, genotypes: Sequence[Genotype], options: NetworkOptions,
+                             runs: int = 5, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Predicted against measured ms of ``genotypes`` (measured two at a time, alternated): both
+    lists, the rank correlations (Kendall's tau-b and Spearman's rho) and the mean absolute relative
+    error."""
+    measured: list[float] = []
+    for index in range(0, len(genotypes), 2):
         measured += measure_ms(genotypes[index:index + 2], options, table.size, runs)
         if progress is not None:
-            progress(min(index + 2, len(genotypes)), len(genotypes))
+            progress(len(measured), len(genotypes))
     predicted = [table.predict(g) for g in genotypes]
+    return {"measured": measured, "predicted": predicted,
+            "kendall_tau": kendall_tau(predicted, measured), "spearman_rho": spearman_rho(predicted, measured),
+            "mean_abs_relative_error": statistics.fmean(abs(p - m) / m for p, m in zip(predicted, measured))}
+
+
+def check_table(table: LatencyTable, options: NetworkOptions, count: int = 30, seed: int = 0, runs: int = 5,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """:func:`compare_with_measurement` over ``count`` random whole networks, with the genotypes."""
+    genotypes = random_genotypes(count, seed, with_nrm=bool(table.options.get("with_nrm", True)))
+    result = compare_with_measurement(table, genotypes, options, runs, progress)
+    measured, predicted = result.pop("measured"), result.pop("predicted")
     return {
-        "count": len(genotypes), "seed": seed, "size": list(table.size),
-        "kendall_tau": kendall_tau(predicted, measured), "spearman_rho": spearman_rho(predicted, measured),
-        "mean_abs_relative_error": statistics.fmean(abs(p - m) / m for p, m in zip(predicted, measured)),
+        "count": len(genotypes), "seed": seed, "size": list(table.size), **result,
         "genotypes": [{"iem": list(g.iem), "nrm": list(g.nrm) if g.nrm else None, "predicted_ms": p, "measured_ms": m}
                       for g, p, m in zip(genotypes, predicted, measured)],
     }

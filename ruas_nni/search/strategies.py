@@ -37,19 +37,20 @@ def budget_penalty(config: SearchConfig):
     neither applies): on the expected parameter count of the space (``param_budget``, unless null or
     its weight 0) and on the expected milliseconds per 600x400 image that this machine's latency table
     predicts (``latency_budget``, unless null or its weight 0)."""
-    parts = {}
+    with_params = config.param_budget is not None and config.budget_weight != 0
+    with_latency = config.latency_budget is not None and config.latency_weight != 0
+    if not (with_params or with_latency):
+        return None
     with torch.random.fork_rng():  # a second space to count on; the search's random draws stay as they were
         space = RUASSpace(iem_stages=config.iem_stages, nrm_cells=config.nrm_cells, nrm_channels=config.nrm_channels,
                           gamma=config.gamma, warm_start=config.warm_start)
-    if config.param_budget is not None and config.budget_weight != 0:
+    parts = {}
+    if with_params:
         parts["params"] = parameter_budget_penalty(space, config.param_budget, config.budget_weight)
-    if config.latency_budget is not None and config.latency_weight != 0:
+    if with_latency:
         table = latency_table(config)
-        labels = {f"{module}/{edge}": costs for module, edges in table.edges.items() for edge, costs in edges.items()}
-        parts["ms"] = expected_cost_penalty(TableProfiler(space, labels, table.base), config.latency_budget,
+        parts["ms"] = expected_cost_penalty(TableProfiler(space, table.by_label(), table.base), config.latency_budget,
                                             config.latency_weight)
-    if not parts:
-        return None
     return next(iter(parts.values())) if len(parts) == 1 else PenaltySum(parts)
 
 
