@@ -418,8 +418,8 @@ class FoldedRUAS(nn.Module):
         self.exposure_iem = copy.deepcopy(network.iem) if network.exposure is not None else None  # the gain's IEM
         self.exposure, self.exposure_gamma = network.exposure, network.exposure_gamma
         self.tone = network.tone if network.exposure is not None else None
-        self.tone_blur: _Conv | None = None  # the dequantisation blur, for the graph writers (ONNX, C)
-        self.tone_blur_passes: list[_Conv] = []  # the same blur as a vertical, then a horizontal pass
+        # the dequantisation blur for the graph writers (ONNX, C): a vertical, then a horizontal pass
+        self.tone_blur_passes: list[_Conv] = []
         if tone_radius(self.tone):
             taps = torch.tensor(BLUR_TAPS, dtype=torch.float32)
             size, middle = len(BLUR_TAPS), len(BLUR_TAPS) // 2
@@ -430,14 +430,12 @@ class FoldedRUAS(nn.Module):
                 kernel[channel, channel] = taps[:, None] * taps[None, :]
                 vertical[channel, channel, :, middle] = taps
                 horizontal[channel, channel, middle, :] = taps
-            self.register_buffer("tone_blur_weight", kernel)
+            self.register_buffer("tone_blur_weight", kernel)  # the whole 7x7 blur: ONNX's normalisation of it
             self.register_buffer("tone_blur_bias", torch.zeros(3))
             # the separable form: the native engine skips structurally zero taps, so the two passes cost
             # 2 x 7 multiply-adds per channel and pixel instead of 49
             self.register_buffer("tone_blur_v_weight", vertical)
             self.register_buffer("tone_blur_h_weight", horizontal)
-            self.tone_blur = _Conv("u", "tone_blur_weight", "tone_blur_bias", BLUR_RADIUS, 1, [(0, 3, "tone.blur")],
-                                   activate=False)
             self.tone_blur_passes = [
                 _Conv("u", "tone_blur_v_weight", "tone_blur_bias", BLUR_RADIUS, 1, [(0, 3, "tone.blur_v")], activate=False),
                 _Conv("tone.blur_v", "tone_blur_h_weight", "tone_blur_bias", BLUR_RADIUS, 1, [(0, 3, "tone.blur")],
@@ -573,7 +571,7 @@ class ProgramWriter(Protocol[Value]):
     # clamp(y / clamp(sigmoid(z), T_MIN, 1), 0, 1); with clamp False the ratio y / clamp(sigmoid(z), T_MIN, 1)
     def iem_output(self, z: Value, y: Value, clamp: bool = True) -> Value: ...
 
-    # apply_tone with the graph's second input (``blurred``: the dequantisation blur of u, with tone_blur)
+    # apply_tone with the graph's second input (``blurred``: the dequantisation blur of u, tone_blur_passes)
     def gain(self, u: Value, blurred: Value | None = None) -> Value: ...
 
     def conv(self, step: _Conv, env: dict[str, Value]) -> None: ...
@@ -603,7 +601,7 @@ def walk_program(model: FoldedRUAS, writer: ProgramWriter[Value], image: Value, 
         u = writer.iem_output(env[f"iem{k}.out"], image, clamp=not ratio)
     if gain_input:
         blurred = None
-        if model.tone_blur is not None:
+        if model.tone_blur_passes:
             env = {"u": u}
             for blur_pass in model.tone_blur_passes:
                 writer.conv(blur_pass, env)

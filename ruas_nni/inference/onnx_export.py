@@ -236,7 +236,7 @@ class _OnnxProgram:
         ones = graph.node("Add", [graph.node("Mul", [x, graph.scalar(0.0)])[0], graph.scalar(1.0)])[0]
         kernel = int(model.tone_blur_weight.shape[-1])
         norm = graph.node("Conv", [ones, graph.constant(model.tone_blur_weight, "weight")], kernel_shape=[kernel, kernel],
-                          pads=[model.tone_blur.padding] * 4, dilations=[1, 1], strides=[1, 1])[0]
+                          pads=[kernel // 2] * 4, dilations=[1, 1], strides=[1, 1])[0]
         blurred = graph.node("Div", [blurred, norm])[0]
         darkest = graph.node("ReduceMax", [blurred], axes=[1], keepdims=1)[0]
         weight = graph.node("Exp", [graph.node("Mul", [darkest, graph.scalar(-1.0 / model.tone.dequantise)])[0]])[0]
