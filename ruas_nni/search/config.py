@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from ..base.config import load_config
 from ..model.network import WARM_STARTS
 from ..model.tone import ToneOptions
-from ..training.config import OBJECTIVES, TONES, TrainConfig
+from ..training.config import OBJECTIVES, TONES, TrainConfig, tone_options
 from ..training.losses import DENOISERS, EXPOSURE_MODES
 
 __all__ = ["STRATEGIES", "OBJECTIVES", "RECIPE", "SEARCH_SCHEDULE", "SearchConfig", "load_search_config"]
@@ -158,7 +158,7 @@ class SearchConfig:
 
     def tone_options(self) -> ToneOptions | None:
         """The shoulder policy's options when exposure is on and ``tone`` is ``shoulder``, else ``None``."""
-        return ToneOptions() if self.tone == "shoulder" and self.exposure is not None else None
+        return tone_options(self.tone, self.exposure)
 
     def network_options(self) -> dict[str, Any]:
         """The :class:`ruas_nni.model.export.NetworkOptions` of the searched network."""

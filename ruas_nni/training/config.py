@@ -21,11 +21,17 @@ from .losses import DENOISERS, EXPOSURE_MODES, SMOOTH_GUIDES
 __all__ = ["TrainConfig", "OBJECTIVES", "REFERENCE_RECIPE", "load_train_config", "resolve_arch"]
 
 OBJECTIVES = ("reference", "exposure_denoise")
-TONES = ("shoulder", "clip")
-"""Exposure policies (network option ``tone``): :mod:`ruas_nni.model.tone`, or ``clamp(k u ** p, 0, 1)``."""
 """Training objectives: ``reference`` = the authors' ``L_t`` and ``L_n`` (spec Sec. 2);
 ``exposure_denoise`` = ``L_t`` plus exposure control (and optionally colour constancy) on the IEM
 output, and a self-supervised denoising loss for the NRM instead of ``L_n`` (docs/objectives.md)."""
+TONES = ("shoulder", "clip")
+"""Exposure policies (network option ``tone``): :mod:`ruas_nni.model.tone`, or ``clamp(k u ** p, 0, 1)``."""
+
+
+def tone_options(tone: str, exposure: float | None) -> ToneOptions | None:
+    """The network option ``tone`` of the key ``tone`` (one of :data:`TONES`): the shoulder policy's
+    options when exposure is on and ``tone`` is ``shoulder``, else ``None``."""
+    return ToneOptions() if tone == "shoulder" and exposure is not None else None
 
 
 @dataclass
@@ -111,7 +117,7 @@ class TrainConfig:
         return NetworkOptions(iem_stages=self.iem_stages, nrm_cells=self.nrm_cells, nrm_channels=self.nrm_channels,
                               gamma=self.gamma, warm_start=self.warm_start, exposure=self.exposure,
                               exposure_gamma=self.exposure_gamma,
-                              tone=ToneOptions() if self.tone == "shoulder" and self.exposure is not None else None)
+                              tone=tone_options(self.tone, self.exposure))
 
 
 REFERENCE_RECIPE: dict[str, Any] = {
