@@ -34,6 +34,7 @@ from ruas_nni.cli import main
 from ruas_nni.experiments.compare import CompareConfig, compare_experiment, compare_search_space, trial_command
 from ruas_nni.experiments.trial import REFUSED, build_parser
 from ruas_nni.experiments.trial_runner import link_tensorboard_for_web_ui
+from ruas_nni.model.checkpoint import load_checkpoint
 
 FINAL_KEYS = {"default", "psnr", "ssim", "params", "flops", "ms", "search_seconds", "strategy", "genotype"}
 
@@ -281,8 +282,10 @@ def test_nnictl_stop_leaves_nothing_behind(compare_run):
 # multi-trial NAS on RUASSpace
 
 
-def test_sampled_architecture_trains_and_scores(demo_data, tmp_path, monkeypatch):
-    """The function evaluator on a randomly sampled architecture, under NNI's mock trial runtime."""
+@pytest.mark.parametrize("scalable", [False, True], ids=["paper-space", "scalable-space"])
+def test_sampled_architecture_trains_and_scores(demo_data, tmp_path, monkeypatch, scalable):
+    """The function evaluator on a randomly sampled architecture, under NNI's mock trial runtime; from
+    RUASSpace.scalable() the sampled shape reaches arch.json and the trained checkpoint."""
     import nni
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.space import RawFormatModelSpace
@@ -295,9 +298,11 @@ def test_sampled_architecture_trains_and_scores(demo_data, tmp_path, monkeypatch
     pairs = small_pairs(Path(demo_data.eval), tmp_path / "pairs")
     evaluator = FunctionalEvaluator(train_and_score, data=[str(demo_data.train)], val_data=str(pairs),
                                     train_steps=2, crop=16, seed=0)
-    space = RawFormatModelSpace.from_model(RUASSpace(), evaluator)
+    space = RawFormatModelSpace.from_model(RUASSpace.scalable() if scalable else RUASSpace(), evaluator)
     rng = random.Random(3)
     sample = {label: rng.choice(list(mutable.values)) for label, mutable in space.simplify().items()}
+    if scalable:
+        sample.update({"iem/stages": 2, "nrm/cells": 1, "nrm/width": 3})  # not the paper's 3, 3, 6
     frozen = space.freeze(sample)
     with evaluator.mock_runtime(frozen):
         metrics = evaluator.evaluate(frozen.executable_model())
@@ -306,15 +311,25 @@ def test_sampled_architecture_trains_and_scores(demo_data, tmp_path, monkeypatch
     assert Genotype.from_any(json.loads(metrics["genotype"])) == Genotype.from_sample(sample)
     assert Genotype.from_any(json.loads((tmp_path / "trial" / "arch.json").read_text())) == Genotype.from_sample(sample)
     assert (tmp_path / "trial" / "train" / "model.pt").is_file()
+    arch = json.loads((tmp_path / "trial" / "arch.json").read_text())
+    options = load_checkpoint(tmp_path / "trial" / "train" / "model.pt").options
+    shape = (options.iem_stages, options.nrm_cells, options.nrm_channels)
+    if scalable:
+        assert arch["shape"] == {"iem_stages": 2, "nrm_cells": 1, "nrm_channels": 3} == json.loads(metrics["genotype"])["shape"]
+        assert shape == (2, 1, 3)
+    else:
+        assert "shape" not in arch and shape == (3, 3, 6)
 
 
 def test_multi_trial_nas_through_the_nni_manager(demo_data, tmp_path):
-    """`ruas-nni nas`: NNI's RegularizedEvolution samples RUASSpace; two trials train and report."""
+    """`ruas-nni nas --space scalable`: NNI's RegularizedEvolution samples RUASSpace.scalable(); two
+    trials train and report, and the exported architectures carry their shape."""
     home = tmp_path / "home"
     home.mkdir()
     pairs = small_pairs(Path(demo_data.eval), tmp_path / "pairs")
     port = free_port()
-    result = ruas_cli(["nas", "--strategy", "evolution", "--data", str(demo_data.train), "--val-data", str(pairs),
+    result = ruas_cli(["nas", "--strategy", "evolution", "--space", "scalable", "--data", str(demo_data.train),
+                       "--val-data", str(pairs),
                        "--trials", "2", "--train-steps", "1", "--crop", "16", "--port", str(port),
                        "--concurrency", "2", "--experiment-dir", str(tmp_path / "experiments"),
                        "--export", str(tmp_path / "top"), "--top", "2", "--no-wait-ui"], home, timeout=300)
@@ -328,12 +343,14 @@ def test_multi_trial_nas_through_the_nni_manager(demo_data, tmp_path):
     data = load_experiment(tmp_path / "experiments" / experiment_id)
     assert [t.status for t in data.trials] == ["SUCCEEDED", "SUCCEEDED"]
     space = data.config["searchSpace"]
-    assert sorted(space) == sorted(f"{m}/e{i}" for m in ("iem", "nrm") for i in range(1, 8))  # on the web UI
+    assert sorted(space) == sorted([f"{m}/e{i}" for m in ("iem", "nrm") for i in range(1, 8)]  # on the web UI
+                                   + ["iem/stages", "nrm/cells", "nrm/width"])
     scores = sorted((t.metric("psnr") for t in data.trials), reverse=True)
     exported = [json.loads((tmp_path / "top" / f"arch_{rank}.json").read_text()) for rank in (1, 2)]
     assert [e["metrics"]["psnr"] for e in exported] == scores
     for arch in exported:
         Genotype.from_any(arch)
+        assert set(arch["shape"]) == {"iem_stages", "nrm_cells", "nrm_channels"}
     assert not listening(port)
 
 

@@ -74,6 +74,29 @@ def test_every_height_streams_right(libraries):
         assert np.abs(session.run(None, {"image": image.numpy()})[0] - expected).max() <= 5e-6, height
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 3), (3, 2, 12)], ids=["smallest", "widest"])
+def test_scalable_space_shapes_run_natively(shape, libraries, tmp_path):
+    """A network of RUASSpace.scalable()'s shapes (NRM width 3 and 12, 1-3 stages and cells) runs in the
+    native engine as in PyTorch, and loads as a checkpoint like any genotype."""
+    from ruas_nni.model.checkpoint import load_checkpoint, save_checkpoint
+    from search_spaces.ruas import RUASSpace, shape_of
+
+    sample = {**EVERY_OPERATION.to_sample(), "iem/stages": shape[0], "nrm/cells": shape[1], "nrm/width": shape[2]}
+    torch.manual_seed(3)
+    network = RUASSpace.scalable().freeze(sample)
+    options = NetworkOptions(**shape_of(sample))
+    path = save_checkpoint(Checkpoint.from_network(network, Genotype.from_sample(sample), options), tmp_path / "m.pt")
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.options.nrm_channels == shape[2] and checkpoint.options.iem_stages == shape[0]
+    folded = FoldedRUAS(checkpoint.build()).eval()
+    image = torch.rand(1, 3, 29, 37, generator=torch.Generator().manual_seed(4)) * 0.4
+    with torch.inference_mode():
+        expected = network(image).numpy()
+        assert np.abs(folded(image).numpy() - expected).max() <= 5e-6
+    got = _session(folded, libraries).run(None, {"image": image.numpy()})[0]
+    assert np.abs(got - expected).max() <= 5e-6
+
+
 def test_warm_start_variants_and_exposure_gains(libraries):
     image = torch.rand(1, 3, 30, 41, generator=torch.Generator().manual_seed(1)) * 0.4
     for warm_start in ("plain", "fixed"):

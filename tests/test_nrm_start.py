@@ -1,5 +1,6 @@
 """The NRM's starts without pretrained weights (ruas_nni/model/nrm_start.py) on real images: the
-low-pass start is the 5x5 binomial for every genotype, the identity start is ``x = u``."""
+low-pass start is the 5x5 binomial for every genotype (the 3x3 one below 6 channels), the identity
+start is ``x = u``."""
 
 from __future__ import annotations
 
@@ -51,9 +52,21 @@ def test_identity_start_returns_the_input(photo):
         assert torch.equal(net.nrm(photo), photo)
 
 
-def test_lowpass_start_needs_six_channels():
-    net = export(PAPER_GENOTYPE, NetworkOptions(nrm_channels=4))
-    with pytest.raises(ValueError, match="at least 6 NRM channels"):
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_narrow_lowpass_start_is_the_3x3_binomial(photo, channels):
+    """An NRM of 3-5 channels (RUASSpace.scalable's width 3) has no room for B3 * u and u at once:
+    it starts as the 3x3 binomial filter instead."""
+    net = export(EVERY_OP, NetworkOptions(nrm_channels=channels))
+    lowpass_start(net.nrm)
+    with torch.no_grad():
+        out = net.nrm(photo)
+    expected = F.conv2d(photo, BINOMIAL_3X3.view(1, 1, 3, 3).repeat(3, 1, 1, 1), padding=1, groups=3)
+    assert torch.allclose(out, expected, atol=2e-6), float((out - expected).abs().max())
+
+
+def test_lowpass_start_needs_three_channels():
+    net = export(PAPER_GENOTYPE, NetworkOptions(nrm_channels=2))
+    with pytest.raises(ValueError, match="at least 3 NRM channels"):
         lowpass_start(net.nrm)
 
 

@@ -43,6 +43,45 @@ def test_frozen_sample_matches_the_exported_network():
     assert sum(p.numel() for p in frozen.parameters()) == 3438
 
 
+SHAPES = [(1, 1, 3), (2, 3, 6), (3, 2, 12)]
+"""(IEM stages, NRM cells, NRM width) samples of RUASSpace.scalable(): its smallest, one between, its widest."""
+
+
+def test_the_scalable_space_searches_the_shape_with_nni_choices():
+    space = RUASSpace.scalable()
+    mutables = space.simplify()
+    edges = [f"{m}/e{i}" for m in ("iem", "nrm") for i in range(1, 8)]
+    assert sorted(mutables) == sorted(edges + ["iem/stages", "nrm/cells", "nrm/width"])
+    assert [list(mutables[label].values) for label in ("iem/stages", "nrm/cells", "nrm/width")] == \
+        [[1, 2, 3], [1, 2, 3], [3, 6, 12]]
+    assert sorted(RUASSpace().simplify()) == sorted(edges)  # the paper's space keeps its shape
+    # the shape values are checked where the space is made
+    with pytest.raises(ValueError, match="nrm_channels"):
+        RUASSpace(nrm_channels=nni.choice("width", [6, 0]))
+    with pytest.raises(ValueError, match="iem_stages"):
+        RUASSpace(iem_stages=2.5)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_a_scalable_sample_freezes_to_the_exported_network_of_its_shape(shape):
+    from search_spaces.ruas import shape_of
+
+    sample = {**PAPER_GENOTYPE.to_sample(), "iem/stages": shape[0], "nrm/cells": shape[1], "nrm/width": shape[2]}
+    frozen = RUASSpace.scalable().freeze(sample)
+    assert frozen.simplify() == {}  # a network, no longer a space
+    assert shape_of(sample) == {"iem_stages": shape[0], "nrm_cells": shape[1], "nrm_channels": shape[2]}
+    exported = export(Genotype.from_sample(sample), shape_of(sample))
+    assert len(exported.iem.stages) == shape[0] and len(exported.nrm.cells) == shape[1]
+    assert exported.nrm.stem.out_channels == shape[2]
+    assert frozen.state_dict().keys() == exported.state_dict().keys()
+    exported.load_state_dict(frozen.state_dict())
+    y = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        assert torch.equal(frozen(y), exported(y))
+    with pytest.raises(Exception, match="iem/stages"):  # NNI names the missing choice
+        RUASSpace.scalable().freeze(PAPER_GENOTYPE.to_sample())
+
+
 @nni.trace
 class _LossModule(LightningModule):
     """A minimal reference-free evaluator: the RUAS losses, SGD on the weights."""

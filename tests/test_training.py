@@ -293,6 +293,23 @@ def test_arch_json_from_a_search_is_accepted(demo_data, tmp_path: Path) -> None:
     assert list(load_checkpoint(result.model_path).genotype.nrm) == arch["nrm"]
 
 
+def test_arch_json_with_a_searched_shape_trains_in_that_shape(demo_data, tmp_path: Path) -> None:
+    """`ruas-nni nas --space scalable` writes the shape into arch.json: training takes it, and a recipe
+    that sets another value is refused in one line naming the key."""
+    arch = {"iem": ["conv_3x3"] * 7, "nrm": ["conv_1x1"] * 7,
+            "shape": {"iem_stages": 2, "nrm_cells": 1, "nrm_channels": 12}}
+    (tmp_path / "arch.json").write_text(json.dumps(arch))
+    result = _train(_config(demo_data.train, arch=str(tmp_path / "arch.json"), steps=2), tmp_path / "run")
+    options = load_checkpoint(result.model_path).options
+    assert (options.iem_stages, options.nrm_cells, options.nrm_channels) == (2, 1, 12)
+    assert "nrm_channels: 12" in (tmp_path / "run" / "train_config.yaml").read_text()
+    with pytest.raises(UsageError, match="`nrm_cells` 2: the architecture .* was searched with nrm_cells 1"):
+        prepare_training(_config(demo_data.train, arch=str(tmp_path / "arch.json"), nrm_cells=2), tmp_path / "other")
+    (tmp_path / "bad.json").write_text(json.dumps({**arch, "shape": {"nrm_width": 6}}))
+    with pytest.raises(UsageError, match="'shape' must map some of iem_stages, nrm_cells, nrm_channels"):
+        prepare_training(_config(demo_data.train, arch=str(tmp_path / "bad.json")), tmp_path / "other")
+
+
 def test_existing_run_needs_resume_and_the_same_recipe(demo_data, tmp_path: Path) -> None:
     out = tmp_path / "run"
     _train(_config(demo_data.train, steps=3), out)

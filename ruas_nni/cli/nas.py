@@ -11,7 +11,9 @@ HELP = "multi-trial NAS on RUASSpace (Random / RegularizedEvolution / TPE), tria
 
 DESCRIPTION = """\
 Register RUASSpace with an NNI NasExperiment and explore it with one of NNI's multi-trial strategies:
-random (Random), evolution (RegularizedEvolution, default) or tpe (TPE). Each trial trains one
+random (Random), evolution (RegularizedEvolution, default) or tpe (TPE). With --space scalable the
+number of IEM stages (1-3), NRM cells (1-3) and the NRM width (3 / 6 / 12) are NNI choices too, and
+the exported arch.json carries that shape to `ruas-nni train`. Each trial trains one
 sampled architecture briefly (--train-steps, the reference recipe otherwise) on --data and reports its
 PSNR on --val-data, a paired folder (low/, high/) used to pick architectures: a validation set, not
 your test set (the command refuses lol_eval15). The search space and every sampled architecture
@@ -29,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--strategy", default=None, metavar="NAME",
                         help="NNI multi-trial strategy: random, evolution (default) or tpe")
+    parser.add_argument("--space", default=None, choices=("paper", "scalable"),
+                        help="paper: the edges in the paper's shape (default); scalable: the shape too (IEM stages, "
+                             "NRM cells and width), so cost and quality trade (see `ruas-nni report`'s PSNR-ms front)")
     parser.add_argument("--data", action="append", default=None, metavar="DIR",
                         help="folder of unpaired low-light images for training (repeat for several)")
     parser.add_argument("--val-data", default=None, metavar="PAIRED_DIR",
@@ -52,14 +57,17 @@ def run(args: argparse.Namespace) -> int:
     from ruas_nni.experiments.launch import keep_web_ui_until_interrupted, web_ui_url
     from ruas_nni.experiments.nas import check_nas_inputs, load_nas_config, nas_experiment, run_nas
     from ruas_nni.model.genotype import Genotype
+    from search_spaces.ruas import shape_of
 
-    overrides = {"strategy": args.strategy, "data": args.data, "val_data": args.val_data, "trials": args.trials,
+    overrides = {"strategy": args.strategy, "space": args.space, "data": args.data, "val_data": args.val_data,
+                 "trials": args.trials,
                  "train_steps": args.train_steps, "crop": args.crop, "port": args.port,
                  "concurrency": args.concurrency, "experiment_dir": args.experiment_dir}
     config = load_nas_config(args.config, overrides)
     counts = check_nas_inputs(config)
     experiment = nas_experiment(config)
-    print(f"multi-trial NAS ({config.strategy}) on RUASSpace: {config.trials} architectures, each trained "
+    space = "RUASSpace.scalable()" if config.space == "scalable" else "RUASSpace"
+    print(f"multi-trial NAS ({config.strategy}) on {space}: {config.trials} architectures, each trained "
           f"{config.train_steps} steps on {counts['images']} images and scored on {counts['pairs']} pairs", flush=True)
     print(f"experiment id: {experiment.id}")
     print(f"web UI: {web_ui_url(config.port)}", flush=True)
@@ -69,14 +77,16 @@ def run(args: argparse.Namespace) -> int:
         print("experiment stopped")
         raise
     for rank, (sample, metrics) in enumerate(top, start=1):
-        genotype = Genotype.from_sample(sample)
+        genotype, shape = Genotype.from_sample(sample), shape_of(sample)
         psnr = metrics.get("psnr") if metrics else None
-        print(f"#{rank}: PSNR {psnr:.3f} dB  IEM {', '.join(genotype.iem)}  NRM {', '.join(genotype.nrm or [])}"
-              if psnr is not None else f"#{rank}: IEM {', '.join(genotype.iem)}")
+        shaped = "".join(f"  {key} {value}" for key, value in shape.items())
+        print(f"#{rank}: PSNR {psnr:.3f} dB{shaped}  IEM {', '.join(genotype.iem)}  NRM {', '.join(genotype.nrm or [])}"
+              if psnr is not None else f"#{rank}:{shaped} IEM {', '.join(genotype.iem)}")
         if args.export:
             path = Path(args.export) / f"arch_{rank}.json"
+            arch = {**genotype.to_dict(), **({"shape": shape} if shape else {}), "metrics": metrics}
             with atomic_write(path) as handle:
-                handle.write((json.dumps({**genotype.to_dict(), "metrics": metrics}, indent=2) + "\n").encode())
+                handle.write((json.dumps(arch, indent=2) + "\n").encode())
             print(f"   written to {path}")
     print(f"report: ruas-nni report {experiment.id}")
     if args.export:

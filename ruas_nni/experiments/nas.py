@@ -25,6 +25,7 @@ from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.experiment import NasExperiment
 
 from search_spaces import RUASSpace
+from search_spaces.ruas import SHAPE_LABELS, shape_of
 
 from ..base.atomic import atomic_write
 from ..base.config import load_config
@@ -48,6 +49,7 @@ from .trial_runner import TENSORBOARD_DIR, adopt_manager_parameters, link_dir, l
 
 __all__ = [
     "NAS_STRATEGIES",
+    "NAS_SPACES",
     "NasConfig",
     "load_nas_config",
     "check_nas_inputs",
@@ -59,12 +61,19 @@ __all__ = [
 NAS_STRATEGIES = ("random", "evolution", "tpe")
 """NNI multi-trial strategies offered by ``ruas-nni nas``: ``Random``, ``RegularizedEvolution``, ``TPE``."""
 
+NAS_SPACES = ("paper", "scalable")
+"""``paper``: ``RUASSpace()``, the paper's shape, edges searched; ``scalable``: ``RUASSpace.scalable()``,
+the number of IEM stages, NRM cells and the NRM width searched with the edges."""
+
 
 @dataclass
 class NasConfig:
     """Multi-trial NAS on ``RUASSpace``. Keys of ``ruas-nni nas --config YAML``; flags override them."""
 
     strategy: str = field(default="evolution", metadata={"choices": NAS_STRATEGIES, "help": "NNI multi-trial strategy"})
+    space: str = field(default="paper", metadata={"choices": NAS_SPACES, "help": (
+        "paper: the edges of the paper's shape (3 IEM stages, 3 NRM cells of 6 channels); scalable: the shape too "
+        "(1-3 stages, 1-3 cells, 3 / 6 / 12 channels), so cost and quality trade")})
     data: list[str] = field(default_factory=list, metadata={"help": "folders of unpaired low-light images"})
     val_data: str | None = field(default=None, metadata={
         "help": "paired folder (low/, high/) that scores each architecture; not your test set"})
@@ -114,20 +123,22 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     "params", "flops", "ms", "train_seconds", "genotype"}`` as the trial's final result (``ms``: milliseconds per
     600x400 image on the optimised engine).
 
-    ``model`` is the frozen ``RUASSpace``; its architecture (NNI's sample) becomes a genotype, which
-    is exported to the plain-PyTorch network and trained exactly as ``ruas-nni train`` trains it.
+    ``model`` is the frozen ``RUASSpace``; its architecture (NNI's sample) becomes a genotype and, from
+    a scalable space, a shape (``arch.json``'s ``shape``), which is exported to the plain-PyTorch
+    network and trained exactly as ``ruas-nni train`` trains it.
     """
     adopt_manager_parameters()  # NNI 3.0 may have handed this trial another trial's architecture
     current = nni.get_current_parameter()
     sample = getattr(current, "sample", None)
     if sample is None:
         raise RuntimeError("train_and_score runs inside an NNI NAS trial (or Evaluator.mock_runtime)")
-    genotype = Genotype.from_sample(sample)
+    genotype, shape = Genotype.from_sample(sample), shape_of(sample)
+    arch = {**genotype.to_dict(), **({"shape": shape} if shape else {})}
     out = _nni_output_dir()
     link_tensorboard_for_web_ui(out, os.environ.get("NNI_TRIAL_JOB_ID"))
     arch_path = out / "arch.json"
     with atomic_write(arch_path) as handle:
-        handle.write((json.dumps(genotype.to_dict(), indent=2) + "\n").encode())
+        handle.write((json.dumps(arch, indent=2) + "\n").encode())
     train_config = TrainConfig(arch=str(arch_path), data=list(data), steps=train_steps, crop=crop, seed=seed,
                                checkpoint_every=train_steps)
     training_run = prepare_training(train_config, out / "train")
@@ -136,7 +147,7 @@ def train_and_score(model: Any, *, data: Sequence[str], val_data: str, train_ste
     measured = score_checkpoint(trained.checkpoint, find_pairs(val_data, "val_data"))
     metrics = {
         "default": measured["psnr"], **measured, "train_seconds": round(trained.seconds, 3),
-        "genotype": json.dumps(genotype.to_dict(), separators=(",", ":")),
+        "genotype": json.dumps(arch, separators=(",", ":")),
     }
     nni.report_final_result(metrics)
     return metrics
@@ -154,11 +165,15 @@ def _nas_strategy(config: NasConfig) -> Any:
 
 
 def nas_experiment(config: NasConfig, model_space: Any | None = None) -> Any:
-    """The :class:`~nni.nas.experiment.NasExperiment` of multi-trial NAS on ``RUASSpace`` (not started)."""
+    """The :class:`~nni.nas.experiment.NasExperiment` of multi-trial NAS on ``RUASSpace`` (``config.space``;
+    or ``model_space``) (not started)."""
     _quiet_nni_logging()
     with warnings.catch_warnings():  # NNI's module scan trips over torch's newer non-module classes
         warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
-        space = model_space if model_space is not None else RUASSpace()
+        if model_space is not None:
+            space = model_space
+        else:
+            space = RUASSpace.scalable() if config.space == "scalable" else RUASSpace()
     evaluator = FunctionalEvaluator(
         train_and_score, data=[str(Path(d).resolve()) for d in config.data],
         val_data=str(Path(config.val_data or "").resolve()), train_steps=config.train_steps, crop=config.crop,
@@ -188,6 +203,7 @@ def run_nas(experiment: Any, port: int, top_k: int = 3) -> list[tuple[dict[str, 
     trials.sort(key=lambda t: float(t.final.get("psnr", t.final.get("default", -math.inf))), reverse=True)  # type: ignore[union-attr]
     result = []
     for trial in trials[:top_k]:
-        genotype = Genotype.from_any(json.loads(trial.final["genotype"]))  # type: ignore[index]
-        result.append((genotype.to_sample(), dict(trial.final)))  # type: ignore[arg-type]
+        arch = json.loads(trial.final["genotype"])  # type: ignore[index]
+        shape = {SHAPE_LABELS[key]: value for key, value in (arch.get("shape") or {}).items()}
+        result.append(({**Genotype.from_any(arch).to_sample(), **shape}, dict(trial.final)))  # type: ignore[arg-type]
     return result

@@ -397,6 +397,9 @@ def _genotype_text(trial: TrialRecord) -> str:
         return str(text)
     if isinstance(genotype, Mapping):
         parts = [f"{m.upper()}: {', '.join(genotype[m])}" for m in MODULES if genotype.get(m)]
+        shape = genotype.get("shape")
+        if isinstance(shape, Mapping) and shape:  # a searched shape (ruas-nni nas --space scalable)
+            parts.insert(0, ", ".join(f"{key} {value}" for key, value in shape.items()))
         return "; ".join(parts)
     return "–"
 

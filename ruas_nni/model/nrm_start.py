@@ -60,10 +60,12 @@ def lowpass_start(nrm: NoiseRemoval) -> None:
 
     The stem writes ``B3 * u`` to channels 0-2 and ``u`` to channels 3-5 (both non-negative for an
     image, so the cells' LeakyReLUs pass them), the cells pass them on, and the head computes
-    ``n = u - B3 * (B3 * u)``. Needs an NRM of at least 6 channels (the paper's width)."""
+    ``n = u - B3 * (B3 * u)``. An NRM narrower than 6 channels (3 to 5, :meth:`RUASSpace.scalable
+    <search_spaces.ruas.RUASSpace.scalable>`) has no room for both: its stem passes ``u`` and its
+    head computes ``n = u - B3 * u``, so it starts as the 3x3 binomial low-pass ``x = B3 * u``."""
     channels = nrm.stem.out_channels
-    if channels < 6:
-        raise ValueError(f"a low-pass NRM start needs at least 6 NRM channels, got {channels}")
+    if channels < 3:
+        raise ValueError(f"a low-pass NRM start needs at least 3 NRM channels, got {channels}")
     with torch.no_grad():
         for cell in nrm.cells:
             _transparent_cell(cell)
@@ -71,7 +73,12 @@ def lowpass_start(nrm: NoiseRemoval) -> None:
             conv.weight.zero_()
             conv.bias.zero_()
         for channel in range(3):
-            nrm.stem.weight[channel, channel] = BINOMIAL_3X3
-            nrm.stem.weight[channel + 3, channel, 1, 1] = 1.0
-            nrm.head.weight[channel, channel + 3, 1, 1] = 1.0
-            nrm.head.weight[channel, channel] = -BINOMIAL_3X3
+            if channels >= 6:
+                nrm.stem.weight[channel, channel] = BINOMIAL_3X3
+                nrm.stem.weight[channel + 3, channel, 1, 1] = 1.0
+                nrm.head.weight[channel, channel + 3, 1, 1] = 1.0
+                nrm.head.weight[channel, channel] = -BINOMIAL_3X3
+            else:
+                nrm.stem.weight[channel, channel, 1, 1] = 1.0
+                nrm.head.weight[channel, channel] = -BINOMIAL_3X3
+                nrm.head.weight[channel, channel, 1, 1] += 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,7 +18,7 @@ from ..model.nrm_start import NRM_STARTS
 from ..model.tone import ToneOptions
 from .losses import DENOISERS, EXPOSURE_MODES, SMOOTH_GUIDES
 
-__all__ = ["TrainConfig", "OBJECTIVES", "REFERENCE_RECIPE", "load_train_config", "resolve_arch"]
+__all__ = ["TrainConfig", "OBJECTIVES", "REFERENCE_RECIPE", "SHAPE_KEYS", "load_train_config", "resolve_arch", "with_arch_shape"]
 
 OBJECTIVES = ("reference", "exposure_denoise")
 """Training objectives: ``reference`` = the authors' ``L_t`` and ``L_n`` (spec Sec. 2);
@@ -57,7 +57,7 @@ class TrainConfig:
     nrm_period: int = field(default=1, metadata={"min": 1, "help": "the NRM steps every nrm_period-th step"})
     nrm_start: str = field(default="lowpass", metadata={"choices": NRM_STARTS, "help": (
         "without init_nrm, the NRM starts as x = u (identity: its head at zero), as a 5x5 binomial low-pass "
-        "x = B * u (lowpass), or from its layers' random initialisation (random)")})
+        "x = B * u (lowpass; 3x3 below 6 NRM channels), or from its layers' random initialisation (random)")})
     # network (paper Sec. 3.1 and the ablations of Fig. 6)
     gamma: float = 0.5
     warm_start: str = field(default="rectified", metadata={"choices": WARM_STARTS})
@@ -131,10 +131,15 @@ recommended recipe became the default (and as ``examples/paper_train.yaml``; NRM
 the authors' ``denoise.pt`` when given)."""
 
 
-def resolve_arch(arch: str) -> tuple[Genotype, str]:
-    """``paper`` or the path of an ``arch.json`` (search output) -> genotype and a description."""
+SHAPE_KEYS = ("iem_stages", "nrm_cells", "nrm_channels")
+"""The recipe keys an ``arch.json`` of a searched shape (``ruas-nni nas --space scalable``) fixes."""
+
+
+def resolve_arch(arch: str) -> tuple[Genotype, str, dict[str, int]]:
+    """``paper`` or the path of an ``arch.json`` (search output) -> genotype, a description, and the
+    network shape the file fixes (its ``shape``: some of :data:`SHAPE_KEYS`; ``{}`` without one)."""
     if arch == "paper":
-        return PAPER_GENOTYPE, "paper genotype (Liu et al., CVPR 2021, Sec. 4)"
+        return PAPER_GENOTYPE, "paper genotype (Liu et al., CVPR 2021, Sec. 4)", {}
     path = Path(arch)
     if not path.is_file():
         raise UsageError(f"`arch` {arch}: no such file (give a search's arch.json, or 'paper')", keys=("arch",))
@@ -146,7 +151,24 @@ def resolve_arch(arch: str) -> tuple[Genotype, str]:
         genotype = Genotype.from_any(data)
     except ValueError as exc:
         raise UsageError(f"`arch` {arch}: {exc}", keys=("arch",)) from None
-    return genotype, f"{path}"
+    shape = data.get("shape") or {} if isinstance(data, dict) else {}
+    if not isinstance(shape, dict) or set(shape) - set(SHAPE_KEYS) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape.values()):
+        raise UsageError(f"`arch` {arch}: 'shape' must map some of {', '.join(SHAPE_KEYS)} to positive integers, "
+                         f"got {shape!r}", keys=("arch",))
+    return genotype, f"{path}", dict(shape)
+
+
+def with_arch_shape(config: TrainConfig, shape: Mapping[str, int]) -> TrainConfig:
+    """``config`` in the shape its architecture was searched in: a shape key still at its default
+    takes the architecture's value; one the recipe sets to another value is an error."""
+    defaults = TrainConfig()
+    for key, value in shape.items():
+        current = getattr(config, key)
+        if current != value and current != getattr(defaults, key):
+            raise UsageError(f"`{key}` {current}: the architecture {config.arch} was searched with {key} {value}; "
+                             f"set it to {value} or leave it out", keys=(key, "arch"))
+    return replace(config, **shape)
 
 
 def load_train_config(yaml_path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) -> TrainConfig:

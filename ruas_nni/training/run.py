@@ -56,7 +56,7 @@ from ..model.genotype import Genotype
 from ..model.network import RUASNet
 from ..model.nrm_start import identity_start, lowpass_start
 from .callbacks import ChunkEnd, StepProgressBar
-from .config import TrainConfig, resolve_arch
+from .config import TrainConfig, resolve_arch, with_arch_shape
 from .data import StepProgress, UnpairedDataModule
 from .datasets import UnpairedImages, scan_folders
 from .module import RUASTrainingModule, TrainingDiverged
@@ -159,7 +159,8 @@ def prepare_training(config: TrainConfig, out: str | os.PathLike[str], resume: b
     image sizes, NRM initial weights, output folder. Problems raise :class:`UsageError` (one line),
     naming the key of ``config`` or the argument (``out``, ``resume``) at fault."""
     out = Path(out)
-    genotype, arch_source = resolve_arch(config.arch)
+    genotype, arch_source, shape = resolve_arch(config.arch)
+    config = with_arch_shape(config, shape)
     try:
         config.network_options()
     except ValueError as exc:
@@ -174,8 +175,8 @@ def prepare_training(config: TrainConfig, out: str | os.PathLike[str], resume: b
     if resume:
         _check_resumable(out, config)
     nrm_init = None
-    if config.init_nrm is None and config.nrm_start == "lowpass" and config.nrm_channels < 6:
-        raise UsageError(f"`nrm_start` lowpass needs `nrm_channels` >= 6 (got {config.nrm_channels}); "
+    if config.init_nrm is None and config.nrm_start == "lowpass" and config.nrm_channels < 3:
+        raise UsageError(f"`nrm_start` lowpass needs `nrm_channels` >= 3 (got {config.nrm_channels}); "
                          "use nrm_start identity", keys=("nrm_start", "nrm_channels"))
     if config.init_nrm is not None:
         if genotype.nrm is None:
