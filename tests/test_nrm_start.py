@@ -70,12 +70,17 @@ def test_lowpass_start_needs_three_channels():
         lowpass_start(net.nrm)
 
 
-def test_lowpass_start_trains(photo):
-    """The start is not a dead end: every searched edge and the fuse receive gradients."""
-    net = export(PAPER_GENOTYPE)
+@pytest.mark.parametrize("channels", [3, 6, 12])
+def test_lowpass_start_trains(photo, channels):
+    """The start is not a dead end: every searched edge and the fuse receive gradients, and so does
+    every channel of a wider NRM than the filter needs (all-zero, they would never move)."""
+    torch.manual_seed(0)
+    net = export(PAPER_GENOTYPE, NetworkOptions(nrm_channels=channels))
     lowpass_start(net.nrm)
     out = net.nrm(photo)
     (out - photo).pow(2).mean().backward()
     fuse_grads = [cell.fuse.weight.grad.abs().sum() for cell in net.nrm.cells]
     assert all(g > 0 for g in fuse_grads)
     assert net.nrm.stem.weight.grad.abs().sum() > 0
+    head = net.nrm.head.weight.grad.abs().sum(dim=(0, 2, 3))  # per input channel of the head
+    assert bool((head > 0).all()), head

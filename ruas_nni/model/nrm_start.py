@@ -66,14 +66,19 @@ def lowpass_start(nrm: NoiseRemoval) -> None:
     channels = nrm.stem.out_channels
     if channels < 3:
         raise ValueError(f"a low-pass NRM start needs at least 3 NRM channels, got {channels}")
+    used = 6 if channels >= 6 else 3
     with torch.no_grad():
         for cell in nrm.cells:
             _transparent_cell(cell)
-        for conv in (nrm.stem, nrm.head):
-            conv.weight.zero_()
-            conv.bias.zero_()
+        # the stem's channels beyond those the filter uses keep their random start, and the head reads
+        # none of them: the start is the filter all the same, and those channels learn (all-zero, they
+        # would get no gradient, and a 12-channel NRM would train as a 6-channel one)
+        nrm.stem.weight[:used].zero_()
+        nrm.stem.bias[:used].zero_()
+        nrm.head.weight.zero_()
+        nrm.head.bias.zero_()
         for channel in range(3):
-            if channels >= 6:
+            if used == 6:
                 nrm.stem.weight[channel, channel] = BINOMIAL_3X3
                 nrm.stem.weight[channel + 3, channel, 1, 1] = 1.0
                 nrm.head.weight[channel, channel + 3, 1, 1] = 1.0
