@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tone", choices=("shoulder", "keep"), default="keep",
                         help="ship the model with the shoulder exposure policy (ruas_nni.model.tone, default options) "
                              "instead of the one it was trained with (keep, default)")
+    parser.add_argument("--denoise-sigma", type=float, default=None, metavar="S",
+                        help="ship the model with the NRM's strength measured per photo (ruas_nni.model.strength): "
+                             "full at an estimated noise of S at the NRM's input, scaled down below it (default: "
+                             "the model's own, none for a trained model: always full)")
     parser.add_argument("--real", action="append", default=[], metavar="DIR",
                         help="a folder of real low-light photos to measure without references and record (repeatable)")
     parser.add_argument("--note", default="", help="a sentence on how and why this model was chosen")
@@ -97,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         if source.options.exposure is None:
             parser.error("--tone shoulder: the model has no exposure normalisation")
         source = replace(source, options=replace(source.options, tone=ToneOptions()))
+    if args.denoise_sigma is not None:
+        if source.options.exposure is None:
+            parser.error("--denoise-sigma: the model has no exposure normalisation (the strength needs its lift)")
+        try:
+            source = replace(source, options=replace(source.options, denoise_sigma=args.denoise_sigma))
+        except ValueError as exc:
+            parser.error(f"--denoise-sigma: {exc}")
     pairs = find_pairs(args.val)
     result = evaluate(source, pairs)
     test_pairs = find_pairs(args.report)

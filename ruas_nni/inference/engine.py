@@ -61,10 +61,11 @@ class Engine(Protocol):
     name: str
     """``torch``, ``onnxruntime`` or ``native``."""
 
-    def run_batch(self, image, gain=None):
+    def run_batch(self, image, gain=None, strength=None):
         """The network's output for ``image`` (``N x 3 x H x W``, float32; a NumPy array for the graph
         engines, a tensor on the engine's device for ``torch``), not clipped; ``gain`` (``N x 1 x 1 x 1``
-        or ``N``): the whole images' exposure gains, for a network with exposure normalisation."""
+        or ``N``): the whole images' exposure gains, for a network with exposure normalisation;
+        ``strength`` (the same shape): the NRM's strengths, for a network with ``denoise_sigma``."""
         ...
 
     def tile_pixels(self, budget_mb: float, workers: int, max_channels: int) -> int:

@@ -30,15 +30,19 @@ def ort_session(onnx: bytes) -> ort.InferenceSession:
 
 class OnnxRuntimeEngine:
     """An :class:`~ruas_nni.inference.engine.Engine` on one ONNX graph (input ``image`` and, with
-    exposure normalisation, ``gain``; output ``enhanced``). Raises when ONNX Runtime cannot load it."""
+    exposure normalisation, ``gain``, and with ``denoise_sigma``, ``strength``; output ``enhanced``).
+    Raises when ONNX Runtime cannot load it."""
 
     name = "onnxruntime"
 
     def __init__(self, onnx: bytes) -> None:
         self.session = ort_session(onnx)
 
-    def run_batch(self, image: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
+    def run_batch(self, image: np.ndarray, gain: np.ndarray | None = None,
+                  strength: np.ndarray | None = None) -> np.ndarray:
         feeds = {"image": image} if gain is None else {"image": image, "gain": gain}
+        if strength is not None:
+            feeds["strength"] = strength
         return self.session.run(["enhanced"], feeds)[0]
 
     def tile_pixels(self, budget_mb: float, workers: int, max_channels: int) -> int:

@@ -25,8 +25,9 @@ class StageOutput(nn.Module):
         self.network = network
         self.stage = stage
 
-    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
-        result = self.network.enhance(y, gain)
+    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None,
+                strength: torch.Tensor | None = None) -> torch.Tensor:
+        result = self.network.enhance(y, gain, strength)
         return result.final if self.stage == "final" else result.iem
 
     def receptive_radius(self) -> int:
@@ -97,7 +98,10 @@ class TorchEngine:
         self.forward = _CudaGraphs(forward) if cuda_graphs else forward
         """What runs a batch: the model, compiled or replayed as CUDA graphs."""
 
-    def run_batch(self, image: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+    def run_batch(self, image: torch.Tensor, gain: torch.Tensor | None = None,
+                  strength: torch.Tensor | None = None) -> torch.Tensor:
+        if strength is not None:
+            return self.forward(image, gain, strength)
         return self.forward(image) if gain is None else self.forward(image, gain)
 
     def tile_pixels(self, budget_mb: float, workers: int, max_channels: int) -> int:

@@ -188,17 +188,19 @@ class Enhancer(TiledEnhancer):
 
     # -- running ----------------------------------------------------------------------------
 
-    def run_window(self, window: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
-        """The network on one ``3 x h x w`` window (``gain``: the whole image's exposure gain): the
-        output clipped to ``[0, 1]``, float32, CPU."""
+    def run_window(self, window: torch.Tensor, gain: torch.Tensor | None = None,
+                   strength: torch.Tensor | None = None) -> torch.Tensor:
+        """The network on one ``3 x h x w`` window (``gain``, ``strength``: the whole image's exposure
+        gain and NRM strength, :meth:`exposure`): the output clipped to ``[0, 1]``, float32, CPU."""
         if self._graph is not None:
             batch = window.detach().to("cpu", torch.float32).unsqueeze(0).contiguous().numpy()
-            if gain is not None:
-                gain = gain.detach().to("cpu", torch.float32).reshape(-1, 1, 1, 1).numpy()
-            return torch.from_numpy(self._graph._window(batch, gain))
+            gain, strength = (None if v is None else v.detach().to("cpu", torch.float32).reshape(-1, 1, 1, 1).numpy()
+                              for v in (gain, strength))
+            return torch.from_numpy(self._graph._window(batch, gain, strength))
         with torch.inference_mode():
             batch = window.unsqueeze(0).to(self.device, self.dtype, non_blocking=True).contiguous()
-            output = self._torch.run_batch(batch, None if gain is None else gain.to(self.device))[0]
+            gain, strength = (None if v is None else v.to(self.device) for v in (gain, strength))
+            output = self._torch.run_batch(batch, gain, strength)[0]
             return output.to("cpu", torch.float32).clamp_(0.0, 1.0)
 
     def submit(self, rgb: torch.Tensor, min_tiles: int = 1) -> PendingImage:
@@ -210,10 +212,10 @@ class Enhancer(TiledEnhancer):
             return self._graph.submit(rgb, min_tiles)
         height, width = int(rgb.shape[1]), int(rgb.shape[2])
         output = torch.empty(3, height, width)
-        gain = self.exposure_gain(rgb)
+        gain, strength = self.exposure(rgb)
 
         def run(tile: Tile) -> None:
-            core = tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right], gain))
+            core = tile.crop(self.run_window(rgb[:, tile.top:tile.bottom, tile.left:tile.right], gain, strength))
             output[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = core
 
         tiles, futures = self._start(height, width, min_tiles, run)
@@ -240,31 +242,33 @@ class Enhancer(TiledEnhancer):
                 source = torch.from_numpy(rgb)
         output = np.empty((height, width, 3), np.uint8)
         target = torch.from_numpy(output)
-        gain = self.exposure_gain(source.permute(2, 0, 1).to(torch.float32).div_(255.0)) \
-            if self.network.exposure is not None else None  # (a whole-image float copy only with exposure on)
+        gain, strength = self.exposure(source.permute(2, 0, 1).to(torch.float32).div_(255.0)) \
+            if self.network.exposure is not None else (None, None)  # (a whole-image float copy only with exposure on)
 
         def run(tile: Tile) -> None:
             window = source[tile.top:tile.bottom, tile.left:tile.right].permute(2, 0, 1).to(torch.float32).div_(255.0)
-            core = tile.crop(self.run_window(window, gain))
+            core = tile.crop(self.run_window(window, gain, strength))
             target[tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = (
                 core.mul(255.0).round_().to(torch.uint8).permute(1, 2, 0))
 
         tiles, futures = self._start(height, width, min_tiles, run)
         return PendingImage(output, tiles, futures)
 
-    def exposure_gain(self, rgb: torch.Tensor) -> torch.Tensor | None:
-        """The exposure gain of the whole image ``rgb`` (``3 x H x W``), one per image (shape ``1``);
-        ``None`` when exposure is off. The torch engine measures it as the network does
-        (:meth:`ruas_nni.model.network.RUASForward.exposure_gain`), the graph engines as
-        :meth:`GraphEnhancer.exposure_gain`."""
+    def exposure(self, rgb: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The exposure gain and the NRM's strength of the whole image ``rgb`` (``3 x H x W``), each one
+        per image (shape ``1``), ``None`` when off. The torch engine measures them as the network does
+        (:meth:`ruas_nni.model.network.RUASForward.gain_and_strength`), the graph engines as
+        :meth:`GraphEnhancer.exposure`."""
         if self.network.exposure is None:
-            return None
+            return None, None
         if self._graph is not None:
             image = rgb.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy()
-            return torch.from_numpy(self._graph.exposure_gain(image, 1.0).reshape(1))
+            gain, strength = self._graph.exposure(image, 1.0)
+            return tuple(None if v is None else torch.from_numpy(v.reshape(1)) for v in (gain, strength))  # type: ignore[return-value]
         with torch.inference_mode():
             weight = next(self.network.parameters())  # on the device, in the dtype, the network runs in
-            return self.network.exposure_gain(rgb.unsqueeze(0).to(weight.device, weight.dtype))
+            gain, strength = self.network.gain_and_strength(rgb.unsqueeze(0).to(weight.device, weight.dtype))
+            return gain, strength
 
     def _close_engines(self) -> None:
         if self._graph is not None:

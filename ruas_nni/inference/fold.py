@@ -47,13 +47,13 @@ from ..model.network import (
     DistillationCell,
     RUASNet,
     apply_tone,
-    exposure_gain,
+    exposure_and_strength,
     tone_radius,
 )
 from ..model.ops import Convolution, ResidualConvolution
 from ..model.tone import BLUR_RADIUS, BLUR_TAPS
 
-__all__ = ["Affine", "FoldedRUAS", "ProgramWriter", "fold", "fast_warm_start", "walk_program"]
+__all__ = ["Affine", "FoldedRUAS", "ProgramWriter", "fold", "fast_warm_start", "strength_input", "walk_program"]
 
 Value = TypeVar("Value")
 
@@ -418,6 +418,7 @@ class FoldedRUAS(nn.Module):
         self.exposure_iem = copy.deepcopy(network.iem) if network.exposure is not None else None  # the gain's IEM
         self.exposure, self.exposure_gamma = network.exposure, network.exposure_gamma
         self.tone = network.tone if network.exposure is not None else None
+        self.denoise_sigma = network.denoise_sigma if network.exposure is not None and self.has_nrm else None
         # the dequantisation blur for the graph writers (ONNX, C): a vertical, then a horizontal pass
         self.tone_blur_passes: list[_Conv] = []
         if tone_radius(self.tone):
@@ -513,11 +514,17 @@ class FoldedRUAS(nn.Module):
         if program.fuse is not None:
             self._conv(program.fuse, env)
 
-    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None,
+                strength: torch.Tensor | None = None) -> torch.Tensor:
         """``gain``: the exposure gain (:func:`ruas_nni.model.network.exposure_gain`) of the image that
-        ``y`` is a tile of; by default that of ``y`` when the network normalises exposure."""
-        if gain is None and self.exposure_iem is not None:
-            gain = exposure_gain(self._gain_input, y, self.exposure, self.exposure_gamma, self.tone)
+        ``y`` is a tile of; by default that of ``y`` when the network normalises exposure.
+        ``strength``: with ``denoise_sigma``, the NRM's strength of that image
+        (:func:`ruas_nni.model.network.exposure_and_strength`); by default that of ``y``."""
+        if self.exposure_iem is not None and (gain is None or (strength is None and self.denoise_sigma is not None)):
+            measured_gain, measured = exposure_and_strength(self._gain_input, y, self.exposure, self.exposure_gamma,
+                                                            self.tone, self.denoise_sigma)
+            gain = measured_gain if gain is None else gain
+            strength = measured if strength is None else strength
         warm = _traceable_warm_start if self.functional else fast_warm_start
         if self.iem_channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
@@ -556,6 +563,8 @@ class FoldedRUAS(nn.Module):
             self._run_cell(program, f"nrm{index}", env, u, self.nrm_channels_last, index % 2)
         assert self.nrm_head is not None
         self._conv(self.nrm_head, env)
+        if strength is not None and self.denoise_sigma is not None:
+            return u - env["noise"] * strength.to(u.dtype).view(-1, 1, 1, 1)
         return u - env["noise"]
 
 
@@ -580,7 +589,14 @@ class ProgramWriter(Protocol[Value]):
 
     def concat(self, slots: list[Value], prefix: str) -> Value: ...  # the fuse convolution's input
 
-    def output(self, u: Value, noise: Value | None) -> None: ...  # u - noise (or u) is the output
+    # u - noise (or u; with scaled, u - strength * noise, strength the graph's third input) is the output
+    def output(self, u: Value, noise: Value | None, scaled: bool = False) -> None: ...
+
+
+def strength_input(model: FoldedRUAS, gain_input: bool) -> bool:
+    """Whether the graph of ``model`` takes the NRM's strength as an input (beside the gain: the
+    network option ``denoise_sigma``, :mod:`ruas_nni.model.strength`)."""
+    return gain_input and model.has_nrm and model.denoise_sigma is not None
 
 
 def walk_program(model: FoldedRUAS, writer: ProgramWriter[Value], image: Value, *, gain_input: bool = False) -> None:
@@ -617,7 +633,7 @@ def walk_program(model: FoldedRUAS, writer: ProgramWriter[Value], image: Value, 
         _walk_cell(program, f"nrm{index}", env, writer)
     assert model.nrm_head is not None
     writer.conv(model.nrm_head, env)
-    writer.output(u, env["noise"])
+    writer.output(u, env["noise"], scaled=strength_input(model, gain_input))
 
 
 def _walk_cell(program: _CellProgram, prefix: str, env: dict, writer: ProgramWriter) -> None:

@@ -37,6 +37,9 @@ class CachedGraph:
     gain_floor: float = 1e-3
     tone: dict | None = None
     """With the shoulder policy: its options (:class:`ruas_nni.model.tone.ToneOptions` as a mapping)."""
+    denoise_sigma: float | None = None
+    """With the network option ``denoise_sigma`` (:mod:`ruas_nni.model.strength`): the main graph takes
+    the NRM's strength as its third input ``strength``."""
     native_source: str | None = None
     """The main graph as C (:func:`ruas_nni.inference.native.native_source`), for the ``native`` engine."""
     native_params: bytes | None = None
@@ -78,5 +81,5 @@ def build_graph(checkpoint: Checkpoint, stage: str, network: nn.Module | None = 
     return CachedGraph(folded_onnx_bytes(model, gain_input=True), radius, channels, stage,
                        folded_onnx_bytes(gain_iem), float(network.exposure), float(network.exposure_gamma),
                        EXPOSURE_SIDE, GAIN_FLOOR, network.tone.to_dict() if network.tone is not None else None,
-                       **native, gain_native_source=gain_source,
+                       model.denoise_sigma, **native, gain_native_source=gain_source,
                        gain_native_params=gain_params.tobytes())

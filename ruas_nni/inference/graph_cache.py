@@ -39,7 +39,7 @@ __all__ = ["CachedGraph", "build_graph", "cache_dir", "cache_key", "graph_for", 
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4
+FORMAT = 5
 _MAGIC = b"RUASONNX"
 
 # The code that decides what the graph computes: a change to any of these files changes every key.
@@ -78,7 +78,8 @@ def _entry_path(key: str, folder: Path | None = None) -> Path:
 _BLOBS = ("onnx", "gain_onnx", "native_source", "native_params", "gain_native_source", "gain_native_params")
 """The byte fields of a :class:`CachedGraph`, stored one after the other after the header (text
 fields as UTF-8); the header gives each one's length (``None``: absent)."""
-_SCALARS = ("halo", "max_channels", "stage", "exposure", "exposure_gamma", "exposure_side", "gain_floor", "tone")
+_SCALARS = ("halo", "max_channels", "stage", "exposure", "exposure_gamma", "exposure_side", "gain_floor", "tone",
+            "denoise_sigma")
 """The other fields, stored in the JSON header."""
 
 
@@ -134,7 +135,9 @@ def read_entry(key: str, folder: Path | None = None) -> CachedGraph | None:
         return CachedGraph(halo=int(header["halo"]), max_channels=int(header["max_channels"]),
                            stage=str(header["stage"]), exposure=float(exposure) if exposure is not None else None,
                            exposure_gamma=float(header["exposure_gamma"]), exposure_side=int(header["exposure_side"]),
-                           gain_floor=float(header["gain_floor"]), tone=header["tone"], **fields)
+                           gain_floor=float(header["gain_floor"]), tone=header["tone"],
+                           denoise_sigma=None if header["denoise_sigma"] is None else float(header["denoise_sigma"]),
+                           **fields)
     except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
         log.warning("ignoring the damaged ONNX graph cache entry %s (%s); rewriting it", path, exc)
         return None

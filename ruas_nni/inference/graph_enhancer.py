@@ -58,17 +58,32 @@ class GraphEnhancer(TiledEnhancer):
         self._size_tiles(workers, max_tile_pixels, memory_budget,
                          lambda budget, count: self._engine.tile_pixels(budget, count, graph.max_channels))
 
-    def _window(self, batch: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
+    def _window(self, batch: np.ndarray, gain: np.ndarray | None = None,
+                strength: np.ndarray | None = None) -> np.ndarray:
         """The network on ``1 x 3 x h x w`` float32, clipped to ``[0, 1]``: ``3 x h x w``."""
-        output = self._engine.run_batch(batch, gain)[0]
+        output = (self._engine.run_batch(batch, gain) if strength is None
+                  else self._engine.run_batch(batch, gain, strength))[0]
         return np.clip(output, 0.0, 1.0, out=output)
 
-    def exposure_gain(self, rgb: np.ndarray, scale: float) -> np.ndarray | None:
-        """The exposure gain of a whole ``H x W x 3`` image whose values divided by ``scale`` are in
-        ``[0, 1]`` (as :func:`ruas_nni.model.network.exposure_gain`: the IEM on the ``f x f`` block
-        means), float32 ``1 x 1 x 1 x 1``; ``None`` when exposure normalisation is off."""
+    def exposure(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(gain, strength)`` of a whole ``H x W x 3`` image whose values divided by ``scale`` are in
+        ``[0, 1]``, each float32 ``1 x 1 x 1 x 1`` (as
+        :func:`ruas_nni.model.network.exposure_and_strength`): the gain ``None`` when exposure
+        normalisation is off, the NRM's strength ``None`` without ``denoise_sigma``."""
+        gain, lift = self._gain(rgb, scale)
+        if gain is None or self.graph.denoise_sigma is None:
+            return gain, None
+        from ..model.strength import noise_sigma, nrm_strength
+
+        strength = nrm_strength(noise_sigma(rgb, scale), lift, self.graph.denoise_sigma)
+        return gain, np.full((1, 1, 1, 1), strength, np.float32)
+
+    def _gain(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray | None, float]:
+        """The exposure gain of the whole image (as :func:`ruas_nni.model.network.exposure_gain`: the IEM
+        on the ``f x f`` block means), float32 ``1 x 1 x 1 x 1``, and its lift (NaN unless the graph
+        has ``denoise_sigma``)."""
         if self._gain_engine is None:
-            return None
+            return None, math.nan
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
         graph = self.graph
         factor = max(1, min(math.ceil(max(height, width) / graph.exposure_side), height, width))
@@ -76,16 +91,19 @@ class GraphEnhancer(TiledEnhancer):
         sums = _block_sums(rgb[:rows * factor, :columns * factor], factor)
         small = (sums / (scale * factor * factor)).astype(np.float32).transpose(2, 0, 1)[None]
         u = self._gain_engine.run_batch(np.ascontiguousarray(small)).astype(np.float64)
-        if graph.tone is not None:  # the shoulder policy: u is the ratio y / t_K
-            from ..model.tone import ToneOptions, solve_shoulder_gain
+        from ..model.tone import ToneOptions, solve_shoulder_gain, tone_mean
 
-            gain = solve_shoulder_gain(u[0], float(small.astype(np.float64).mean()), float(graph.exposure),
-                                       graph.exposure_gamma, ToneOptions.from_dict(graph.tone))
-            return np.full((1, 1, 1, 1), gain, np.float32)
-        if graph.exposure_gamma != 1.0:
-            u = np.maximum(u, 0.0) ** graph.exposure_gamma
-        mean = max(float(u.mean()), graph.gain_floor)
-        return np.full((1, 1, 1, 1), np.float32(graph.exposure) / np.float32(mean), np.float32)
+        tone = ToneOptions.from_dict(graph.tone) if graph.tone is not None else None
+        y_mean = float(small.astype(np.float64).mean())
+        if tone is not None:  # the shoulder policy: u is the ratio y / t_K
+            gain = np.float32(solve_shoulder_gain(u[0], y_mean, float(graph.exposure), graph.exposure_gamma, tone))
+        else:
+            powered = np.maximum(u, 0.0) ** graph.exposure_gamma if graph.exposure_gamma != 1.0 else u
+            gain = np.float32(graph.exposure) / np.float32(max(float(powered.mean()), graph.gain_floor))
+        lift = math.nan
+        if graph.denoise_sigma is not None:
+            lift = tone_mean(u[0], float(gain), graph.exposure_gamma, tone) / max(y_mean, 1e-12)
+        return np.full((1, 1, 1, 1), gain, np.float32), lift
 
     def submit_uint8(self, rgb: np.ndarray, min_tiles: int = 1) -> PendingImage:
         """As :meth:`ruas_nni.inference.enhance.Enhancer.submit_uint8`: ``H x W x 3`` uint8 in and out."""
@@ -94,13 +112,13 @@ class GraphEnhancer(TiledEnhancer):
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
         output = np.empty((height, width, 3), np.uint8)
         scale = np.float32(255.0)
-        gain = self.exposure_gain(rgb, 255.0)  # one per image: every tile uses it, so tiled == untiled
+        gain, strength = self.exposure(rgb, 255.0)  # one per image: every tile uses them, so tiled == untiled
 
         def run(tile: Tile) -> None:
             window = rgb[tile.top:tile.bottom, tile.left:tile.right]
             batch = np.ascontiguousarray(window.transpose(2, 0, 1), dtype=np.float32)[None]
             batch /= scale  # float32 division, as the torch path's div_(255.0)
-            core = tile.crop(self._window(batch, gain))
+            core = tile.crop(self._window(batch, gain, strength))
             core *= scale
             output[tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = \
                 np.rint(core).astype(np.uint8).transpose(1, 2, 0)
@@ -118,12 +136,12 @@ class GraphEnhancer(TiledEnhancer):
         source = rgb.detach().to("cpu", torch.float32).contiguous().numpy()
         height, width = int(source.shape[1]), int(source.shape[2])
         output = np.empty((3, height, width), np.float32)
-        gain = self.exposure_gain(source.transpose(1, 2, 0), 1.0)
+        gain, strength = self.exposure(source.transpose(1, 2, 0), 1.0)
 
         def run(tile: Tile) -> None:
             batch = np.ascontiguousarray(source[:, tile.top:tile.bottom, tile.left:tile.right])[None]
             output[:, tile.core_top:tile.core_bottom, tile.core_left:tile.core_right] = \
-                tile.crop(self._window(batch, gain))
+                tile.crop(self._window(batch, gain, strength))
 
         tiles, futures = self._start(height, width, min_tiles, run)
         return PendingImage(torch.from_numpy(output), tiles, futures)

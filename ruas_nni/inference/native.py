@@ -192,19 +192,19 @@ class _CProgram:
         self.writer.add("concat", slots, [buffer])  # no code: the fuse reads the slots' planes
         return buffer
 
-    def output(self, u: str, noise: str | None) -> None:
-        self.writer.add("final", [u] if noise is None else [u, noise], ["enhanced"])
+    def output(self, u: str, noise: str | None, scaled: bool = False) -> None:
+        self.writer.add("final", [u] if noise is None else [u, noise], ["enhanced"], scaled=scaled)
 
 
 def native_source(model: FoldedRUAS, *, gain_input: bool = False) -> tuple[str, np.ndarray]:
     """``(source, params)``: the C source of ``model`` (a :class:`~ruas_nni.inference.fold.FoldedRUAS` in
     float32) and its weights and biases, float32, in the order the code reads them. The source
-    defines ``ruas_run(params, image, out, work, height, width, gain)``, computing what
+    defines ``ruas_run(params, image, out, work, height, width, gain, strength)``, computing what
     :func:`ruas_nni.inference.onnx_export.folded_onnx_bytes` writes as ONNX, and ``ruas_planes()``,
     the number of planes of ``work``. It depends on the architecture only (and on which weights are
     structurally zero, such as a 1x1 map merged into a 3x3 one), not on the weights' values: every
     checkpoint of one genotype shares one compiled library. ``gain_input``: as for the ONNX graph
-    (exposure normalisation with the gain given)."""
+    (exposure normalisation with the gain given, and with ``denoise_sigma`` the NRM's strength)."""
     from ..model.network import LEAKY_SLOPE, T_MIN
     from .fold import walk_program
 
@@ -354,7 +354,7 @@ def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: floa
         else:
             name = f"step{index}"
             functions.append(_emit_step(name, step, planes))
-            call = f"{name}(work, params, image, out, done[{index}], limit, H, W, S, Wv, gain);"
+            call = f"{name}(work, params, image, out, done[{index}], limit, H, W, S, Wv, gain, strength);"
         outputs = [p for written in step.writes for p in planes[written]]
         finish = (f" if (limit == H) zero_rows(work, (const int[]){{{', '.join(map(str, outputs))}}}, {len(outputs)}, "
                   "H, S);" if outputs else "")
@@ -366,7 +366,8 @@ def _emit(writer: _Writer, planes: dict[str, list[int]], count: int, slope: floa
    per plane, RING_MASK + 1 rows long; row r of plane i is ring row (r + R) mod its length. The steps
    run in bands of {BAND} input rows, each as far as its inputs allow, so the rows a band touches are
    still in the caches when the next step reads them. */
-void ruas_run(const float *params, const float *image, float *out, float *work, long H, long W, float gain) {{
+void ruas_run(const float *params, const float *image, float *out, float *work, long H, long W, float gain,
+              float strength) {{
     long Wv = (W + {LANES * 4 - 1}) / {LANES * 4} * {LANES * 4};
     long S = Wv + 2 * R, limit;
     long done[{len(writer.steps)}] = {{0}};
@@ -380,7 +381,7 @@ void ruas_run(const float *params, const float *image, float *out, float *work, 
 
 
 _SIGNATURE = ("static void {name}(float *restrict work, const float *restrict params, const float *restrict image, "
-              "float *restrict out, long r0, long r1, long H, long W, long S, long Wv, float gain)")
+              "float *restrict out, long r0, long r1, long H, long W, long S, long Wv, float gain, float strength)")
 
 
 _ELEMENTWISE = {
@@ -398,7 +399,8 @@ _ELEMENTWISE = {
 def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
     head = _SIGNATURE.format(name=name) + " {"
     reads = [planes[n] for n in step.reads]
-    lines = [head, "    (void)image; (void)out; (void)gain; (void)params;", "    for (long r = r0; r < r1; ++r) {"]
+    lines = [head, "    (void)image; (void)out; (void)gain; (void)strength; (void)params;",
+             "    for (long r = r0; r < r1; ++r) {"]
     if step.kind == "load":  # the dense input into the padded planes
         for c, plane in enumerate(planes[step.writes[0]]):
             lines += [f"        {{ float *d = ROW({plane}, r);",
@@ -430,9 +432,10 @@ def _emit_step(name: str, step: _Step, planes: dict[str, list[int]]) -> str:
                   "            st(d0 + x, f0); st(d1 + x, f1); st(d2 + x, f2);",
                   "        }"]
         lines += [f"        memset(ROW({plane}, r) + W, 0, sizeof(float) * (S - R - W));" for plane in dst]
-    elif step.kind == "final":  # u - noise (or u) into the dense output
+    elif step.kind == "final":  # u - noise (or u, or u - strength * noise) into the dense output
         for c, plane in enumerate(reads[0]):
-            noise = f" - ROW({reads[1][c]}, r)[x]" if len(reads) > 1 else ""
+            scale = "strength * " if step.data.get("scaled") else ""
+            noise = f" - {scale}ROW({reads[1][c]}, r)[x]" if len(reads) > 1 else ""
             lines += [f"        {{ const float *a = ROW({plane}, r); float *d = out + ({c} * H + r) * W;",
                       f"          for (long x = 0; x < W; ++x) d[x] = a[x]{noise}; }}"]
     else:
@@ -639,7 +642,7 @@ def _load(path: Path) -> ctypes.CDLL:
 class NativeSession:
     """The ``native`` engine (:class:`~ruas_nni.inference.engine.Engine`): the compiled network, run by
     :meth:`run_batch`, or as ONNX Runtime's ``InferenceSession`` is, ``run(["enhanced"], {"image": 1x3xHxW
-    float32[, "gain": 1x1x1x1]})``. Safe to call from several threads at once (each has its own working
+    float32[, "gain": 1x1x1x1[, "strength": 1x1x1x1]]})``. Safe to call from several threads at once (each has its own working
     memory; ``ctypes`` releases the GIL)."""
 
     name = "native"
@@ -657,12 +660,16 @@ class NativeSession:
         self._run = library.ruas_run
         self._run.restype = None
         self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
-                              ctypes.c_long, ctypes.c_float]
+                              ctypes.c_long, ctypes.c_float, ctypes.c_float]
         self._library = library
         self._local = threading.local()
 
-    def run_batch(self, image: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
-        return self.run(None, {"image": image} if gain is None else {"image": image, "gain": gain})[0]
+    def run_batch(self, image: np.ndarray, gain: np.ndarray | None = None,
+                  strength: np.ndarray | None = None) -> np.ndarray:
+        feeds = {"image": image}
+        feeds.update({} if gain is None else {"gain": gain})
+        feeds.update({} if strength is None else {"strength": strength})
+        return self.run(None, feeds)[0]
 
     def tile_pixels(self, budget_mb: float, workers: int, max_channels: int) -> int:
         """The working rings depend on the width only, not on the channels: only the input and the
@@ -694,11 +701,12 @@ class NativeSession:
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a batch x 3 x H x W image, got {tuple(image.shape)}")
         batch, _, height, width = image.shape
-        gains = feeds.get("gain")
-        gains = np.ones(batch, np.float32) if gains is None else np.asarray(gains, np.float32).reshape(-1)
+        gains, strengths = (np.ones(batch, np.float32) if feeds.get(name) is None
+                            else np.asarray(feeds[name], np.float32).reshape(-1) for name in ("gain", "strength"))
         output = np.empty_like(image)
         work = self._work(self.work_floats(width))
         for index in range(batch):
             self._run(self.params.ctypes.data, image[index].ctypes.data, output[index].ctypes.data, work.ctypes.data,
-                      height, width, float(gains[index if gains.size > 1 else 0]))
+                      height, width, float(gains[index if gains.size > 1 else 0]),
+                      float(strengths[index if strengths.size > 1 else 0]))
         return [output]

@@ -22,7 +22,7 @@ from ..base.errors import UsageError
 from ..model.checkpoint import Checkpoint
 from ..model.network import LEAKY_SLOPE, T_MIN
 from .engine_torch import StageOutput
-from .fold import FoldedRUAS, _Act, _Conv, walk_program
+from .fold import FoldedRUAS, _Act, _Conv, strength_input, walk_program
 
 __all__ = ["export_onnx", "DEFAULT_OPSET"]
 
@@ -289,10 +289,12 @@ class _OnnxProgram:
     def concat(self, slots: list[str], prefix: str) -> str:
         return self.graph.node("Concat", slots, axis=1)[0]
 
-    def output(self, u: str, noise: str | None) -> None:
+    def output(self, u: str, noise: str | None, scaled: bool = False) -> None:
         if noise is None:
             self.graph.node("Identity", [u], ["enhanced"])
         else:
+            if scaled:  # the NRM's strength, the graph's input "strength"
+                noise = self.graph.node("Mul", [noise, "strength"])[0]
             self.graph.node("Sub", [u, noise], ["enhanced"])
 
 
@@ -304,7 +306,9 @@ def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET, *, gain_input: bool = F
     Exposure normalisation: without ``gain_input`` the graph ignores it (the IEM output is not
     scaled: what the exposure gain is measured on); with it, a second input ``gain`` (float32
     ``batch x 1 x 1 x 1``, :func:`ruas_nni.model.network.exposure_gain` of the whole image) scales the
-    IEM output as :func:`ruas_nni.model.network.apply_gain` does, before the NRM."""
+    IEM output as :func:`ruas_nni.model.network.apply_gain` does, before the NRM; with the network
+    option ``denoise_sigma``, a third input ``strength`` (float32 ``batch x 1 x 1 x 1``,
+    :func:`ruas_nni.model.network.exposure_and_strength`) scales the NRM's correction."""
     if gain_input and model.exposure is None:
         raise ValueError("folded_onnx_bytes: gain_input needs a network with exposure normalisation")
     graph = _GraphWriter()
@@ -313,6 +317,8 @@ def folded_onnx_bytes(model, opset: int = DEFAULT_OPSET, *, gain_input: bool = F
             + b"".join(_field_bytes(5, t) for t in graph.initializers)
             + _field_bytes(11, _value_info("image"))
             + (_field_bytes(11, _value_info("gain", ("batch", 1, 1, 1))) if gain_input else b"")
+            + (_field_bytes(11, _value_info("strength", ("batch", 1, 1, 1))) if strength_input(model, gain_input)
+               else b"")
             + _field_bytes(12, _value_info("enhanced")))
     opset_import = _field_str(1, "") + _field_int(2, opset)
     return _field_int(1, 8) + _field_str(2, "ruas-nni") + _field_bytes(7, body) + _field_bytes(8, opset_import)

@@ -30,6 +30,10 @@ class NetworkOptions:
     tone: ToneOptions | None = None
     """With exposure normalisation on: the shoulder policy (:mod:`ruas_nni.model.tone`) instead of
     ``clamp(k * u ** p, 0, 1)``; a mapping of its options in a checkpoint. ``None`` = the older policy."""
+    denoise_sigma: float | None = None
+    """With exposure normalisation on: the noise level at the NRM's input at which the NRM denoises
+    fully; below it, its correction is scaled down per photo (:mod:`ruas_nni.model.strength`).
+    ``None`` = always fully (the paper)."""
 
     def __post_init__(self) -> None:
         for name in ("iem_stages", "nrm_cells", "iem_channels", "nrm_channels"):
@@ -54,6 +58,12 @@ class NetworkOptions:
         if self.tone is not None:
             tone = self.tone if isinstance(self.tone, ToneOptions) else ToneOptions.from_dict(self.tone)
             object.__setattr__(self, "tone", tone)
+        if self.denoise_sigma is not None:
+            if isinstance(self.denoise_sigma, bool) or not isinstance(self.denoise_sigma, (int, float)) \
+                    or not 0 < self.denoise_sigma <= 1:
+                raise ValueError(f"network option 'denoise_sigma' must be a number in (0, 1] or null, "
+                                 f"got {self.denoise_sigma!r}")
+            object.__setattr__(self, "denoise_sigma", float(self.denoise_sigma))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> NetworkOptions:
@@ -74,6 +84,8 @@ class NetworkOptions:
             del data["exposure_gamma"]
         if data["tone"] is None:
             del data["tone"]
+        if data["denoise_sigma"] is None:
+            del data["denoise_sigma"]
         return data
 
 

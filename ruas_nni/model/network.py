@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ops import receptive_radius
-from .tone import BLUR_RADIUS, ToneOptions, dequantise, shoulder_curve, solve_shoulder_gain
+from .strength import noise_sigma, nrm_strength
+from .tone import BLUR_RADIUS, ToneOptions, dequantise, shoulder_curve, solve_shoulder_gain, tone_mean
 
 __all__ = [
     "EDGE_NAMES",
@@ -40,6 +41,7 @@ __all__ = [
     "warm_start",
     "EXPOSURE_SIDE",
     "exposure_gain",
+    "exposure_and_strength",
     "apply_gain",
     "apply_tone",
     "tone_radius",
@@ -113,7 +115,8 @@ class DistillationCell(nn.Module):
 
 
 def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float,
-                  gamma: float = 1.0, tone: ToneOptions | None = None) -> torch.Tensor:
+                  gamma: float = 1.0, tone: ToneOptions | None = None,
+                  *, with_lift: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[float]]:
     """The gain ``k = E / m`` (one per image, shape ``B``) that scales the IEM output ``u`` to the
     mean brightness ``E`` = ``exposure``: ``u' = clamp(k * u, 0, 1)`` (with ``gamma`` ``p`` != 1:
     ``u' = clamp(k * u ** p, 0, 1)`` and ``m`` the mean of ``u ** p``, see :func:`apply_gain`).
@@ -137,18 +140,42 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     ``tone`` (the shoulder policy, :mod:`ruas_nni.model.tone`): ``iem`` maps an image to the IEM's
     unclamped ratio ``x = y / t_K``, and the gain is :func:`~ruas_nni.model.tone.solve_shoulder_gain`
     of the same small copy.
+
+    ``with_lift``: also return each image's lift, the policy's mean output at that gain over the
+    input's mean, both on the small copy (:func:`~ruas_nni.model.tone.tone_mean`; for
+    :mod:`ruas_nni.model.strength`).
     """
     height, width = y.shape[-2:]
     factor = max(1, min(math.ceil(max(height, width) / EXPOSURE_SIDE), height, width))
     small = F.avg_pool2d(y, kernel_size=factor, stride=factor) if factor > 1 else y
     u = iem(small).float()
+    means = small.detach().double().mean(dim=(1, 2, 3)).tolist()
+    x = u.detach().double().cpu().numpy() if tone is not None or with_lift else None
     if tone is not None:
-        x = u.detach().double().cpu().numpy()
-        means = small.detach().double().mean(dim=(1, 2, 3)).tolist()
-        return torch.tensor([solve_shoulder_gain(x[i], means[i], exposure, gamma, tone) for i in range(len(means))],
+        gain = torch.tensor([solve_shoulder_gain(x[i], means[i], exposure, gamma, tone) for i in range(len(means))],
                             dtype=torch.float32, device=u.device)
-    mean = (u if gamma == 1.0 else u.clamp_min(0.0).pow(gamma)).mean(dim=(1, 2, 3))
-    return float(exposure) / mean.clamp_min(GAIN_FLOOR)
+    else:
+        mean = (u if gamma == 1.0 else u.clamp_min(0.0).pow(gamma)).mean(dim=(1, 2, 3))
+        gain = float(exposure) / mean.clamp_min(GAIN_FLOOR)
+    if not with_lift:
+        return gain
+    lifts = [tone_mean(x[i], float(gain[i]), gamma, tone) / max(means[i], 1e-12) for i in range(len(means))]
+    return gain, lifts
+
+
+def exposure_and_strength(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float,
+                          gamma: float, tone: ToneOptions | None,
+                          denoise_sigma: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(gain, strength)`` of each image of ``y``: :func:`exposure_gain` and, with ``denoise_sigma``
+    (else ``None``), the NRM's strength :func:`~ruas_nni.model.strength.nrm_strength` of the whole
+    image's noise (:func:`~ruas_nni.model.strength.noise_sigma`) and the gain's lift."""
+    if denoise_sigma is None:
+        return exposure_gain(iem, y, exposure, gamma, tone), None  # type: ignore[return-value]
+    gain, lifts = exposure_gain(iem, y, exposure, gamma, tone, with_lift=True)  # type: ignore[misc]
+    images = y.detach().float().cpu().numpy()
+    strength = [nrm_strength(noise_sigma(images[i].transpose(1, 2, 0)), lifts[i], denoise_sigma)
+                for i in range(len(lifts))]
+    return gain, torch.tensor(strength, dtype=torch.float32, device=gain.device)
 
 
 def apply_gain(u: torch.Tensor, gain: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
@@ -242,11 +269,15 @@ class NoiseRemoval(nn.Module):
         self.cells = nn.ModuleList(DistillationCell(channels, edge_factory) for _ in range(cells))
         self.head = nn.Conv2d(channels, 3, kernel_size=3, padding=1, bias=True)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
+        """``u - n``, or ``u - a n`` with ``strength`` ``a`` (one per image, :mod:`ruas_nni.model.strength`)."""
         features = self.stem(u)
         for cell in self.cells:
             features = cell(features)
-        return u - self.head(features)
+        noise = self.head(features)
+        if strength is not None:
+            noise = noise * strength.to(noise.dtype).view(-1, 1, 1, 1)
+        return u - noise
 
     def receptive_radius(self) -> int:
         return 2 + sum(cell.receptive_radius() for cell in self.cells)
@@ -276,6 +307,7 @@ class RUASForward:
     exposure: float | None = None
     exposure_gamma: float = 1.0
     tone: ToneOptions | None = None
+    denoise_sigma: float | None = None
 
     def _tone_input(self, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(what the exposure policy maps, illuminations)``: the IEM output ``u_K``, or with the
@@ -290,6 +322,16 @@ class RUASForward:
         with torch.no_grad():
             return exposure_gain(lambda small: self._tone_input(small)[0], y, self.exposure, self.exposure_gamma,
                                  self.tone)
+
+    def gain_and_strength(self, y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(gain, strength)`` per image of ``y``: :meth:`exposure_gain`, and with ``denoise_sigma``
+        the NRM's strength (:func:`exposure_and_strength`; else ``None``)."""
+        if self.exposure is None:
+            return None, None
+        with torch.no_grad():
+            return exposure_and_strength(lambda small: self._tone_input(small)[0], y, self.exposure,
+                                         self.exposure_gamma, self.tone,
+                                         self.denoise_sigma if self.nrm is not None else None)
 
     def enhance_iem(self, y: torch.Tensor) -> torch.Tensor:
         """The NRM's input for ``y``: the IEM output, exposure-normalised when exposure is on."""
@@ -306,19 +348,26 @@ class RUASForward:
             u = apply_tone(u, gain, self.exposure_gamma, self.tone)
         return u, illuminations
 
-    def enhance(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> Enhancement:
+    def enhance(self, y: torch.Tensor, gain: torch.Tensor | None = None,
+                strength: torch.Tensor | None = None) -> Enhancement:
         """Run the whole network on ``y`` (B x 3 x H x W in [0, 1]); return all outputs.
 
         With exposure on, the IEM output is scaled by ``gain`` (default: :meth:`exposure_gain` of
-        ``y``; give the whole image's gain when ``y`` is a tile of it) before the NRM.
+        ``y``; give the whole image's gain when ``y`` is a tile of it) before the NRM. With
+        ``denoise_sigma``, the NRM's correction is scaled by ``strength`` (default: :meth:`gain_and_strength`'s
+        of ``y``; give the whole image's with a tile).
         """
+        if self.denoise_sigma is not None and self.nrm is not None and self.exposure is not None and strength is None:
+            measured_gain, strength = self.gain_and_strength(y)
+            gain = measured_gain if gain is None else gain
         u, illuminations = self.enhance_parts(y, gain)
-        x = self.nrm(u) if self.nrm is not None else u
+        x = self.nrm(u, strength) if self.nrm is not None else u
         return Enhancement(x, u, illuminations)
 
-    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None,
+                strength: torch.Tensor | None = None) -> torch.Tensor:
         """The enhanced image ``x`` (not clipped); see :meth:`enhance` for the IEM output."""
-        return self.enhance(y, gain).final
+        return self.enhance(y, gain, strength).final
 
     def receptive_radius(self, stage: str = "final") -> int:
         """Pixels one output pixel of ``stage`` (``final`` or ``iem``: the NRM's input) can see in each
@@ -352,10 +401,12 @@ class RUASNet(RUASForward, nn.Module):
         exposure: float | None = None,
         exposure_gamma: float = 1.0,
         tone: ToneOptions | None = None,
+        denoise_sigma: float | None = None,
     ) -> None:
         nn.Module.__init__(self)
         self.exposure = exposure
         self.exposure_gamma = float(exposure_gamma)
         self.tone = tone
+        self.denoise_sigma = denoise_sigma if exposure is not None else None
         self.iem = IlluminationEstimation(iem_edges, iem_stages, iem_channels, gamma, warm_start)
         self.nrm = NoiseRemoval(nrm_edges, nrm_cells, nrm_channels) if nrm_edges is not None else None

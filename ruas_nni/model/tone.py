@@ -55,8 +55,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "dequantise", "NEWTON_STEPS", "BLUR_TAPS",
-           "BLUR_RADIUS", "blur_norm"]
+__all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "tone_mean", "dequantise", "NEWTON_STEPS",
+           "BLUR_TAPS", "BLUR_RADIUS", "blur_norm"]
 
 NEWTON_STEPS = 50
 """At most this many Newton steps for the gain; it stops when a step is below 1e-10 of the gain
@@ -250,3 +250,15 @@ def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gam
         if step <= 1e-10 * max(low, 1e-12):
             break
     return low
+
+
+def tone_mean(x_small: np.ndarray, gain: float, gamma: float, tone: ToneOptions | None) -> float:
+    """The mean output of the exposure policy on a small copy (``3 x h x w``, float64 arithmetic) at
+    gain ``gain``: :func:`shoulder_curve`'s (without the dequantisation blur, as
+    :func:`solve_shoulder_gain` measures it) or, with ``tone`` ``None``, the older policy's
+    ``clamp(k * max(u, 0) ** p, 0, 1)``. What :mod:`ruas_nni.model.strength` calls the lift's numerator."""
+    x = np.maximum(np.asarray(x_small, np.float64), 0.0)
+    if tone is None:
+        return float(np.clip(gain * (x if gamma == 1.0 else x ** gamma), 0.0, 1.0).mean())
+    parts = _prepare(x, gamma, tone, np, lambda v: v.max(axis=0, keepdims=True))
+    return float(_combine(gain, parts, tone, np).mean())
