@@ -109,7 +109,7 @@ def test_enhancer_tiled_equals_untiled_with_exposure(fold_network, stage) -> Non
     with Enhancer(checkpoint, stage=stage, fold=fold_network, max_tile_pixels=0, workers=1) as whole:
         expected = whole(image)
         gain, strength = whole.exposure(image)
-        assert strength is None  # no denoise_sigma: the NRM works fully
+        assert (strength is None) == (stage == "iem")  # the default's denoise_sigma: the NRM's strength
     for workers in (1, 2):
         with Enhancer(checkpoint, stage=stage, fold=fold_network, max_tile_pixels=SMALL_TILES, workers=workers) as tiled:
             assert len(tiled.plan(160, 200, min_tiles=workers)) >= 6

@@ -258,9 +258,11 @@ def test_set_nni_log_level_outlasts_nnis_own_logging_setup():
 # else of NNI (``nni.runtime``, ``nni.experiment.launcher`` / ``rest``, ``nni.tools``, supermodules,
 # private attributes) is reached only through strategies/nni_compat.py and ruas_nni/search/nni_compat.py.
 PUBLIC_NNI = {
-    "nni": {"*", "get_current_parameter", "report_intermediate_result", "report_final_result", "load", "trace"},
+    "nni": {"*", "get_current_parameter", "report_intermediate_result", "report_final_result", "load", "trace", "choice"},
     "nni.experiment": {"AlgorithmConfig", "Experiment", "RemoteConfig", "RemoteMachineConfig", "RunMode"},
-    "nni.mutable": {"Categorical", "MutableExpression", "label_scope"},
+    # Mutable, ensure_frozen, frozen_context and model_context: NNI's documented way for a model space to
+    # make choices in its __init__ (RUASSpace.scalable(); nni.mutable.frozen's and nni.nas.space's __all__)
+    "nni.mutable": {"Categorical", "MutableExpression", "label_scope", "Mutable", "ensure_frozen", "frozen_context"},
     "nni.nas": {"strategy"},
     "nni.nas.evaluator": {"FunctionalEvaluator"},
     "nni.nas.evaluator.pytorch": {"Lightning", "LightningModule", "Trainer"},
@@ -271,7 +273,7 @@ PUBLIC_NNI = {
     "nni.nas.oneshot.pytorch.differentiable": {"DartsLightningModule"},
     "nni.nas.oneshot.pytorch.profiler": {"ExpectationProfilerPenalty"},
     "nni.nas.profiler": {"ExpressionProfiler"},
-    "nni.nas.space": {"RawFormatModelSpace"},
+    "nni.nas.space": {"RawFormatModelSpace", "model_context"},
     "nni.nas.strategy": {"*", "DARTS", "GumbelDARTS", "Strategy"},
 }
 """``module: names`` imported with ``from module import name`` (``"*"``: ``import module`` itself; for

@@ -268,7 +268,7 @@ class Enhancer(TiledEnhancer):
         with torch.inference_mode():
             weight = next(self.network.parameters())  # on the device, in the dtype, the network runs in
             gain, strength = self.network.gain_and_strength(rgb.unsqueeze(0).to(weight.device, weight.dtype))
-            return gain, strength
+            return gain, strength if self.stage == "final" else None  # the IEM's output has no NRM to scale
 
     def _close_engines(self) -> None:
         if self._graph is not None:
