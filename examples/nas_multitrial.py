@@ -23,6 +23,7 @@ from nni.nas.strategy import RegularizedEvolution
 from ruas_nni.experiments.nas import train_and_score
 from ruas_nni.model.genotype import Genotype
 from search_spaces import RUASSpace
+from search_spaces.ruas import shape_of
 
 
 def main() -> None:
@@ -34,10 +35,13 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--keep-ui", action="store_true", help="keep the web UI up until Ctrl-C at the end")
+    parser.add_argument("--scalable", action="store_true",
+                        help="search the shape too: RUASSpace.scalable() (IEM stages, NRM cells, NRM width)")
     args = parser.parse_args()
 
     # 1. The search space: RUASNet with a LayerChoice on each of the 7 edges of the IEM and NRM cells.
-    space = RUASSpace()
+    #    With --scalable, three more NNI choices (nni.choice) fix the shape: iem/stages, nrm/cells, nrm/width.
+    space = RUASSpace.scalable() if args.scalable else RUASSpace()
     # 2. How a sampled architecture is scored: trained briefly, then PSNR on the validation pairs (the
     #    function reports {"default": psnr, "psnr", "ssim", "params", "flops", "genotype"} to NNI).
     evaluator = FunctionalEvaluator(
@@ -54,7 +58,8 @@ def main() -> None:
 
     for rank, sample in enumerate(experiment.export_top_models(top_k=3, formatter="dict"), start=1):
         genotype = Genotype.from_sample(sample)
-        print(f"#{rank}: IEM {', '.join(genotype.iem)} | NRM {', '.join(genotype.nrm or [])}")
+        shape = "".join(f"{key} {value}  " for key, value in shape_of(sample).items())  # scalable: the shape
+        print(f"#{rank}: {shape}IEM {', '.join(genotype.iem)} | NRM {', '.join(genotype.nrm or [])}")
     if args.keep_ui:
         print(f"web UI: http://localhost:{args.port} (Ctrl-C to stop)")
         try:

@@ -1,8 +1,12 @@
 """Property-based fuzzing of the image loader: any bytes give a clean image or a clean error."""
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,3 +101,29 @@ def test_written_pngs_read_back(tmp_path, h, w, depth, alpha, seed):
     top = 255 if depth == 8 else 65535
     assert back.bit_depth == depth and (back.alpha is not None) == alpha
     assert (back.rgb - rgb).abs().max() <= 0.5 / top + 1e-6
+
+
+@pytest.mark.parametrize("damage", ["idat-crc", "cut-in-idat", "no-iend"])
+def test_a_damaged_16_bit_png_is_an_image_read_error_not_a_crash(tmp_path, damage):
+    """torchvision's PNG decoder crashes the process (SIGSEGV) on a 16-bit PNG whose IDAT CRC is wrong
+    (found by the fuzz test above): read_image must say what is wrong in one line instead. Run in a
+    child process, so that a crash fails this test rather than ending the suite."""
+    path = tmp_path / "damaged.png"
+    write_png(path, torch.rand(3, 9, 7, generator=torch.Generator().manual_seed(0)), bit_depth=16)
+    assert read_image(path).bit_depth == 16  # whole, it reads at 16 bits
+    data = bytearray(path.read_bytes())
+    idat = data.index(b"IDAT")
+    length = int.from_bytes(data[idat - 4:idat], "big")
+    if damage == "idat-crc":
+        data[idat + 4 + length] ^= 0xFF
+    elif damage == "cut-in-idat":
+        data = data[:idat + 4 + length // 2]
+    else:
+        data = data[:data.index(b"IEND") - 4]
+    path.write_bytes(bytes(data))
+    code = ("import sys\nfrom ruas_nni.base.images import ImageReadError, read_image\n"
+            f"try:\n    read_image({str(path)!r})\nexcept ImageReadError as exc:\n    print(exc)\n    sys.exit(3)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 3, (result.returncode, result.stderr[-500:])
+    assert len(result.stdout.strip().splitlines()) == 1 and "16-bit PNG" in result.stdout

@@ -118,6 +118,27 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
+def _png_chunk_damage(path: Path) -> str | None:
+    """What is wrong with the chunks of the PNG ``path`` (a chunk cut short, a CRC that does not match,
+    no IEND), or ``None`` when every chunk up to IEND is whole."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return _one_line(exc)
+    at = len(_PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind, end = data[at + 4:at + 8], at + 8 + length
+        if end + 4 > len(data):
+            return f"chunk {kind.decode('latin-1')!r} cut short"
+        if zlib.crc32(data[at + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            return f"chunk {kind.decode('latin-1')!r}: CRC mismatch"
+        if kind == b"IEND":
+            return None
+        at = end + 4
+    return "no IEND chunk (the file is cut short)"
+
+
 def _read_png16(path: Path) -> LoadedImage:
     """16-bit PNGs, which Pillow reduces to 8 bits, through torchvision's decoder."""
     # Imported here, not at the top: importing torchvision takes seconds, which every `ruas-nni enhance`
@@ -125,6 +146,17 @@ def _read_png16(path: Path) -> LoadedImage:
     import torch
     from torchvision.io import ImageReadMode, decode_png, read_file
 
+    # torchvision's decoder crashes the process (SIGSEGV) on some damaged PNGs after libpng reports the
+    # damage (tests/test_fuzz_data.py found one). So a file reaches it only when every chunk's CRC is
+    # right (Pillow does not check IDAT's) and Pillow decodes it whole (to 8 bits, thrown away).
+    damage = _png_chunk_damage(path)
+    if damage is not None:
+        raise ImageReadError(f"cannot decode 16-bit PNG ({damage})")
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as exc:  # noqa: BLE001 - a corrupt file may break a decoder in any way
+        raise ImageReadError(f"cannot decode 16-bit PNG ({_one_line(exc)})") from None
     try:
         data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError) as exc:
