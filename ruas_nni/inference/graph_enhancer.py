@@ -80,8 +80,8 @@ class GraphEnhancer(TiledEnhancer):
 
     def _gain(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray | None, float]:
         """The exposure gain of the whole image (as :func:`ruas_nni.model.network.exposure_gain`: the IEM
-        on the ``f x f`` block means), float32 ``1 x 1 x 1 x 1``, and its lift (NaN unless the graph
-        has ``denoise_sigma``)."""
+        on the ``f x f`` block means), float32 ``1 x 1 x 1 x 1``, and its lift (NaN for the older policy
+        unless the graph has ``denoise_sigma``)."""
         if self._gain_engine is None:
             return None, math.nan
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
@@ -91,19 +91,19 @@ class GraphEnhancer(TiledEnhancer):
         sums = _block_sums(rgb[:rows * factor, :columns * factor], factor)
         small = (sums / (scale * factor * factor)).astype(np.float32).transpose(2, 0, 1)[None]
         u = self._gain_engine.run_batch(np.ascontiguousarray(small)).astype(np.float64)
-        from ..model.tone import ToneOptions, solve_shoulder_gain, tone_mean
+        from ..model.tone import ToneOptions, clip_policy_mean, shoulder_gain_and_mean
 
-        tone = ToneOptions.from_dict(graph.tone) if graph.tone is not None else None
         y_mean = float(small.astype(np.float64).mean())
-        if tone is not None:  # the shoulder policy: u is the ratio y / t_K
-            gain = np.float32(solve_shoulder_gain(u[0], y_mean, float(graph.exposure), graph.exposure_gamma, tone))
+        if graph.tone is not None:  # the shoulder policy: u is the ratio y / t_K
+            solved, output = shoulder_gain_and_mean(u[0], y_mean, float(graph.exposure), graph.exposure_gamma,
+                                                    ToneOptions.from_dict(graph.tone))
+            gain = np.float32(solved)
         else:
             powered = np.maximum(u, 0.0) ** graph.exposure_gamma if graph.exposure_gamma != 1.0 else u
             gain = np.float32(graph.exposure) / np.float32(max(float(powered.mean()), graph.gain_floor))
-        lift = math.nan
-        if graph.denoise_sigma is not None:
-            lift = tone_mean(u[0], float(gain), graph.exposure_gamma, tone) / max(y_mean, 1e-12)
-        return np.full((1, 1, 1, 1), gain, np.float32), lift
+            output = clip_policy_mean(u[0], float(gain), graph.exposure_gamma) if graph.denoise_sigma is not None \
+                else math.nan
+        return np.full((1, 1, 1, 1), gain, np.float32), output / max(y_mean, 1e-12)
 
     def submit_uint8(self, rgb: np.ndarray, min_tiles: int = 1) -> PendingImage:
         """As :meth:`ruas_nni.inference.enhance.Enhancer.submit_uint8`: ``H x W x 3`` uint8 in and out."""

@@ -27,7 +27,7 @@ from torch import nn
 
 from .ops import receptive_radius
 from .strength import noise_sigma, nrm_strength
-from .tone import BLUR_RADIUS, ToneOptions, dequantise, shoulder_curve, solve_shoulder_gain, tone_mean
+from .tone import BLUR_RADIUS, ToneOptions, clip_policy_mean, dequantise, shoulder_curve, shoulder_gain_and_mean
 
 __all__ = [
     "EDGE_NAMES",
@@ -142,8 +142,8 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     of the same small copy.
 
     ``with_lift``: also return each image's lift, the policy's mean output at that gain over the
-    input's mean, both on the small copy (:func:`~ruas_nni.model.tone.tone_mean`; for
-    :mod:`ruas_nni.model.strength`).
+    input's mean, both on the small copy (:func:`~ruas_nni.model.tone.shoulder_gain_and_mean`,
+    :func:`~ruas_nni.model.tone.clip_policy_mean`; for :mod:`ruas_nni.model.strength`).
     """
     height, width = y.shape[-2:]
     factor = max(1, min(math.ceil(max(height, width) / EXPOSURE_SIDE), height, width))
@@ -152,15 +152,16 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     means = small.detach().double().mean(dim=(1, 2, 3)).tolist()
     x = u.detach().double().cpu().numpy() if tone is not None or with_lift else None
     if tone is not None:
-        gain = torch.tensor([solve_shoulder_gain(x[i], means[i], exposure, gamma, tone) for i in range(len(means))],
-                            dtype=torch.float32, device=u.device)
+        solved = [shoulder_gain_and_mean(x[i], means[i], exposure, gamma, tone) for i in range(len(means))]
+        gain = torch.tensor([g for g, _ in solved], dtype=torch.float32, device=u.device)
+        outputs = [m for _, m in solved]
     else:
         mean = (u if gamma == 1.0 else u.clamp_min(0.0).pow(gamma)).mean(dim=(1, 2, 3))
         gain = float(exposure) / mean.clamp_min(GAIN_FLOOR)
+        outputs = [clip_policy_mean(x[i], float(gain[i]), gamma) for i in range(len(means))] if with_lift else []
     if not with_lift:
         return gain
-    lifts = [tone_mean(x[i], float(gain[i]), gamma, tone) / max(means[i], 1e-12) for i in range(len(means))]
-    return gain, lifts
+    return gain, [outputs[i] / max(means[i], 1e-12) for i in range(len(means))]
 
 
 def exposure_and_strength(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float,

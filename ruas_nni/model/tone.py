@@ -55,8 +55,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "tone_mean", "dequantise", "NEWTON_STEPS",
-           "BLUR_TAPS", "BLUR_RADIUS", "blur_norm"]
+__all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "shoulder_gain_and_mean", "clip_policy_mean",
+           "dequantise", "NEWTON_STEPS", "BLUR_TAPS", "BLUR_RADIUS", "blur_norm"]
 
 NEWTON_STEPS = 50
 """At most this many Newton steps for the gain; it stops when a step is below 1e-10 of the gain
@@ -208,9 +208,16 @@ def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gam
     docstring), by Newton's method in float64 (NaN when ``x_small`` holds a non-finite value). The
     small copy is not dequantised: its pixels are already
     means of ``f x f`` blocks."""
+    return shoulder_gain_and_mean(x_small, y_mean, exposure, gamma, tone)[0]
+
+
+def shoulder_gain_and_mean(x_small: np.ndarray, y_mean: float, exposure: float, gamma: float,
+                           tone: ToneOptions) -> tuple[float, float]:
+    """:func:`solve_shoulder_gain`'s gain and the small copy's mean output at that gain (summed over
+    the same bins: what the lift of :mod:`ruas_nni.model.strength` needs, at no extra pass)."""
     x = np.asarray(x_small, np.float64)
     if not np.isfinite(x).all() or not math.isfinite(y_mean):
-        return math.nan  # a diverged network: the gain says so, as the older policy's mean does
+        return math.nan, math.nan  # a diverged network: the gain says so, as the older policy's mean does
     x = np.maximum(x, 0.0)
     target = min(float(exposure), tone.max_ratio * float(y_mean))
 
@@ -237,8 +244,9 @@ def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gam
     g_white = white if gamma == 1.0 and tone.toe == 0 else (white + tone.toe) ** gamma - (tone.toe ** gamma if tone.toe else 0.0)
     if g_white > 0.0:  # the photo's white point maps to at most white_level
         high = min(high, _shoulder_inverse(tone.white_level, tone.knee) / g_white)
-    if mean(high)[0] <= target:
-        return high
+    at_high = mean(high)[0]
+    if at_high <= target:
+        return high, at_high
     # Newton from b = 0: the mean is increasing and concave in b, so each tangent's root is at most the
     # true root and the steps rise to it without overshooting (mean(b) <= target all the way)
     for _ in range(NEWTON_STEPS):
@@ -249,16 +257,12 @@ def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gam
         low = min(low + max(step, 0.0), high)
         if step <= 1e-10 * max(low, 1e-12):
             break
-    return low
+    return low, mean(low)[0]
 
 
-def tone_mean(x_small: np.ndarray, gain: float, gamma: float, tone: ToneOptions | None) -> float:
-    """The mean output of the exposure policy on a small copy (``3 x h x w``, float64 arithmetic) at
-    gain ``gain``: :func:`shoulder_curve`'s (without the dequantisation blur, as
-    :func:`solve_shoulder_gain` measures it) or, with ``tone`` ``None``, the older policy's
-    ``clamp(k * max(u, 0) ** p, 0, 1)``. What :mod:`ruas_nni.model.strength` calls the lift's numerator."""
-    x = np.maximum(np.asarray(x_small, np.float64), 0.0)
-    if tone is None:
-        return float(np.clip(gain * (x if gamma == 1.0 else x ** gamma), 0.0, 1.0).mean())
-    parts = _prepare(x, gamma, tone, np, lambda v: v.max(axis=0, keepdims=True))
-    return float(_combine(gain, parts, tone, np).mean())
+def clip_policy_mean(u_small: np.ndarray, gain: float, gamma: float) -> float:
+    """The older policy's mean output ``clamp(k * max(u, 0) ** p, 0, 1)`` on a small copy at gain
+    ``gain`` (float64): the lift's numerator of :mod:`ruas_nni.model.strength` without ``tone``
+    (with it, :func:`shoulder_gain_and_mean` gives it)."""
+    u = np.maximum(np.asarray(u_small, np.float64), 0.0)
+    return float(np.clip(gain * (u if gamma == 1.0 else u ** gamma), 0.0, 1.0).mean())
