@@ -75,6 +75,22 @@ def test_nothing_is_clipped_where_the_older_policy_clips() -> None:
     assert float(new[1]) < 240 / 255 and float(new[2]) < 250 / 255
 
 
+@pytest.mark.parametrize("hue", [0.0, 0.3])
+def test_black_pixels_give_the_search_a_finite_gradient(hue: float) -> None:
+    """The curve ``v ** 0.5`` has an infinite slope at 0: black pixels (every 8-bit photo has some) made
+    the cooperative search's IEM hypergradient non-finite and its steps skipped. The gradient is finite
+    now, and the values are those of the plain power."""
+    tone = ToneOptions(hue=hue)
+    x = torch.tensor([0.0, 0.0, 1e-13, 0.01, 0.2, 0.7]).view(1, 3, 1, 2).requires_grad_()
+    out = shoulder_curve(dequantise(x, tone), torch.tensor([1.3]), 0.5, tone)
+    out.sum().backward()
+    assert bool(torch.isfinite(x.grad).all()), x.grad
+    with torch.no_grad():
+        plain = shoulder_curve(dequantise(x, tone).clamp_min(0.0), torch.tensor([1.3]), 0.5,
+                               replace(tone, toe=1e-30))  # the power without the floor, to rounding
+    assert torch.allclose(out.detach(), plain, atol=2e-6)
+
+
 def test_a_diverged_network_gets_a_nan_gain_not_an_error() -> None:
     # a search whose weights went non-finite must see a non-finite loss (and skip the step), as with
     # the older policy, not a crash inside the gain's histogram

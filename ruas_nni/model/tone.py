@@ -69,6 +69,9 @@ BLUR_RADIUS = len(BLUR_TAPS) // 2
 _TINY = 1e-6
 """Smallest largest-channel value divided by (a black pixel has ratio 0 either way)."""
 
+_POW_FLOOR = 1e-12
+"""The tone curve ``v ** p`` is taken of at least this much where ``v > 0`` (a finite gradient at 0)."""
+
 
 @dataclass(frozen=True)
 class ToneOptions:
@@ -114,7 +117,14 @@ def _prepare(x, gamma: float, tone: ToneOptions, xp, channel_max) -> tuple:
     ``channel_max``: the largest channel, kept as an axis). ``x >= 0``."""
 
     def g(v):
-        return v if gamma == 1.0 and tone.toe == 0 else (v + tone.toe) ** gamma - (tone.toe ** gamma if tone.toe else 0.0)
+        if gamma == 1.0 and tone.toe == 0:
+            return v
+        if tone.toe == 0:  # v ** p, whose slope is infinite at 0: a black pixel would make the search's
+            # hypergradient NaN. Below _POW_FLOOR the power is taken of _POW_FLOOR (and of 0 at 0): the
+            # same values to 1e-6 of the output, and a zero gradient there
+            floor = xp.maximum(v, _POW_FLOOR) if xp is np else v.clamp_min(_POW_FLOOR)
+            return xp.where(v > 0, floor ** gamma, 0.0)
+        return (v + tone.toe) ** gamma - tone.toe ** gamma
 
     if tone.hue <= 0.0:
         return g(x), x, None, None
