@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ruas_nni.base.atomic import write_json_atomic  # noqa: E402
 from ruas_nni.inference.benchmark import count_flops, count_parameters  # noqa: E402
 from ruas_nni.inference.evaluation import evaluate, find_pairs  # noqa: E402
 from ruas_nni.inference.no_reference import evaluate_no_reference, find_low_light  # noqa: E402
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": {k: source.metadata.get(k) for k in ("arch", "data", "images_used", "init_nrm", "recipe", "seed",
                                                          "steps", "seconds", "torch", "made_by")},
     }
-    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_json_atomic(out.with_suffix(".json"), sidecar)  # the same bytes as json.dumps(indent=2) + newline
     print(f"{out}: lol_val {result.mean.psnr:.3f} dB / {result.mean.ssim:.4f} on {len(pairs)} pairs, "
           f"lol_eval15 {test_result.mean.psnr:.3f} dB / {test_result.mean.ssim:.4f} on {len(test_pairs)} pairs, "
           f"{metadata['parameters']} parameters, {flops['whole']['flops'] / 1e9:.3f} GFLOPs at 600x400")
