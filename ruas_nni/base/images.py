@@ -7,6 +7,7 @@ PNGs written to a temporary name and renamed, so an interrupted run never leaves
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -118,13 +119,9 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
-def _png_chunk_damage(path: Path) -> str | None:
-    """What is wrong with the chunks of the PNG ``path`` (a chunk cut short, a CRC that does not match,
-    no IEND), or ``None`` when every chunk up to IEND is whole."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return _one_line(exc)
+def _png_chunk_damage(data: bytes) -> str | None:
+    """What is wrong with the chunks of the PNG file ``data`` (a chunk cut short, a CRC that does not
+    match, no IEND), or ``None`` when every chunk up to IEND is whole."""
     at = len(_PNG_SIGNATURE)
     while at + 12 <= len(data):
         length = int.from_bytes(data[at:at + 4], "big")
@@ -144,21 +141,23 @@ def _read_png16(path: Path) -> LoadedImage:
     # Imported here, not at the top: importing torchvision takes seconds, which every `ruas-nni enhance`
     # would pay, and only 16-bit PNGs need it.
     import torch
-    from torchvision.io import ImageReadMode, decode_png, read_file
+    from torchvision.io import ImageReadMode, decode_png
 
     # torchvision's decoder crashes the process (SIGSEGV) on some damaged PNGs after libpng reports the
     # damage (tests/test_fuzz_data.py found one). So a file reaches it only when every chunk's CRC is
-    # right (Pillow does not check IDAT's) and Pillow decodes it whole (to 8 bits, thrown away).
-    damage = _png_chunk_damage(path)
+    # right (Pillow does not check IDAT's) and Pillow decodes it whole (to 8 bits, thrown away). The
+    # file is read once; all three look at the same bytes.
+    raw = bytearray(path.read_bytes())
+    damage = _png_chunk_damage(raw)
     if damage is not None:
         raise ImageReadError(f"cannot decode 16-bit PNG ({damage})")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(raw)) as image:
             image.load()
     except Exception as exc:  # noqa: BLE001 - a corrupt file may break a decoder in any way
         raise ImageReadError(f"cannot decode 16-bit PNG ({_one_line(exc)})") from None
     try:
-        data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+        data = decode_png(torch.frombuffer(raw, dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError) as exc:
         raise ImageReadError(f"cannot decode 16-bit PNG ({_one_line(exc)})") from None
     values = data.to(torch.float32) / 65535.0
