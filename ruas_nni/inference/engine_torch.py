@@ -27,8 +27,9 @@ class StageOutput(nn.Module):
 
     def forward(self, y: torch.Tensor, gain: torch.Tensor | None = None,
                 strength: torch.Tensor | None = None) -> torch.Tensor:
-        result = self.network.enhance(y, gain, strength)
-        return result.final if self.stage == "final" else result.iem
+        if self.stage != "final":  # the NRM's input: neither the NRM nor its strength is computed
+            return self.network.enhance_parts(y, gain)[0]
+        return self.network.enhance(y, gain, strength).final
 
     def receptive_radius(self) -> int:
         return self.network.receptive_radius(self.stage)

@@ -267,8 +267,10 @@ class Enhancer(TiledEnhancer):
             return tuple(None if v is None else torch.from_numpy(v.reshape(1)) for v in (gain, strength))  # type: ignore[return-value]
         with torch.inference_mode():
             weight = next(self.network.parameters())  # on the device, in the dtype, the network runs in
-            gain, strength = self.network.gain_and_strength(rgb.unsqueeze(0).to(weight.device, weight.dtype))
-            return gain, strength if self.stage == "final" else None  # the IEM's output has no NRM to scale
+            image = rgb.unsqueeze(0).to(weight.device, weight.dtype)
+            if self.stage != "final":  # the IEM's output has no NRM to scale
+                return self.network.exposure_gain(image), None
+            return self.network.gain_and_strength(image)
 
     def _close_engines(self) -> None:
         if self._graph is not None:

@@ -61,8 +61,7 @@ class GraphEnhancer(TiledEnhancer):
     def _window(self, batch: np.ndarray, gain: np.ndarray | None = None,
                 strength: np.ndarray | None = None) -> np.ndarray:
         """The network on ``1 x 3 x h x w`` float32, clipped to ``[0, 1]``: ``3 x h x w``."""
-        output = (self._engine.run_batch(batch, gain) if strength is None
-                  else self._engine.run_batch(batch, gain, strength))[0]
+        output = self._engine.run_batch(batch, gain, strength)[0]
         return np.clip(output, 0.0, 1.0, out=output)
 
     def exposure(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray | None, np.ndarray | None]:
