@@ -23,6 +23,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from nni.nas.space import model_context
 from torch import nn
 
+from ruas_nni.model.export import SHAPE_OPTIONS
 from ruas_nni.model.genotype import Genotype
 from ruas_nni.model.network import EDGE_NAMES, WARM_STARTS, IlluminationEstimation, NoiseRemoval, RUASForward
 from ruas_nni.model.ops import OPERATION_NAMES, make_operation
@@ -30,7 +31,7 @@ from ruas_nni.model.tone import ToneOptions
 
 __all__ = ["RUASSpace", "SHAPE_LABELS", "SCALABLE_CHOICES", "shape_of"]
 
-SHAPE_LABELS: dict[str, str] = {"iem_stages": "iem/stages", "nrm_cells": "nrm/cells", "nrm_channels": "nrm/width"}
+SHAPE_LABELS: dict[str, str] = dict(zip(SHAPE_OPTIONS, ("iem/stages", "nrm/cells", "nrm/width")))
 """The NNI label of each shape option of :meth:`RUASSpace.scalable` (network option -> label)."""
 
 SCALABLE_CHOICES: dict[str, tuple[int, ...]] = {"iem_stages": (1, 2, 3), "nrm_cells": (1, 2, 3), "nrm_channels": (3, 6, 12)}

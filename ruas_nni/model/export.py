@@ -10,7 +10,11 @@ from .network import WARM_STARTS, RUASNet
 from .ops import make_operation
 from .tone import ToneOptions
 
-__all__ = ["NetworkOptions", "export"]
+__all__ = ["NetworkOptions", "SHAPE_OPTIONS", "export"]
+
+SHAPE_OPTIONS = ("iem_stages", "nrm_cells", "nrm_channels")
+"""The options of :class:`NetworkOptions` that a search may choose (``RUASSpace.scalable()``) and an
+``arch.json`` may carry as its ``shape``."""
 
 
 @dataclass(frozen=True)

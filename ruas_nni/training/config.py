@@ -11,14 +11,14 @@ from typing import Any, Mapping
 
 from ..base.config import load_config
 from ..base.errors import UsageError
-from ..model.export import NetworkOptions
+from ..model.export import SHAPE_OPTIONS, NetworkOptions
 from ..model.genotype import PAPER_GENOTYPE, Genotype
 from ..model.network import WARM_STARTS
 from ..model.nrm_start import NRM_STARTS
 from ..model.tone import ToneOptions
 from .losses import DENOISERS, EXPOSURE_MODES, SMOOTH_GUIDES
 
-__all__ = ["TrainConfig", "OBJECTIVES", "REFERENCE_RECIPE", "SHAPE_KEYS", "load_train_config", "resolve_arch", "with_arch_shape"]
+__all__ = ["TrainConfig", "OBJECTIVES", "REFERENCE_RECIPE", "load_train_config", "resolve_arch", "with_arch_shape"]
 
 OBJECTIVES = ("reference", "exposure_denoise")
 """Training objectives: ``reference`` = the authors' ``L_t`` and ``L_n`` (spec Sec. 2);
@@ -131,13 +131,9 @@ recommended recipe became the default (and as ``examples/paper_train.yaml``; NRM
 the authors' ``denoise.pt`` when given)."""
 
 
-SHAPE_KEYS = ("iem_stages", "nrm_cells", "nrm_channels")
-"""The recipe keys an ``arch.json`` of a searched shape (``ruas-nni nas --space scalable``) fixes."""
-
-
 def resolve_arch(arch: str) -> tuple[Genotype, str, dict[str, int]]:
     """``paper`` or the path of an ``arch.json`` (search output) -> genotype, a description, and the
-    network shape the file fixes (its ``shape``: some of :data:`SHAPE_KEYS`; ``{}`` without one)."""
+    network shape the file fixes (its ``shape``: some of :data:`~ruas_nni.model.export.SHAPE_OPTIONS`; ``{}`` without one)."""
     if arch == "paper":
         return PAPER_GENOTYPE, "paper genotype (Liu et al., CVPR 2021, Sec. 4)", {}
     path = Path(arch)
@@ -152,9 +148,9 @@ def resolve_arch(arch: str) -> tuple[Genotype, str, dict[str, int]]:
     except ValueError as exc:
         raise UsageError(f"`arch` {arch}: {exc}", keys=("arch",)) from None
     shape = data.get("shape") or {} if isinstance(data, dict) else {}
-    if not isinstance(shape, dict) or set(shape) - set(SHAPE_KEYS) or not all(
+    if not isinstance(shape, dict) or set(shape) - set(SHAPE_OPTIONS) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape.values()):
-        raise UsageError(f"`arch` {arch}: 'shape' must map some of {', '.join(SHAPE_KEYS)} to positive integers, "
+        raise UsageError(f"`arch` {arch}: 'shape' must map some of {', '.join(SHAPE_OPTIONS)} to positive integers, "
                          f"got {shape!r}", keys=("arch",))
     return genotype, f"{path}", dict(shape)
 
