@@ -102,21 +102,28 @@ def test_a_diverged_network_gets_a_nan_gain_not_an_error() -> None:
     assert math.isfinite(solve_shoulder_gain(np.full((3, 8, 8), 0.5), 0.1, 0.45, 0.5, ToneOptions()))
 
 
-def test_the_gain_reaches_e_or_stops_at_the_photos_own_bound() -> None:
+@pytest.mark.parametrize("options, gamma", [
+    ({}, 0.5),  # the shipped policy's shape: a knee, the hue mix, the square root
+    ({"knee": 0.0, "hue": 0.0}, 1.0),  # 1 - exp(-z) per channel, no tone curve
+    ({"toe": 0.02, "hue": 1.0}, 0.7),  # a toe, hue-preserving only, a general power
+])
+def test_the_gain_reaches_e_or_stops_at_the_photos_own_bound(options: dict, gamma: float) -> None:
+    # the solve sums the curve over bins of g(x); the curve itself, on every pixel, is the reference
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, (3, 40, 50))
-    tone = ToneOptions(max_ratio=10.0)
-    ok = solve_shoulder_gain(x, 0.2, 0.45, 0.5, tone)
-    assert float(shoulder_curve(torch.from_numpy(x)[None], torch.tensor([ok]), 0.5, tone).mean()) == \
+    x[:, :2] = 0.0  # black pixels (g(0) = 0, a bin of their own)
+    tone = ToneOptions(max_ratio=10.0, **options)
+    ok = solve_shoulder_gain(x, 0.2, 0.45, gamma, tone)
+    assert float(shoulder_curve(torch.from_numpy(x)[None], torch.tensor([ok]), gamma, tone).mean()) == \
         pytest.approx(0.45, abs=1e-6)
-    bounded = solve_shoulder_gain(x, 0.01, 0.45, 0.5, tone)  # a near-black photo: at most 10 x its mean
-    assert float(shoulder_curve(torch.from_numpy(x)[None], torch.tensor([bounded]), 0.5, tone).mean()) == \
+    bounded = solve_shoulder_gain(x, 0.01, 0.45, gamma, tone)  # a near-black photo: at most 10 x its mean
+    assert float(shoulder_curve(torch.from_numpy(x)[None], torch.tensor([bounded]), gamma, tone).mean()) == \
         pytest.approx(0.10, abs=1e-6)
     assert bounded < ok
-    black = solve_shoulder_gain(np.zeros((3, 4, 4)), 0.0, 0.45, 0.5, tone)
-    assert float(shoulder_curve(torch.zeros(1, 3, 4, 4), torch.tensor([black]), 0.5, tone).abs().max()) == 0.0
-    capped = ToneOptions(max_gain=0.5)
-    assert solve_shoulder_gain(x, 0.2, 0.45, 0.5, capped) == 0.5
+    black = solve_shoulder_gain(np.zeros((3, 4, 4)), 0.0, 0.45, gamma, tone)
+    assert float(shoulder_curve(torch.zeros(1, 3, 4, 4), torch.tensor([black]), gamma, tone).abs().max()) == 0.0
+    capped = ToneOptions(max_gain=0.5, **options)
+    assert solve_shoulder_gain(x, 0.2, 0.45, gamma, capped) == 0.5
 
 
 def test_the_blur_is_normalised_inside_the_image() -> None:

@@ -23,17 +23,18 @@ if TYPE_CHECKING:
 __all__ = ["GraphEnhancer"]
 
 
-def _block_sums(rgb: np.ndarray, factor: int) -> np.ndarray:
-    """The float64 sums of the ``factor x factor`` blocks of ``rgb`` (``H x W x 3``, both sides
-    multiples of ``factor``): exact for 8- and 16-bit values. Strided adds of whole rows, then of whole
-    columns: 8 times faster than one reduction over a 5-d view of the image (1 ms against 8.5 ms at
-    600x400, where the exposure gain took 16 ms in all)."""
-    rows = rgb[0::factor].astype(np.float64)
+def _block_sums(planes: np.ndarray, factor: int) -> np.ndarray:
+    """The exact sums of the ``factor x factor`` blocks of ``planes`` (``3 x H x W``, any strides, both
+    sides multiples of ``factor``): float64 for float images, uint64 for 8- and 16-bit ones. Strided
+    adds of whole rows, then of whole columns (8 times faster than one reduction over a 5-d view), in
+    the order the image lies in memory: 0.4 ms at 600x400 for an 8-bit image, 0.6 ms for a float one."""
+    total = np.float64 if planes.dtype.kind == "f" else np.uint64
+    rows = planes[:, 0::factor].astype(total)
     for offset in range(1, factor):
-        rows += rgb[offset::factor]
-    sums = rows[:, 0::factor].copy()
+        rows += planes[:, offset::factor]
+    sums = rows[:, :, 0::factor].copy()
     for offset in range(1, factor):
-        sums += rows[:, offset::factor]
+        sums += rows[:, :, offset::factor]
     return sums
 
 
@@ -69,27 +70,28 @@ class GraphEnhancer(TiledEnhancer):
         ``[0, 1]``, each float32 ``1 x 1 x 1 x 1`` (as
         :func:`ruas_nni.model.network.exposure_and_strength`): the gain ``None`` when exposure
         normalisation is off, the NRM's strength ``None`` without ``denoise_sigma``."""
+        if self._gain_engine is None:
+            return None, None
         gain, lift = self._gain(rgb, scale)
-        if gain is None or self.graph.denoise_sigma is None:
+        if self.graph.denoise_sigma is None:
             return gain, None
         from ..model.strength import noise_sigma, nrm_strength
 
         strength = nrm_strength(noise_sigma(rgb, scale), lift, self.graph.denoise_sigma)
         return gain, np.full((1, 1, 1, 1), strength, np.float32)
 
-    def _gain(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray | None, float]:
+    def _gain(self, rgb: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
         """The exposure gain of the whole image (as :func:`ruas_nni.model.network.exposure_gain`: the IEM
         on the ``f x f`` block means), float32 ``1 x 1 x 1 x 1``, and its lift (NaN for the older policy
         unless the graph has ``denoise_sigma``)."""
-        if self._gain_engine is None:
-            return None, math.nan
+        assert self._gain_engine is not None
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
         graph = self.graph
         factor = max(1, min(math.ceil(max(height, width) / graph.exposure_side), height, width))
         rows, columns = height // factor, width // factor
-        sums = _block_sums(rgb[:rows * factor, :columns * factor], factor)
-        small = (sums / (scale * factor * factor)).astype(np.float32).transpose(2, 0, 1)[None]
-        u = self._gain_engine.run_batch(np.ascontiguousarray(small)).astype(np.float64)
+        sums = _block_sums(rgb[:rows * factor, :columns * factor].transpose(2, 0, 1), factor)
+        small = (sums / (scale * factor * factor)).astype(np.float32)[None]
+        u = self._gain_engine.run_batch(small).astype(np.float64)
         from ..model.tone import ToneOptions, clip_policy_mean, shoulder_gain_and_mean
 
         y_mean = float(small.astype(np.float64).mean())

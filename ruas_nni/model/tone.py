@@ -122,8 +122,12 @@ def _prepare(x, gamma: float, tone: ToneOptions, xp, channel_max) -> tuple:
         if tone.toe == 0:  # v ** p, whose slope is infinite at 0: a black pixel would make the search's
             # hypergradient NaN. Below _POW_FLOOR the power is taken of _POW_FLOOR (and of 0 at 0): the
             # same values to 1e-6 of the output, and a zero gradient there
-            floor = xp.maximum(v, _POW_FLOOR) if xp is np else v.clamp_min(_POW_FLOOR)
-            return xp.where(v > 0, floor ** gamma, 0.0)
+            if xp is not np:
+                return xp.where(v > 0, v.clamp_min(_POW_FLOOR) ** gamma, 0.0)
+            powered = np.maximum(v, _POW_FLOOR)  # numpy (the gain's solve): in place, sqrt for p = 1/2
+            powered = np.sqrt(powered, out=powered) if gamma == 0.5 else np.power(powered, gamma, out=powered)
+            powered[v <= 0] = 0.0
+            return powered
         return (v + tone.toe) ** gamma - tone.toe ** gamma
 
     if tone.hue <= 0.0:
@@ -137,13 +141,6 @@ def _shoulder(z, knee: float, xp):
     if knee <= 0.0:
         return -xp.expm1(-z)
     return xp.where(z <= knee, z, knee + (1.0 - knee) * -xp.expm1(-(z - knee) / (1.0 - knee)))
-
-
-def _shoulder_slope(z: np.ndarray, knee: float) -> np.ndarray:
-    """``S'(z)`` (numpy): 1 up to the knee, then ``exp(-(z - c) / (1 - c))``."""
-    if knee <= 0.0:
-        return np.exp(-z)
-    return np.where(z <= knee, 1.0, np.exp(-(z - knee) / (1.0 - knee)))
 
 
 def _combine(gain, parts: tuple, tone: ToneOptions, xp):
@@ -160,14 +157,33 @@ HISTOGRAM_BINS = 4096
 ``g`` of its pixels: the error is second order in the bin's width, far below a gain's resolution)."""
 
 
-def _binned(values: np.ndarray, weights: np.ndarray | None, top: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean value, total weight)`` of the non-empty bins of ``values`` in ``[0, top]``."""
-    index = np.minimum((values * (HISTOGRAM_BINS / top)).astype(np.int64), HISTOGRAM_BINS - 1)
-    weight = np.bincount(index, weights=weights, minlength=HISTOGRAM_BINS)
+def _binned(values: np.ndarray, weights: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean value, total weight)`` of the non-empty bins of ``values`` (bin ``floor(value * scale)``,
+    the last one open above); without ``weights`` each value weighs 1."""
+    index = (values * scale).astype(np.intp)
+    np.minimum(index, HISTOGRAM_BINS - 1, out=index)
     count = np.bincount(index, minlength=HISTOGRAM_BINS)
-    sums = np.bincount(index, weights=values, minlength=HISTOGRAM_BINS)
     used = count > 0
-    return sums[used] / count[used], weight[used]
+    means = np.bincount(index, weights=values, minlength=HISTOGRAM_BINS)[used] / count[used]
+    if weights is None:
+        return means, count[used].astype(np.float64)
+    return means, np.bincount(index, weights=weights, minlength=HISTOGRAM_BINS)[used]
+
+
+def _mean_and_slope(gain: float, values: np.ndarray, weights: np.ndarray, knee: float) -> tuple[float, float]:
+    """``sum(S(b v) w)`` and its derivative in ``b``, ``sum(S'(b v) v w)``, at ``b = gain`` (float64).
+    ``S'`` is 1 up to the knee and ``exp(-(z - c) / (1 - c))`` above it; one ``expm1`` gives both."""
+    z = gain * values
+    if knee <= 0.0:
+        e = np.expm1(-z)
+        return float(-(e * weights).sum()), float(((1.0 + e) * values * weights).sum())
+    above = z > knee
+    below = ~above
+    e = np.expm1((knee - z[above]) / (1.0 - knee))
+    w = weights[above]
+    total = float((z[below] * weights[below]).sum()) + float(((knee - (1.0 - knee) * e) * w).sum())
+    slope = float((values[below] * weights[below]).sum()) + float(((1.0 + e) * values[above] * w).sum())
+    return total, slope
 
 
 def _shoulder_inverse(value: float, knee: float) -> float:
@@ -231,23 +247,21 @@ def shoulder_gain_and_mean(x_small: np.ndarray, y_mean: float, exposure: float, 
     x = np.maximum(x, 0.0)
     target = min(float(exposure), tone.max_ratio * float(y_mean))
 
-    # the mean of _combine over the pixels, as sums over bins of g (only the gain varies between tries)
+    # the mean of _combine over the pixels, as sums over bins of g (only the gain varies between tries):
+    # the per-channel curve's bins weighted 1 - hue, the hue-preserving one's weighted hue
     gx, _, gm, m = _prepare(x, gamma, tone, np, lambda v: v.max(axis=0, keepdims=True))
-    top = max(float(gx.max()), 1e-12)
-    per_channel = _binned(gx.ravel(), None, top)
-    hue = _binned(gm.ravel(), (x / m).sum(axis=0).ravel(), top) if gm is not None else None
+    scale = HISTOGRAM_BINS / max(float(gx.max()), 1e-12)
+    values, weights = _binned(gx.ravel(), None, scale)
+    if gm is not None:
+        hue_values, hue_weights = _binned(gm.ravel(), (x / m).sum(axis=0).ravel(), scale)
+        values = np.concatenate([values, hue_values])
+        weights = np.concatenate([(1.0 - tone.hue) * weights, tone.hue * hue_weights])
+    count = gx.size
 
     def mean(b: float) -> tuple[float, float]:
         """The mean output at gain ``b`` and its derivative in ``b``."""
-        values, counts = per_channel
-        total = float((_shoulder(b * values, tone.knee, np) * counts).sum())
-        slope = float((_shoulder_slope(b * values, tone.knee) * values * counts).sum())
-        if hue is not None:
-            values, weights = hue
-            total = (1.0 - tone.hue) * total + tone.hue * float((_shoulder(b * values, tone.knee, np) * weights).sum())
-            slope = (1.0 - tone.hue) * slope + tone.hue * float((_shoulder_slope(b * values, tone.knee) * values
-                                                                 * weights).sum())
-        return total / gx.size, slope / gx.size
+        total, slope = _mean_and_slope(b, values, weights, tone.knee)
+        return total / count, slope / count
 
     low, high = 0.0, tone.max_gain
     white = float(np.quantile(x.max(axis=0), tone.white_quantile)) if x.size else 0.0
