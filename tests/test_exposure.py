@@ -216,3 +216,35 @@ def test_random_network_checkpoint_with_exposure_builds() -> None:
     net = export(PAPER_GENOTYPE, options)
     checkpoint = Checkpoint.from_network(net, PAPER_GENOTYPE, options)
     assert checkpoint.build().exposure == 0.5
+
+
+def test_exposure_side_sets_the_small_copy_in_every_engine(tmp_path: Path) -> None:
+    """The network option ``exposure_side``: the gain's small copy has at most that many pixels on its
+    longest side, in the network, the folded network, every engine and every tiling; a checkpoint
+    keeps it, and one without it is written as before."""
+    assert "exposure_side" not in NetworkOptions(exposure=0.45).to_dict()
+    for bad in (8, 5000, 96.0, True, "96"):
+        with pytest.raises(ValueError, match="'exposure_side'"):
+            NetworkOptions(exposure=0.45, exposure_side=bad)
+    shipped = _clip_default()
+    checkpoint = replace(shipped, options=replace(shipped.options, exposure_side=50))
+    checkpoint = load_checkpoint(save_checkpoint(checkpoint, tmp_path / "side.pt"))
+    assert checkpoint.options.exposure_side == 50
+    network = checkpoint.build()
+    image = _photo_low(120, 180)  # factor ceil(180 / 50) = 4, against 1 with the default side
+    with torch.no_grad():
+        small = F.avg_pool2d(image[None], 4, stride=4)
+        u = network.iem(small)[0].clamp_min(0.0) ** network.exposure_gamma
+        gain = network.exposure_gain(image[None])
+        assert math.isclose(float(gain), network.exposure / float(u.mean()), rel_tol=1e-5)
+        assert not math.isclose(float(gain), float(shipped.build().exposure_gain(image[None])), rel_tol=1e-3)
+        expected = network(image[None])[0].clamp(0.0, 1.0)
+    with torch.inference_mode():
+        assert torch.allclose(fold(network)(image[None].clone())[0].clamp(0.0, 1.0), expected, atol=2e-6)
+    for engine in ("torch", "onnxruntime", "native"):
+        with Enhancer(checkpoint, engine=engine, workers=1, max_tile_pixels=0) as whole, \
+                Enhancer(checkpoint, engine=engine, workers=2, max_tile_pixels=SMALL_TILES) as tiled:
+            output = whole(image)
+            assert (output - expected).abs().max() <= 1e-5, engine
+            assert (tiled(image) - output).abs().max() <= 1e-6, engine
+            assert float(whole.exposure(image)[0]) == pytest.approx(float(gain), rel=1e-6), engine

@@ -419,6 +419,7 @@ class FoldedRUAS(nn.Module):
         self.exposure, self.exposure_gamma = network.exposure, network.exposure_gamma
         self.tone = network.tone if network.exposure is not None else None
         self.denoise_sigma = network.denoise_sigma if network.exposure is not None and self.has_nrm else None
+        self.exposure_side = network.exposure_side
         # the dequantisation blur for the graph writers (ONNX, C): a vertical, then a horizontal pass
         self.tone_blur_passes: list[_Conv] = []
         if tone_radius(self.tone):
@@ -522,7 +523,7 @@ class FoldedRUAS(nn.Module):
         (:func:`ruas_nni.model.network.exposure_and_strength`); by default that of ``y``."""
         if self.exposure_iem is not None and (gain is None or (strength is None and self.denoise_sigma is not None)):
             measured_gain, measured = exposure_and_strength(self._gain_input, y, self.exposure, self.exposure_gamma,
-                                                            self.tone, self.denoise_sigma)
+                                                            self.tone, self.denoise_sigma, side=self.exposure_side)
             gain = measured_gain if gain is None else gain
             strength = measured if strength is None else strength
         warm = _traceable_warm_start if self.functional else fast_warm_start

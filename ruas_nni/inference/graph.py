@@ -32,7 +32,7 @@ class CachedGraph:
     exposure: float | None = None
     exposure_gamma: float = 1.0
     exposure_side: int = 256
-    """:data:`ruas_nni.model.network.EXPOSURE_SIDE` and :data:`~ruas_nni.model.network.GAIN_FLOOR`, stored
+    """The network option ``exposure_side`` and :data:`~ruas_nni.model.network.GAIN_FLOOR`, stored
     so that the gain is computed without importing the model layer (PyTorch)."""
     gain_floor: float = 1e-3
     tone: dict | None = None
@@ -63,7 +63,7 @@ def build_graph(checkpoint: Checkpoint, stage: str, network: nn.Module | None = 
     """The folded graph of ``checkpoint`` at ``stage`` (imports PyTorch); with exposure normalisation,
     also the raw IEM's graph for the gain, and the main graph takes the gain as a second input.
     ``network``: ``checkpoint.build()``, where the caller has built it already."""
-    from ..model.network import EXPOSURE_SIDE, GAIN_FLOOR
+    from ..model.network import GAIN_FLOOR
     from .fold import FoldedRUAS
     from .native import native_source
     from .onnx_export import folded_onnx_bytes
@@ -80,6 +80,6 @@ def build_graph(checkpoint: Checkpoint, stage: str, network: nn.Module | None = 
     gain_source, gain_params = native_source(gain_iem)
     return CachedGraph(folded_onnx_bytes(model, gain_input=True), radius, channels, stage,
                        folded_onnx_bytes(gain_iem), float(network.exposure), float(network.exposure_gamma),
-                       EXPOSURE_SIDE, GAIN_FLOOR, network.tone.to_dict() if network.tone is not None else None,
+                       network.exposure_side, GAIN_FLOOR, network.tone.to_dict() if network.tone is not None else None,
                        model.denoise_sigma, **native, gain_native_source=gain_source,
                        gain_native_params=gain_params.tobytes())

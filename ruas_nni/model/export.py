@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from .genotype import Genotype
-from .network import WARM_STARTS, RUASNet
+from .network import EXPOSURE_SIDE, WARM_STARTS, RUASNet
 from .ops import make_operation
 from .tone import ToneOptions
 
@@ -38,6 +38,9 @@ class NetworkOptions:
     """With exposure normalisation on: the noise level at the NRM's input at which the NRM denoises
     fully; below it, its correction is scaled down per photo (:mod:`ruas_nni.model.strength`).
     ``None`` = always fully (the paper)."""
+    exposure_side: int = EXPOSURE_SIDE
+    """With exposure normalisation on: the longest side of the small copy the gain (and the NRM's
+    strength's lift) is measured on (:func:`ruas_nni.model.network.exposure_gain`)."""
 
     def __post_init__(self) -> None:
         for name in ("iem_stages", "nrm_cells", "iem_channels", "nrm_channels"):
@@ -68,6 +71,10 @@ class NetworkOptions:
                 raise ValueError(f"network option 'denoise_sigma' must be a number in (0, 1] or null, "
                                  f"got {self.denoise_sigma!r}")
             object.__setattr__(self, "denoise_sigma", float(self.denoise_sigma))
+        if not isinstance(self.exposure_side, int) or isinstance(self.exposure_side, bool) \
+                or not 16 <= self.exposure_side <= 4096:
+            raise ValueError(f"network option 'exposure_side' must be an integer in [16, 4096], "
+                             f"got {self.exposure_side!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> NetworkOptions:
@@ -79,8 +86,8 @@ class NetworkOptions:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The options; ``exposure`` / ``exposure_gamma`` only when set, so checkpoints without them are
-        written as before."""
+        """The options; ``exposure``, ``exposure_gamma``, ``tone``, ``denoise_sigma`` and ``exposure_side``
+        only when not their defaults, so checkpoints without them are written as before."""
         data = asdict(self)
         if data["exposure"] is None:
             del data["exposure"]
@@ -90,6 +97,8 @@ class NetworkOptions:
             del data["tone"]
         if data["denoise_sigma"] is None:
             del data["denoise_sigma"]
+        if data["exposure_side"] == EXPOSURE_SIDE:
+            del data["exposure_side"]
         return data
 
 

@@ -61,7 +61,8 @@ LEAKY_SLOPE = 0.05
 T_MIN = 0.001
 
 EXPOSURE_SIDE = 256
-"""Longest side of the small copy on which :func:`exposure_gain` measures the IEM output's mean."""
+"""Longest side of the small copy on which :func:`exposure_gain` measures the IEM output's mean, unless
+the network option ``exposure_side`` says otherwise."""
 
 GAIN_FLOOR = 1e-3
 """Smallest mean brightness :func:`exposure_gain` divides by (an all-black image)."""
@@ -116,7 +117,7 @@ class DistillationCell(nn.Module):
 
 def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float,
                   gamma: float = 1.0, tone: ToneOptions | None = None,
-                  *, with_lift: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[float]]:
+                  *, with_lift: bool = False, side: int = EXPOSURE_SIDE) -> torch.Tensor | tuple[torch.Tensor, list[float]]:
     """The gain ``k = E / m`` (one per image, shape ``B``) that scales the IEM output ``u`` to the
     mean brightness ``E`` = ``exposure``: ``u' = clamp(k * u, 0, 1)`` (with ``gamma`` ``p`` != 1:
     ``u' = clamp(k * u ** p, 0, 1)`` and ``m`` the mean of ``u ** p``, see :func:`apply_gain`).
@@ -127,9 +128,10 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     brightness for every image is the best it can do (``docs/objectives.md``).
 
     ``m`` is defined on a small copy, so that it is the same for a whole image and for every tile
-    of it: with ``H x W`` the size of ``y``, ``f = min(ceil(max(H, W) / 256), H, W)`` (an integer,
-    at least 1); ``y_s = avg_pool2d(y, f, stride=f)`` (non-overlapping ``f x f`` means, a border
-    remainder of fewer than ``f`` rows / columns left out); ``m`` = the mean of ``iem(y_s)`` over
+    of it: with ``H x W`` the size of ``y`` and ``side`` (:data:`EXPOSURE_SIDE`, 256, unless the network
+    option ``exposure_side`` is set), ``f = min(ceil(max(H, W) / side), H, W)`` (an integer, at least
+    1); ``y_s = avg_pool2d(y, f, stride=f)`` (non-overlapping ``f x f`` means, a border remainder of
+    fewer than ``f`` rows / columns left out); ``m`` = the mean of ``iem(y_s)`` over
     channels and pixels, at least ``1e-3``. ``iem`` maps an image to its IEM output ``u``.
 
     ``gamma`` (not in the paper, default 1): the IEM that the reference loss trains has a nearly
@@ -146,7 +148,7 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     :func:`~ruas_nni.model.tone.clip_policy_mean`; for :mod:`ruas_nni.model.strength`).
     """
     height, width = y.shape[-2:]
-    factor = max(1, min(math.ceil(max(height, width) / EXPOSURE_SIDE), height, width))
+    factor = max(1, min(math.ceil(max(height, width) / side), height, width))
     small = F.avg_pool2d(y, kernel_size=factor, stride=factor) if factor > 1 else y
     u = iem(small).float()
     means = small.detach().double().mean(dim=(1, 2, 3)).tolist()
@@ -166,13 +168,15 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
 
 def exposure_and_strength(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, exposure: float,
                           gamma: float, tone: ToneOptions | None,
-                          denoise_sigma: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          denoise_sigma: float | None, *,
+                          side: int = EXPOSURE_SIDE) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(gain, strength)`` of each image of ``y``: :func:`exposure_gain` and, with ``denoise_sigma``
     (else ``None``), the NRM's strength :func:`~ruas_nni.model.strength.nrm_strength` of the whole
-    image's noise (:func:`~ruas_nni.model.strength.noise_sigma`) and the gain's lift."""
+    image's noise (:func:`~ruas_nni.model.strength.noise_sigma`) and the gain's lift. ``side``: as
+    :func:`exposure_gain`'s."""
     if denoise_sigma is None:
-        return exposure_gain(iem, y, exposure, gamma, tone), None  # type: ignore[return-value]
-    gain, lifts = exposure_gain(iem, y, exposure, gamma, tone, with_lift=True)  # type: ignore[misc]
+        return exposure_gain(iem, y, exposure, gamma, tone, side=side), None  # type: ignore[return-value]
+    gain, lifts = exposure_gain(iem, y, exposure, gamma, tone, with_lift=True, side=side)  # type: ignore[misc]
     images = y.detach().float().cpu().numpy()
     strength = [nrm_strength(noise_sigma(images[i].transpose(1, 2, 0)), lifts[i], denoise_sigma)
                 for i in range(len(lifts))]
@@ -309,6 +313,7 @@ class RUASForward:
     exposure_gamma: float = 1.0
     tone: ToneOptions | None = None
     denoise_sigma: float | None = None
+    exposure_side: int = EXPOSURE_SIDE
 
     def _tone_input(self, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(what the exposure policy maps, illuminations)``: the IEM output ``u_K``, or with the
@@ -322,7 +327,7 @@ class RUASForward:
             return None
         with torch.no_grad():
             return exposure_gain(lambda small: self._tone_input(small)[0], y, self.exposure, self.exposure_gamma,
-                                 self.tone)
+                                 self.tone, side=self.exposure_side)
 
     def gain_and_strength(self, y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(gain, strength)`` per image of ``y``: :meth:`exposure_gain`, and with ``denoise_sigma``
@@ -332,7 +337,8 @@ class RUASForward:
         with torch.no_grad():
             return exposure_and_strength(lambda small: self._tone_input(small)[0], y, self.exposure,
                                          self.exposure_gamma, self.tone,
-                                         self.denoise_sigma if self.nrm is not None else None)
+                                         self.denoise_sigma if self.nrm is not None else None,
+                                         side=self.exposure_side)
 
     def enhance_iem(self, y: torch.Tensor) -> torch.Tensor:
         """The NRM's input for ``y``: the IEM output, exposure-normalised when exposure is on."""
@@ -403,11 +409,13 @@ class RUASNet(RUASForward, nn.Module):
         exposure_gamma: float = 1.0,
         tone: ToneOptions | None = None,
         denoise_sigma: float | None = None,
+        exposure_side: int = EXPOSURE_SIDE,
     ) -> None:
         nn.Module.__init__(self)
         self.exposure = exposure
         self.exposure_gamma = float(exposure_gamma)
         self.tone = tone
         self.denoise_sigma = denoise_sigma if exposure is not None else None
+        self.exposure_side = int(exposure_side)
         self.iem = IlluminationEstimation(iem_edges, iem_stages, iem_channels, gamma, warm_start)
         self.nrm = NoiseRemoval(nrm_edges, nrm_cells, nrm_channels) if nrm_edges is not None else None
