@@ -107,20 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         if source.options.exposure is None:
             parser.error("--tone shoulder: the model has no exposure normalisation")
         source = replace(source, options=replace(source.options, tone=ToneOptions()))
-    if args.denoise_sigma is not None:
+    # options that act on the exposure gain's small copy and so need exposure normalisation
+    for flag, option, why in (("--denoise-sigma", "denoise_sigma", " (the strength needs its lift)"),
+                              ("--exposure-side", "exposure_side", "")):
+        value = getattr(args, option)
+        if value is None:
+            continue
         if source.options.exposure is None:
-            parser.error("--denoise-sigma: the model has no exposure normalisation (the strength needs its lift)")
+            parser.error(f"{flag}: the model has no exposure normalisation{why}")
         try:
-            source = replace(source, options=replace(source.options, denoise_sigma=args.denoise_sigma))
+            source = replace(source, options=replace(source.options, **{option: value}))
         except ValueError as exc:
-            parser.error(f"--denoise-sigma: {exc}")
-    if args.exposure_side is not None:
-        if source.options.exposure is None:
-            parser.error("--exposure-side: the model has no exposure normalisation")
-        try:
-            source = replace(source, options=replace(source.options, exposure_side=args.exposure_side))
-        except ValueError as exc:
-            parser.error(f"--exposure-side: {exc}")
+            parser.error(f"{flag}: {exc}")
     pairs = find_pairs(args.val)
     result = evaluate(source, pairs)
     test_pairs = find_pairs(args.report)
