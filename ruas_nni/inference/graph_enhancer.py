@@ -85,14 +85,15 @@ class GraphEnhancer(TiledEnhancer):
         on the ``f x f`` block means), float32 ``1 x 1 x 1 x 1``, and its lift (NaN for the older policy
         unless the graph has ``denoise_sigma``)."""
         assert self._gain_engine is not None
+        from ..model.tone import ToneOptions, clip_policy_mean, shoulder_gain_and_mean, small_copy_factor
+
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
         graph = self.graph
-        factor = max(1, min(math.ceil(max(height, width) / graph.exposure_side), height, width))
+        factor = small_copy_factor(height, width, graph.exposure_side)
         rows, columns = height // factor, width // factor
         sums = _block_sums(rgb[:rows * factor, :columns * factor].transpose(2, 0, 1), factor)
         small = (sums / (scale * factor * factor)).astype(np.float32)[None]
         u = self._gain_engine.run_batch(small).astype(np.float64)
-        from ..model.tone import ToneOptions, clip_policy_mean, shoulder_gain_and_mean
 
         y_mean = float(small.astype(np.float64).mean())
         if graph.tone is not None:  # the shoulder policy: u is the ratio y / t_K

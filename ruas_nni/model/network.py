@@ -18,7 +18,6 @@ the searched and the exported network cannot drift apart. This module never impo
 
 from __future__ import annotations
 
-import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -27,7 +26,15 @@ from torch import nn
 
 from .ops import receptive_radius
 from .strength import noise_sigma, nrm_strength
-from .tone import BLUR_RADIUS, ToneOptions, clip_policy_mean, dequantise, shoulder_curve, shoulder_gain_and_mean
+from .tone import (
+    BLUR_RADIUS,
+    ToneOptions,
+    clip_policy_mean,
+    dequantise,
+    shoulder_curve,
+    shoulder_gain_and_mean,
+    small_copy_factor,
+)
 
 __all__ = [
     "EDGE_NAMES",
@@ -148,7 +155,7 @@ def exposure_gain(iem: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, 
     :func:`~ruas_nni.model.tone.clip_policy_mean`; for :mod:`ruas_nni.model.strength`).
     """
     height, width = y.shape[-2:]
-    factor = max(1, min(math.ceil(max(height, width) / side), height, width))
+    factor = small_copy_factor(height, width, side)
     small = F.avg_pool2d(y, kernel_size=factor, stride=factor) if factor > 1 else y
     u = iem(small).float()
     means = small.detach().double().mean(dim=(1, 2, 3)).tolist()

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ToneOptions", "shoulder_curve", "solve_shoulder_gain", "shoulder_gain_and_mean", "clip_policy_mean",
+           "small_copy_factor",
            "dequantise", "NEWTON_STEPS", "BLUR_TAPS", "BLUR_RADIUS", "blur_norm"]
 
 NEWTON_STEPS = 50
@@ -225,6 +226,14 @@ def shoulder_curve(x: torch.Tensor, gain: torch.Tensor, gamma: float, tone: Tone
 
     parts = _prepare(x, gamma, tone, torch, lambda v: torch.amax(v, dim=1, keepdim=True))
     return _combine(gain.to(x.dtype).view(-1, 1, 1, 1), parts, tone, torch)
+
+
+def small_copy_factor(height: int, width: int, side: int) -> int:
+    """The block size ``f`` of the small copy the gain is measured on, for an ``H x W`` image and the
+    network option ``exposure_side``: ``min(ceil(max(H, W) / side), H, W)``, at least 1. The network
+    (:func:`ruas_nni.model.network.exposure_gain`) and the graph engines, which do not import PyTorch,
+    both take it from here, so their small copies are the same."""
+    return max(1, min(math.ceil(max(height, width) / side), height, width))
 
 
 def solve_shoulder_gain(x_small: np.ndarray, y_mean: float, exposure: float, gamma: float, tone: ToneOptions) -> float:
